@@ -1,0 +1,75 @@
+"""lbclient: client-side load balancing with service discovery for httpx and grpcio.
+
+>>> import httpx, lbclient
+>>> lb = lbclient.LoadBalancer({"orders": ["127.0.0.1:8001", "127.0.0.1:8002"]},
+...                            scheduler="peak_ewma")
+>>> client = httpx.Client(transport=lbclient.LoadBalancedTransport(lb))
+>>> # client.get("http://orders/api/items")  -- the host names the service
+"""
+
+from lbclient._balancer import LoadBalancer, ServiceState
+from lbclient._config import ServiceConfig
+from lbclient._context import PickContext
+from lbclient._endpoint import Endpoint
+from lbclient._exceptions import (
+    ConfigurationError,
+    LBError,
+    MissingDependency,
+    NoAvailableInstance,
+    RegistryAccessDenied,
+    RegistryUnavailable,
+    ServiceNotFound,
+)
+from lbclient._handle import PickHandle
+from lbclient._instance import ServiceInstance, parse_instance, parse_instances
+from lbclient._listener import LoadBalancerListener
+from lbclient._outcome import Failure, Outcome
+from lbclient._retry import NO_RETRY, RetryBudget, RetryPolicy
+from lbclient.registry import Registry, StaticRegistry, registry_from_uri
+from lbclient.schedulers import Scheduler, available_schedulers, register_scheduler
+from lbclient.transport import (
+    AsyncLoadBalancedTransport,
+    LoadBalancedTransport,
+    key_from_cookie,
+    key_from_extension,
+    key_from_header,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "NO_RETRY",
+    "AsyncLoadBalancedTransport",
+    "ConfigurationError",
+    "Endpoint",
+    "Failure",
+    "LBError",
+    "LoadBalancedTransport",
+    "LoadBalancer",
+    "LoadBalancerListener",
+    "MissingDependency",
+    "NoAvailableInstance",
+    "Outcome",
+    "PickContext",
+    "PickHandle",
+    "Registry",
+    "RegistryAccessDenied",
+    "RegistryUnavailable",
+    "RetryBudget",
+    "RetryPolicy",
+    "Scheduler",
+    "ServiceConfig",
+    "ServiceInstance",
+    "ServiceNotFound",
+    "ServiceState",
+    "StaticRegistry",
+    "__version__",
+    "available_schedulers",
+    "key_from_cookie",
+    "key_from_extension",
+    "key_from_header",
+    "parse_instance",
+    "parse_instances",
+    "register_scheduler",
+    "registry_from_uri",
+]

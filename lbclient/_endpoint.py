@@ -1,0 +1,98 @@
+"""Endpoint: the live, mutable state of one instance (in-flight, outcomes, latency).
+
+Schedulers are rebuilt only when the usable list changes, but they read live load from the
+endpoints they were built over. Counters change under a per-endpoint lock (never a global one),
+so picks on different instances never contend.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+
+from lbclient._instance import ServiceInstance
+from lbclient._outcome import Outcome
+
+DEFAULT_EWMA_DECAY = 10.0
+"""Finagle's Peak EWMA decay time (seconds): how fast an old latency peak is forgotten."""
+
+
+class Endpoint:
+    """One instance plus everything the balancer learned about it while sending it traffic."""
+
+    __slots__ = (
+        "_cost",
+        "_lock",
+        "_stamp",
+        "decay",
+        "failures",
+        "id",
+        "in_flight",
+        "instance",
+        "last_failure",
+        "last_success",
+        "picks",
+        "successes",
+        "weight",
+    )
+
+    def __init__(self, instance: ServiceInstance, *, decay: float = DEFAULT_EWMA_DECAY) -> None:
+        self.instance = instance
+        self.id = instance.id
+        self.weight = instance.weight
+        """Effective weight the schedulers use (the instance's, adjusted e.g. by slow start)."""
+        self.decay = decay
+        self.in_flight = 0
+        self.picks = 0
+        self.successes = 0
+        self.failures = 0
+        self.last_success: float | None = None
+        self.last_failure: float | None = None
+        self._cost = 0.0
+        self._stamp = time.monotonic()
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"<Endpoint {self.id} in_flight={self.in_flight} weight={self.weight:g}>"
+
+    def begin(self) -> None:
+        """Count a request that starts on this instance."""
+        with self._lock:
+            self.in_flight += 1
+            self.picks += 1
+
+    def finish(self, outcome: Outcome) -> None:
+        """Release the in-flight slot and learn from the outcome (exactly once per begin)."""
+        now = time.monotonic()
+        with self._lock:
+            self.in_flight -= 1
+            if outcome.cancelled:
+                return
+            if outcome.failure is None:
+                self.successes += 1
+                self.last_success = now
+            else:
+                self.failures += 1
+                self.last_failure = now
+            self._observe(outcome.latency, now)
+
+    def _observe(self, rtt: float, now: float) -> None:
+        # Peak EWMA (Finagle): jump up to a peak at once, decay towards new samples slowly.
+        if rtt > self._cost:
+            self._cost = rtt
+        else:
+            w = math.exp(-(now - self._stamp) / self.decay)
+            self._cost = self._cost * w + rtt * (1.0 - w)
+        self._stamp = now
+
+    @property
+    def latency(self) -> float:
+        """Peak-EWMA latency in seconds, decayed to now (0.0 until the first answer)."""
+        elapsed = time.monotonic() - self._stamp
+        return self._cost * math.exp(-elapsed / self.decay) if elapsed > 0 else self._cost
+
+    def set_instance(self, instance: ServiceInstance) -> None:
+        """Take a new description of the same instance (weight, tags) and keep the history."""
+        self.instance = instance
+        self.weight = instance.weight

@@ -1,0 +1,73 @@
+"""The one exception tree every lbclient failure comes from.
+
+    LBError
+    ├── ConfigurationError        bad input: fix the code or the registry data (also a ValueError)
+    │   └── RegistryAccessDenied  the registry refused our credentials (403, 401)
+    ├── ServiceNotFound           the registry has never heard of the service (also a LookupError)
+    ├── NoAvailableInstance       the service exists but no instance can take the request now
+    ├── RegistryUnavailable       the registry cannot be reached and there is no last good list
+    └── MissingDependency         an optional extra is not installed (also an ImportError)
+
+Each carries ``service`` and, where there is one, ``instance``, so handlers can act on them
+without parsing messages. Messages say what to do next.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from lbclient._instance import ServiceInstance
+
+
+class LBError(Exception):
+    """Base of every error lbclient raises."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        service: str | None = None,
+        instance: ServiceInstance | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.service = service
+        self.instance = instance
+
+
+class ConfigurationError(LBError, ValueError):
+    """The configuration or the registry data is invalid; the message names the culprit."""
+
+
+class RegistryAccessDenied(ConfigurationError):
+    """The registry rejected our credentials: a token or a permission is missing."""
+
+
+class ServiceNotFound(LBError, LookupError):
+    """The registry does not know the service at all (a typo, or it was never registered)."""
+
+
+class NoAvailableInstance(LBError):
+    """The service is known, but no instance can take this request right now."""
+
+
+class RegistryUnavailable(LBError):
+    """The registry cannot be reached and there is no last good list to fall back on."""
+
+
+class MissingDependency(LBError, ImportError):
+    """An optional integration is used without its extra installed."""
+
+    def __init__(self, feature: str, extra: str) -> None:
+        super().__init__(f"{feature} needs an optional dependency: pip install 'lbclient[{extra}]'")
+        self.extra = extra
+
+
+def require(module: str, feature: str, extra: str) -> object:
+    """Import ``module`` or raise MissingDependency telling which extra to install."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise MissingDependency(feature, extra) from exc

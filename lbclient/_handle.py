@@ -1,0 +1,104 @@
+"""PickHandle: the result of a pick, whose completion feeds the outcome back exactly once."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from types import TracebackType
+from typing import TYPE_CHECKING
+
+from lbclient._context import PickContext
+from lbclient._endpoint import Endpoint
+from lbclient._instance import ServiceInstance
+from lbclient._outcome import Failure, Outcome
+
+if TYPE_CHECKING:
+    from lbclient._balancer import ServiceState
+
+
+class PickHandle:
+    """One attempt on one instance. Use it as a context manager so counts never leak.
+
+    >>> with lb.pick("orders") as handle:                       # doctest: +SKIP
+    ...     call(handle.instance.address)                      # success unless it raises
+    ...     handle.done(failure=Failure.GATEWAY, status=503)   # or report explicitly
+
+    Leaving the block by an exception reports a failure (``asyncio.CancelledError`` and
+    ``KeyboardInterrupt`` report a cancellation, which releases the in-flight slot without
+    blaming the instance). ``done`` may be called any number of times; only the first counts.
+    """
+
+    __slots__ = ("_finished", "_state", "context", "endpoint", "instance", "started")
+
+    def __init__(self, state: ServiceState, endpoint: Endpoint, context: PickContext) -> None:
+        self._state = state
+        self.endpoint = endpoint
+        self.instance: ServiceInstance = endpoint.instance
+        self.context = context
+        self.started = time.monotonic()
+        self._finished = False
+
+    def __repr__(self) -> str:
+        return f"<PickHandle {self._state.name} -> {self.instance.address}>"
+
+    @property
+    def service(self) -> str:
+        return self._state.name
+
+    @property
+    def finished(self) -> bool:
+        return self._finished
+
+    def done(
+        self, failure: Failure | None = None, *, status: int | None = None, cancelled: bool = False
+    ) -> None:
+        """Report how the attempt ended and release its in-flight slot (first call only)."""
+        if self._finished:
+            return
+        self._finished = True
+        outcome = Outcome(time.monotonic() - self.started, failure, cancelled, status)
+        self._state.complete(self.endpoint, outcome)
+
+    def cancel(self) -> None:
+        """Release the slot without judging the instance (the caller gave up)."""
+        self.done(cancelled=True)
+
+    def __enter__(self) -> PickHandle:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc is None:
+            self.done()
+        elif isinstance(exc, (asyncio.CancelledError, KeyboardInterrupt, GeneratorExit)):
+            self.cancel()
+        else:
+            self.done(classify_exception(exc))
+
+    async def __aenter__(self) -> PickHandle:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.__exit__(exc_type, exc, tb)
+
+
+def classify_exception(exc: BaseException) -> Failure:
+    """Best-effort failure kind of an exception raised while talking to an instance."""
+    if isinstance(exc, TimeoutError):
+        return Failure.TIMEOUT
+    if isinstance(exc, (ConnectionRefusedError, ConnectionAbortedError)):
+        return Failure.CONNECT
+    if isinstance(exc, ConnectionResetError):
+        return Failure.RESET
+    if isinstance(exc, OSError):
+        return Failure.CONNECT
+    return Failure.ERROR

@@ -1,0 +1,50 @@
+"""The supplier chain: filters that turn the registry's list into the usable list.
+
+Filters run when the list or an instance's state changes, never per request (Spring's
+ServiceInstanceListSupplier decorators, applied by the balancer). A filter that learns
+something new (a probe failed, an instance was ejected) calls ``invalidate()`` on the state it
+is bound to, and the balancer recomputes the usable list and rebuilds the scheduler.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from lbclient._endpoint import Endpoint
+from lbclient._outcome import Outcome
+
+if TYPE_CHECKING:
+    from lbclient._balancer import ServiceState
+
+
+class Filter(ABC):
+    """One link of the chain, bound to one service's state."""
+
+    state: ServiceState
+
+    def bind(self, state: ServiceState) -> None:
+        """Attach to a service; start background work here (probes, timers)."""
+        self.state = state
+
+    @abstractmethod
+    def apply(self, endpoints: Sequence[Endpoint]) -> Sequence[Endpoint]:
+        """Return the endpoints this link lets through (may adjust ``Endpoint.weight``)."""
+
+    def on_membership(self, added: Sequence[Endpoint], removed: Sequence[Endpoint]) -> None:
+        """The registry added or removed instances (stop probing the removed ones)."""
+
+    def on_complete(self, endpoint: Endpoint, outcome: Outcome) -> None:
+        """Feedback from every finished attempt (outlier detection counts here). Keep it cheap."""
+
+    def stats(self, endpoint: Endpoint) -> dict[str, Any]:
+        """Per-instance state this filter wants visible in ``LoadBalancer.stats()``."""
+        return {}
+
+    def close(self) -> None:
+        """Stop background work; called when the balancer closes."""
+
+
+FilterFactory = Callable[[], Filter]
+"""A zero-argument callable that makes a fresh filter for each service (a class works)."""

@@ -1,0 +1,20 @@
+"""Registries: where instances come from."""
+
+from lbclient.registry._base import NoWatch, Registry, SnapshotSink, Subscription
+from lbclient.registry._uri import available_schemes, registry_class, registry_from_uri
+from lbclient.registry._watch import TaskWatch, ThreadWatch, WatchPolicy
+from lbclient.registry.static import StaticRegistry
+
+__all__ = [
+    "NoWatch",
+    "Registry",
+    "SnapshotSink",
+    "StaticRegistry",
+    "Subscription",
+    "TaskWatch",
+    "ThreadWatch",
+    "WatchPolicy",
+    "available_schemes",
+    "registry_class",
+    "registry_from_uri",
+]

@@ -1,0 +1,58 @@
+"""Find a registry by URI scheme through the ``lbclient.registries`` entry-point group."""
+
+from __future__ import annotations
+
+from importlib import import_module
+from importlib.metadata import entry_points
+from urllib.parse import urlsplit
+
+from lbclient._exceptions import ConfigurationError
+from lbclient.registry._base import Registry
+
+GROUP = "lbclient.registries"
+
+_BUILTIN = {
+    "static": "lbclient.registry.static:StaticRegistry",
+    "consul": "lbclient.registry.consul:ConsulRegistry",
+    "k8s": "lbclient.registry.kubernetes:KubernetesRegistry",
+    "kubernetes": "lbclient.registry.kubernetes:KubernetesRegistry",
+}
+"""Used when lbclient runs from a source tree without its entry points installed."""
+
+
+def available_schemes() -> list[str]:
+    """Every URI scheme a registry is registered for."""
+    return sorted({ep.name for ep in entry_points(group=GROUP)} | set(_BUILTIN))
+
+
+def registry_class(scheme: str) -> type[Registry]:
+    """The registry class registered for ``scheme``, or ConfigurationError naming the choices."""
+    for ep in entry_points(group=GROUP):
+        if ep.name == scheme:
+            cls = ep.load()
+            break
+    else:
+        if scheme not in _BUILTIN:
+            raise ConfigurationError(
+                f"no registry for scheme {scheme!r}; available: {', '.join(available_schemes())}"
+                " (plugins add schemes, e.g. pip install lbclient-etcd)"
+            )
+        module, _, name = _BUILTIN[scheme].partition(":")
+        cls = getattr(import_module(module), name)
+    if not (isinstance(cls, type) and issubclass(cls, Registry)):
+        raise ConfigurationError(f"entry point {scheme!r} in {GROUP} is not a Registry: {cls!r}")
+    return cls
+
+
+def registry_from_uri(uri: str) -> Registry:
+    """Build a registry from a URI: ``static://?orders=h:1,h:2``, ``consul://host:8500?tag=v2``.
+
+    >>> registry_from_uri("static://?orders=127.0.0.1:8001").resolve("orders")[0].port
+    8001
+    """
+    parts = urlsplit(uri)
+    if not parts.scheme:
+        raise ConfigurationError(
+            f"registry URI {uri!r} has no scheme; expected e.g. 'consul://127.0.0.1:8500'"
+        )
+    return registry_class(parts.scheme.lower()).from_uri(parts)

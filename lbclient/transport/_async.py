@@ -1,0 +1,94 @@
+"""AsyncLoadBalancedTransport: the httpx transport for ``httpx.AsyncClient``."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_never
+
+from lbclient._balancer import LoadBalancer, ServiceState
+from lbclient._exceptions import ServiceNotFound
+from lbclient._retry import RetryState
+from lbclient.transport._core import Release, RetryAttempt, TransportCore, abandon
+
+
+class AsyncLoadBalancedTransport(httpx.AsyncBaseTransport):
+    """The asyncio twin of LoadBalancedTransport; same options, same behaviour.
+
+    >>> client = httpx.AsyncClient(transport=AsyncLoadBalancedTransport(lb))  # doctest: +SKIP
+    >>> await client.get("http://orders/api/items")                           # doctest: +SKIP
+    """
+
+    def __init__(
+        self, lb: LoadBalancer, transport: httpx.AsyncBaseTransport | None = None, **options: Any
+    ) -> None:
+        self._core = TransportCore(lb, **options)
+        self._inner = transport or httpx.AsyncHTTPTransport()
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        try:
+            state = await self._core.lb.aservice(request.url.host)
+        except ServiceNotFound:
+            if self._core.passthrough:
+                return await self._inner.handle_async_request(request)
+            raise
+        retry = self._core.start(request, state)
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception_type(RetryAttempt),
+            stop=stop_never,
+            wait=retry.policy.wait,
+            reraise=True,
+        ):
+            with attempt:
+                return await self._attempt(request, state, retry)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _attempt(
+        self, request: httpx.Request, state: ServiceState, retry: RetryState
+    ) -> httpx.Response:
+        handle = self._core.pick(state, retry)
+        try:
+            response = await self._inner.handle_async_request(self._core.prepare(request, handle))
+        except httpx.TransportError as exc:
+            signal = self._core.on_error(handle, retry, exc)
+            if signal is None:
+                raise
+            raise signal from exc
+        except BaseException as exc:
+            abandon(handle, exc)
+            raise
+        if self._core.on_response(handle, retry, response.status_code):
+            await response.aclose()
+            raise RetryAttempt()
+        return httpx.Response(
+            response.status_code,
+            headers=response.headers,
+            stream=_ReleasingStream(response.stream, Release(handle, response.status_code)),
+            extensions=response.extensions,
+            request=request,
+        )
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+class _ReleasingStream(httpx.AsyncByteStream):
+    def __init__(self, stream: httpx.AsyncByteStream | Any, release: Release) -> None:
+        self._stream = stream
+        self._release = release
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in self._stream:
+                yield chunk
+        except BaseException as exc:
+            self._release.broken(exc)
+            raise
+
+    async def aclose(self) -> None:
+        try:
+            await self._stream.aclose()
+        finally:
+            self._release.close()

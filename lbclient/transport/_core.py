@@ -1,0 +1,184 @@
+"""What the sync and async httpx transports share: routing, rewriting, classifying, deciding.
+
+Nothing here does I/O. The two transports (``_sync.py``, ``_async.py``) are thin loops that
+send, sleep and close around these functions, so their behaviour cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable
+from typing import Literal
+
+import httpx
+
+from lbclient._balancer import LoadBalancer, ServiceState
+from lbclient._context import PickContext
+from lbclient._exceptions import ConfigurationError
+from lbclient._handle import PickHandle
+from lbclient._outcome import Failure, failure_for_status
+from lbclient._retry import RetryPolicy, RetryState
+
+KeySource = Callable[[httpx.Request], "str | bytes | None"]
+
+DEFAULT_KEY_EXTENSION = "lb_key"
+"""``client.get(url, extensions={"lb_key": "user-42"})`` routes by that key."""
+
+
+class RetryAttempt(Exception):
+    """Internal signal to the retry loop: this attempt failed and another is allowed."""
+
+
+def key_from_header(name: str) -> KeySource:
+    """Hash key taken from a request header (e.g. ``X-User-Id``)."""
+    return lambda request: request.headers.get(name)
+
+
+def key_from_cookie(name: str) -> KeySource:
+    """Hash key taken from a cookie sent with the request (e.g. a session id)."""
+
+    def source(request: httpx.Request) -> str | None:
+        for header in request.headers.get_list("cookie"):
+            for part in header.split(";"):
+                key, _, value = part.strip().partition("=")
+                if key == name:
+                    return value
+        return None
+
+    return source
+
+
+def key_from_extension(name: str = DEFAULT_KEY_EXTENSION) -> KeySource:
+    """Hash key taken from ``request.extensions[name]`` (set per request by the caller)."""
+    return lambda request: request.extensions.get(name)
+
+
+_CONNECT_ERRORS = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+_AFTER_SEND_ERRORS = (
+    httpx.ReadTimeout,
+    httpx.WriteTimeout,
+    httpx.NetworkError,
+    httpx.RemoteProtocolError,
+)
+
+
+def classify(exc: httpx.TransportError) -> tuple[Failure, bool, bool]:
+    """``(failure kind, whether the request may have reached the instance, retryable)``."""
+    if isinstance(exc, _CONNECT_ERRORS):
+        kind = Failure.CONNECT if isinstance(exc, httpx.ConnectError) else Failure.TIMEOUT
+        return kind, False, True
+    if isinstance(exc, httpx.TimeoutException):
+        return Failure.TIMEOUT, True, True
+    if isinstance(exc, _AFTER_SEND_ERRORS):
+        return Failure.RESET, True, True
+    return Failure.ERROR, True, False  # our side's problem (protocol misuse, proxy): no retry
+
+
+class TransportCore:
+    """Configuration and decisions of a load-balanced transport (see LoadBalancedTransport)."""
+
+    def __init__(
+        self,
+        lb: LoadBalancer,
+        *,
+        retry: RetryPolicy | None = None,
+        key: KeySource | None = None,
+        source: str | None = None,
+        unknown_service: Literal["raise", "passthrough"] = "raise",
+        host_header: str = "instance",
+        tls_server_name: str = "instance",
+    ) -> None:
+        if unknown_service not in ("raise", "passthrough"):
+            raise ConfigurationError(
+                f"unknown_service must be 'raise' or 'passthrough', got {unknown_service!r}"
+            )
+        self.lb = lb
+        self.retry = retry
+        self.key = key or key_from_extension()
+        self.source = source if source is not None else socket.gethostname()
+        self.passthrough = unknown_service == "passthrough"
+        self.host_header = host_header
+        self.tls_server_name = tls_server_name
+
+    def start(self, request: httpx.Request, state: ServiceState) -> RetryState:
+        policy = self.retry or state.config.retry
+        context = PickContext(
+            key=self.key(request),
+            source=self.source,
+            zone=state.config.zone,
+            attributes={"request": request},
+        )
+        replayable = isinstance(request.stream, httpx.ByteStream)
+        return RetryState(
+            policy,
+            state.retry_budget,
+            method=request.method,
+            replayable=replayable,
+            context=context,
+        )
+
+    def pick(self, state: ServiceState, retry: RetryState) -> PickHandle:
+        handle = state.pick(retry.next_context())
+        retry.record(handle.instance.id)
+        return handle
+
+    def prepare(self, request: httpx.Request, handle: PickHandle) -> httpx.Request:
+        """The request as sent to the picked instance: URL, Host header and TLS name rewritten."""
+        instance = handle.instance
+        scheme = instance.scheme if instance.scheme in ("http", "https") else request.url.scheme
+        url = request.url.copy_with(scheme=scheme, host=instance.host, port=instance.port)
+        headers = request.headers.copy()
+        if self.host_header == "instance":
+            headers["Host"] = instance.address
+        elif self.host_header != "service":
+            headers["Host"] = self.host_header
+        extensions = dict(request.extensions)
+        if scheme == "https":
+            if self.tls_server_name == "service":
+                extensions["sni_hostname"] = request.url.host
+            elif self.tls_server_name != "instance":
+                extensions["sni_hostname"] = self.tls_server_name
+        return httpx.Request(
+            request.method, url, headers=headers, stream=request.stream, extensions=extensions
+        )
+
+    def on_error(
+        self, handle: PickHandle, retry: RetryState, exc: httpx.TransportError
+    ) -> RetryAttempt | None:
+        """Report a transport error; return the retry signal to raise, or None to re-raise."""
+        failure, sent, retryable = classify(exc)
+        handle.done(failure)
+        if retryable and retry.retry_failure(failure, sent=sent):
+            return RetryAttempt()
+        exc.add_note(f"lbclient: {handle.service}: {retry.describe()}")
+        return None
+
+    def on_response(self, handle: PickHandle, retry: RetryState, status: int) -> bool:
+        """True when this response should be dropped and the request retried elsewhere."""
+        if status in retry.policy.statuses and retry.retry_status(status):
+            handle.done(failure_for_status(status), status=status)
+            return True
+        return False
+
+
+class Release:
+    """Completes a handle when the response body is closed, so in-flight covers the body."""
+
+    __slots__ = ("failure", "handle", "status")
+
+    def __init__(self, handle: PickHandle, status: int) -> None:
+        self.handle = handle
+        self.status = status
+        self.failure = failure_for_status(status)
+
+    def broken(self, exc: BaseException) -> None:
+        if isinstance(exc, httpx.TransportError):
+            self.failure = classify(exc)[0]
+
+    def close(self) -> None:
+        self.handle.done(self.failure, status=self.status)
+
+
+def abandon(handle: PickHandle, exc: BaseException) -> None:
+    """Release the handle of an attempt interrupted by something other than httpx."""
+    handle.__exit__(type(exc), exc, None)

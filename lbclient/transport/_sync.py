@@ -1,0 +1,100 @@
+"""LoadBalancedTransport: the httpx transport for ``httpx.Client``."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+from tenacity import Retrying, retry_if_exception_type, stop_never
+
+from lbclient._balancer import LoadBalancer, ServiceState
+from lbclient._exceptions import ServiceNotFound
+from lbclient._retry import RetryState
+from lbclient.transport._core import Release, RetryAttempt, TransportCore, abandon
+
+
+class LoadBalancedTransport(httpx.BaseTransport):
+    """Send ``http://<service>/...`` to an instance of ``<service>`` picked by ``lb``.
+
+    >>> lb = LoadBalancer({"orders": ["127.0.0.1:8001", "127.0.0.1:8002"]})  # doctest: +SKIP
+    >>> client = httpx.Client(transport=LoadBalancedTransport(lb))           # doctest: +SKIP
+    >>> client.get("http://orders/api/items")                               # doctest: +SKIP
+
+    ``transport`` is the inner transport that really sends (default: ``httpx.HTTPTransport()``,
+    whose connection pool is shared by all instances). Keyword options (see README):
+    ``retry`` (a RetryPolicy; default: the service's), ``key`` (hash-key source; default
+    ``extensions["lb_key"]``), ``unknown_service`` (``"raise"`` or ``"passthrough"``),
+    ``host_header`` and ``tls_server_name`` (``"instance"``, ``"service"`` or a literal name).
+    """
+
+    def __init__(
+        self, lb: LoadBalancer, transport: httpx.BaseTransport | None = None, **options: Any
+    ) -> None:
+        self._core = TransportCore(lb, **options)
+        self._inner = transport or httpx.HTTPTransport()
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        try:
+            state = self._core.lb.service(request.url.host)
+        except ServiceNotFound:
+            if self._core.passthrough:
+                return self._inner.handle_request(request)
+            raise
+        retry = self._core.start(request, state)
+        for attempt in Retrying(
+            retry=retry_if_exception_type(RetryAttempt),
+            stop=stop_never,
+            wait=retry.policy.wait,
+            reraise=True,
+        ):
+            with attempt:
+                return self._attempt(request, state, retry)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _attempt(
+        self, request: httpx.Request, state: ServiceState, retry: RetryState
+    ) -> httpx.Response:
+        handle = self._core.pick(state, retry)
+        try:
+            response = self._inner.handle_request(self._core.prepare(request, handle))
+        except httpx.TransportError as exc:
+            signal = self._core.on_error(handle, retry, exc)
+            if signal is None:
+                raise
+            raise signal from exc
+        except BaseException as exc:
+            abandon(handle, exc)
+            raise
+        if self._core.on_response(handle, retry, response.status_code):
+            response.close()
+            raise RetryAttempt()
+        return httpx.Response(
+            response.status_code,
+            headers=response.headers,
+            stream=_ReleasingStream(response.stream, Release(handle, response.status_code)),
+            extensions=response.extensions,
+            request=request,
+        )
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+class _ReleasingStream(httpx.SyncByteStream):
+    def __init__(self, stream: httpx.SyncByteStream | Any, release: Release) -> None:
+        self._stream = stream
+        self._release = release
+
+    def __iter__(self) -> Iterator[bytes]:
+        try:
+            yield from self._stream
+        except BaseException as exc:
+            self._release.broken(exc)
+            raise
+
+    def close(self) -> None:
+        try:
+            self._stream.close()
+        finally:
+            self._release.close()
