@@ -37,6 +37,31 @@ from lbclient.transport import (
 
 __version__ = "0.1.0"
 
+_OPTIONAL = {
+    # name: (module, extra) -- imported on first access so the core needs no optional extra
+    "AsyncConsulRegistrar": ("lbclient.consul", "consul"),
+    "AsyncConsulRegistry": ("lbclient.consul", "consul"),
+    "ConsulRegistrar": ("lbclient.consul", "consul"),
+    "ConsulRegistry": ("lbclient.consul", "consul"),
+    "KubernetesRegistry": ("lbclient.kubernetes", "kubernetes"),
+}
+
+
+def __getattr__(name: str) -> object:
+    if name in _OPTIONAL:
+        import importlib
+
+        module_name, extra = _OPTIONAL[name]
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            if exc.name and exc.name.startswith("lbclient"):
+                raise
+            raise MissingDependency(name, extra) from exc
+        return getattr(module, name)
+    raise AttributeError(f"module 'lbclient' has no attribute {name!r}")
+
+
 __all__ = [
     "NO_RETRY",
     "AsyncLoadBalancedTransport",

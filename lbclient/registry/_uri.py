@@ -13,9 +13,9 @@ GROUP = "lbclient.registries"
 
 _BUILTIN = {
     "static": "lbclient.registry.static:StaticRegistry",
-    "consul": "lbclient.registry.consul:ConsulRegistry",
-    "k8s": "lbclient.registry.kubernetes:KubernetesRegistry",
-    "kubernetes": "lbclient.registry.kubernetes:KubernetesRegistry",
+    "consul": "lbclient.consul:ConsulRegistry",
+    "k8s": "lbclient.kubernetes:KubernetesRegistry",
+    "kubernetes": "lbclient.kubernetes:KubernetesRegistry",
 }
 """Used when lbclient runs from a source tree without its entry points installed."""
 
