@@ -2,13 +2,20 @@
 
 Each backend answers every path with a small JSON body naming itself, and can be slowed,
 made to fail, stopped and restarted on the same port. ``/health`` answers ``health_status``.
+With ``tls=`` (an ``ssl.SSLContext``) it speaks HTTPS and records the TLS server names (SNI)
+clients sent. ``BackendProcess`` runs several backends in a child process, so that a demo or
+a benchmark does not share its interpreter lock with them.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 import socket
+import ssl
+import subprocess
+import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -21,6 +28,11 @@ class _Server(ThreadingHTTPServer):
     request_queue_size = 128
     backend: HTTPBackend
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # Clients that time out, cancel or reject our certificate hang up mid-request; that is
+        # what the tests provoke on purpose, not something to print a traceback for.
+        return None
+
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
@@ -29,6 +41,12 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         return None
+
+    def setup(self) -> None:
+        if isinstance(self.request, ssl.SSLSocket):
+            # Handshake here, in the connection's own thread, not in the accept loop.
+            self.request.do_handshake()
+        super().setup()
 
     def _serve(self) -> None:
         backend = self.server.backend
@@ -39,8 +57,13 @@ class _Handler(BaseHTTPRequestHandler):
         if delay:
             time.sleep(delay)
         payload = json.dumps(
-            {"backend": backend.name, "path": self.path, "method": self.command,
-             "host": self.headers.get("Host"), "status": status}
+            {
+                "backend": backend.name,
+                "path": self.path,
+                "method": self.command,
+                "host": self.headers.get("Host"),
+                "status": status,
+            }
         ).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
@@ -65,9 +88,18 @@ class HTTPBackend:
     'a'
     """
 
-    def __init__(self, name: str = "backend", *, host: str = "127.0.0.1", port: int = 0,
-                 delay: float = 0.0, fail_rate: float = 0.0, fail_status: int = 503,
-                 seed: int | None = None) -> None:
+    def __init__(
+        self,
+        name: str = "backend",
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        delay: float = 0.0,
+        fail_rate: float = 0.0,
+        fail_status: int = 503,
+        seed: int | None = None,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
         self.name = name
         self.host = host
         self.port = port
@@ -79,6 +111,9 @@ class HTTPBackend:
         self.requests = 0
         self.paths: list[str] = []
         self.last_headers: dict[str, str] = {}
+        self.tls = tls
+        self.sni_names: list[str | None] = []
+        """The TLS server name of each handshake (None when the client sent none)."""
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
         self._server: _Server | None = None
@@ -104,7 +139,7 @@ class HTTPBackend:
 
     @property
     def url(self) -> str:
-        return f"http://{self.address}"
+        return f"{'https' if self.tls else 'http'}://{self.address}"
 
     @property
     def running(self) -> bool:
@@ -115,10 +150,19 @@ class HTTPBackend:
             return self
         server = _Server((self.host, self.port), _Handler)
         server.backend = self
+        if self.tls is not None:
+            self.tls.sni_callback = self._record_sni
+            server.socket = self.tls.wrap_socket(
+                server.socket, server_side=True, do_handshake_on_connect=False
+            )
         self.port = server.server_address[1]
         self._server = server
-        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name=f"backend-{self.name}", daemon=True)
+        self._thread = threading.Thread(
+            target=server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name=f"backend-{self.name}",
+            daemon=True,
+        )
         self._thread.start()
         return self
 
@@ -132,6 +176,10 @@ class HTTPBackend:
         if self._thread is not None:
             self._thread.join(5)
 
+    def _record_sni(self, sock: Any, name: str | None, context: Any) -> None:
+        with self._lock:
+            self.sni_names.append(name)
+
     def __enter__(self) -> HTTPBackend:
         return self.start()
 
@@ -144,3 +192,92 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
+
+
+@dataclasses.dataclass(frozen=True)
+class BackendSpec:
+    """How to start one HTTPBackend in a BackendProcess (the knobs HTTPBackend takes)."""
+
+    name: str
+    delay: float = 0.0
+    fail_rate: float = 0.0
+    fail_status: int = 503
+    seed: int | None = None
+
+
+class BackendProcess:
+    """Several HTTPBackends served by a child Python process, on loopback.
+
+    Demos and benchmarks use it so that the servers do not compete with the client for one
+    interpreter lock. The child exits when ``stop()`` is called or when this process dies
+    (it watches its stdin), so no server outlives its owner.
+
+    >>> with BackendProcess([BackendSpec("a"), BackendSpec("b", delay=0.05)]) as servers:
+    ...     servers.addresses                                    # doctest: +SKIP
+    {'a': '127.0.0.1:40211', 'b': '127.0.0.1:40213'}
+    """
+
+    def __init__(self, specs: list[BackendSpec], *, host: str = "127.0.0.1") -> None:
+        self.specs = list(specs)
+        self.host = host
+        self.addresses: dict[str, str] = {}
+        self._process: subprocess.Popen[str] | None = None
+
+    def start(self) -> BackendProcess:
+        if self._process is not None:
+            return self
+        payload = json.dumps(
+            {"host": self.host, "specs": [dataclasses.asdict(s) for s in self.specs]}
+        )
+        process = subprocess.Popen(
+            [sys.executable, "-c", _CHILD, payload],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        self._process = process
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        if not line:
+            self.stop()
+            raise RuntimeError("the backend process exited before it started serving")
+        self.addresses = json.loads(line)
+        return self
+
+    def stop(self) -> None:
+        """Ask the child to stop (close its stdin) and wait for it; kill it if it hangs."""
+        process, self._process = self._process, None
+        if process is None:
+            return
+        if process.stdin is not None:
+            process.stdin.close()
+        try:
+            process.wait(5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        if process.stdout is not None:
+            process.stdout.close()
+
+    def __enter__(self) -> BackendProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _serve_forever(payload: str) -> None:
+    """Child side of BackendProcess: start the backends, print their addresses, wait for EOF."""
+    config = json.loads(payload)
+    backends = [HTTPBackend(host=config["host"], **spec).start() for spec in config["specs"]]
+    print(json.dumps({b.name: b.address for b in backends}), flush=True)
+    try:
+        sys.stdin.read()
+    finally:
+        for backend in backends:
+            backend.stop()
+
+
+_CHILD = (
+    "import sys; from lbclient.testing._http import _serve_forever; _serve_forever(sys.argv[1])"
+)
