@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from tenacity import wait_exponential_jitter
+from tenacity import wait_exponential, wait_random
 from tenacity.wait import wait_base
 
 from lbclient._context import PickContext
@@ -42,7 +42,9 @@ class RetryPolicy:
     methods: frozenset[str] | None = IDEMPOTENT_METHODS
     avoid_previous: bool = True
     wait: wait_base | Callable[..., float] = dataclasses.field(
-        default_factory=lambda: wait_exponential_jitter(initial=0.005, max=0.25, jitter=0.005)
+        # wait_exponential_jitter(initial=...) is deprecated in tenacity 9.2 and its replacement
+        # (multiplier=) is missing from the 8.x we support; this sum means the same everywhere.
+        default_factory=lambda: wait_exponential(multiplier=0.005, max=0.25) + wait_random(0, 0.005)
     )
     budget_ratio: float = 0.2
     budget_min_per_second: float = 10.0
