@@ -78,7 +78,7 @@ class StaticRegistry(Registry):
             current = path.stat().st_mtime
             if mtime is not None and current == mtime:
                 return None, current
-            return _read_file(path).get(service, ()), current
+            return parse_instances(service, _read_file(path).get(service, ())), current
 
         return ThreadWatch(WatchPolicy(f"static:{service}", sink, min_interval=interval), poll)
 
