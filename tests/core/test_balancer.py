@@ -81,9 +81,12 @@ def test_a_service_config_object_is_taken_as_is() -> None:
     ],
 )
 def test_bad_settings_raise_configuration_error(kwargs: dict[str, object], message: str) -> None:
-    with pytest.raises(ConfigurationError, match=message):
+    def configure_and_pick() -> None:
         lb = lbclient.LoadBalancer(SERVICES, **kwargs)  # type: ignore[arg-type]
         lb.pick("orders")  # scheduler options are checked when the scheduler is built
+
+    with pytest.raises(ConfigurationError, match=message):
+        configure_and_pick()
 
 
 def test_bad_registry_type() -> None:
@@ -164,7 +167,8 @@ def test_stats_shape() -> None:
     assert service["service"] == "orders"
     assert service["scheduler"] == "round_robin"
     assert service["usable"] == 2
-    assert service["registry_error"] is None and service["stale_seconds"] is None
+    assert service["registry_error"] is None
+    assert service["stale_seconds"] is None
     assert isinstance(service["updated_at"], float)
     assert service["retries_refused_by_budget"] == 0
     assert isinstance(service["retry_budget"], float)
@@ -225,9 +229,13 @@ def test_listeners_see_instances_picks_and_outcomes() -> None:
     assert recorder.events[0] == ("instances", "orders", ["127.0.0.1:8001"])
     assert recorder.events[1] == ("pick", "orders", "127.0.0.1:8001")
     ok, failed = recorder.events[2][2], recorder.events[4][2]
-    assert isinstance(ok, Outcome) and ok.ok and ok.latency >= 0
-    assert isinstance(failed, Outcome) and failed.failure is Failure.GATEWAY
-    assert failed.status == 503 and not failed.ok
+    assert isinstance(ok, Outcome)
+    assert ok.ok
+    assert ok.latency >= 0
+    assert isinstance(failed, Outcome)
+    assert failed.failure is Failure.GATEWAY
+    assert failed.status == 503
+    assert not failed.ok
 
 
 def test_a_failing_listener_never_breaks_requests(
@@ -255,7 +263,8 @@ def test_handle_context_manager_reports_success_and_failure() -> None:
     lb = lbclient.LoadBalancer({"orders": ["127.0.0.1:1"]})
     with lb.pick("orders") as handle:
         assert counts(lb) == (1, 0, 0, 1)
-        assert handle.service == "orders" and handle.instance.port == 1
+        assert handle.service == "orders"
+        assert handle.instance.port == 1
     assert counts(lb) == (1, 1, 0, 0)
     with pytest.raises(ConnectionRefusedError), lb.pick("orders"):
         raise ConnectionRefusedError
@@ -283,9 +292,14 @@ def test_done_is_idempotent() -> None:
     handle.cancel()
     assert handle.finished
     assert counts(lb) == (1, 1, 0, 0)
-    with pytest.raises(ValueError, match="late"), lb.pick("orders") as handle:
-        handle.done(Failure.GATEWAY, status=503)
-        raise ValueError("late")  # the explicit report stands
+
+    def report_then_raise() -> None:
+        with lb.pick("orders") as handle:
+            handle.done(Failure.GATEWAY, status=503)
+            raise ValueError("late")  # the explicit report stands
+
+    with pytest.raises(ValueError, match="late"):
+        report_then_raise()
     assert counts(lb) == (2, 1, 1, 0)
 
 

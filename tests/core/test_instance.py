@@ -45,7 +45,8 @@ def test_dict_fields_are_kept() -> None:
         },
     )
     assert instance.id == "orders-1"
-    assert instance.weight == 3.0 and isinstance(instance.weight, float)
+    assert instance.weight == 3.0
+    assert isinstance(instance.weight, float)
     assert instance.zone == "eu-1a"
     assert instance.tags == frozenset({"v2", "canary"})
     assert instance.metadata["version"] == "2.1"
@@ -64,7 +65,9 @@ def test_scheme_prefix_and_instance_of_another_service() -> None:
 def test_instances_are_immutable_and_hashable() -> None:
     a = ServiceInstance("orders", "h", 1, tags=frozenset({"x"}))
     b = ServiceInstance("orders", "h", 1, tags=frozenset({"x"}))
-    assert a == b and hash(a) == hash(b) and len({a, b}) == 1
+    assert a == b
+    assert hash(a) == hash(b)
+    assert len({a, b}) == 1
     with pytest.raises(AttributeError):
         a.port = 2  # type: ignore[misc]
 
