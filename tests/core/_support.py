@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from typing import Any, Literal
 
 import httpx
@@ -10,6 +11,14 @@ import httpx
 import lbclient
 
 Mode = Literal["sync", "async"]
+
+PLAIN: dict[str, Any] = (
+    {"outlier": None}
+    if "outlier" in {f.name for f in dataclasses.fields(lbclient.ServiceConfig)}
+    else {}
+)
+"""Balancer settings without passive outlier ejection, so that a test of the transport's own
+retry rules can send many failures to one instance and still count exactly where they went."""
 
 
 def send(
