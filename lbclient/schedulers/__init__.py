@@ -14,6 +14,24 @@ from lbclient.schedulers._base import Scheduler
 _MODULES = (
     "round_robin",
     "random",
+    "weighted_round_robin",
+    "weighted_random",
+    "least_request",
+    "peak_ewma",
+    "ring_hash",
+    "maglev",
+    "rendezvous",
+    "lc",
+    "wlc",
+    "sed",
+    "nq",
+    "lblc",
+    "lblcr",
+    "dh",
+    "sh",
+    "fo",
+    "ovf",
+    "twos",
 )
 
 _REGISTRY: dict[str, type[Scheduler]] = {}
