@@ -1,0 +1,213 @@
+"""What the sync and aio channels share: key extraction, outcome mapping, retry decisions.
+
+Nothing here does I/O. The two channels (``_sync.py``, ``aio/_channel.py``) are thin drivers
+that send, sleep and close around these functions, so their behaviour cannot drift apart.
+
+Outcome mapping (status code of a finished attempt → what the instance is blamed for):
+
+========================  ===================  =====================================
+status                    Failure              retried on another instance when
+========================  ===================  =====================================
+OK and application codes  none (success)       never
+UNAVAILABLE, connecting   ``CONNECT``          always (the request never left)
+UNAVAILABLE, mid-call     ``RESET``            the method is idempotent
+UNAVAILABLE, from server  ``GATEWAY``          the method is idempotent
+DEADLINE_EXCEEDED         ``TIMEOUT``          never (the caller's deadline is spent)
+INTERNAL, UNKNOWN,        ``SERVER``           never
+DATA_LOSS
+CANCELLED                 cancelled            never (the caller gave up)
+========================  ===================  =====================================
+
+"Application codes" are the ones a healthy server answers with (NOT_FOUND,
+INVALID_ARGUMENT, PERMISSION_DENIED, RESOURCE_EXHAUSTED, UNIMPLEMENTED, ...): the instance
+did its job. UNAVAILABLE is split by grpc-core's wording of the status details, which is
+the only signal Python gets: "failed to connect" means nothing was sent, anything else is
+treated as possibly sent (the safe side). Only calls whose request can be resent (unary
+requests) and that have delivered no response message yet are retried.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Collection, Sequence
+from typing import Any, Literal
+
+import grpc
+from tenacity import RetryCallState
+
+from lbclient._balancer import LoadBalancer, ServiceState
+from lbclient._context import PickContext
+from lbclient._exceptions import ConfigurationError
+from lbclient._handle import PickHandle
+from lbclient._outcome import Failure
+from lbclient._retry import RetryPolicy, RetryState
+
+Metadata = Sequence[tuple[str, str | bytes]]
+KeyFunction = Callable[[str, Any, "Metadata | None"], "str | bytes | None"]
+"""``key(method, request, metadata)`` → the hash key of a call, or None."""
+
+DEFAULT_KEY_METADATA = "lb-key"
+"""Calls sent with metadata ``("lb-key", "user-42")`` are routed by that key."""
+
+_CONNECT_HINTS = ("failed to connect", "connection refused", "connect failed", "no route to host")
+_RESET_HINTS = ("socket closed", "connection reset", "broken pipe", "goaway", "stream removed")
+_SERVER_CODES = frozenset(
+    {grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN, grpc.StatusCode.DATA_LOSS}
+)
+_OK = grpc.StatusCode.OK
+_UNAVAILABLE = grpc.StatusCode.UNAVAILABLE
+_CANCELLED = grpc.StatusCode.CANCELLED
+
+
+def key_from_metadata(name: str = DEFAULT_KEY_METADATA) -> KeyFunction:
+    """Hash key taken from the call's metadata entry ``name`` (gRPC keys are lower case)."""
+    name = name.lower()
+
+    def key(method: str, request: Any, metadata: Metadata | None) -> str | bytes | None:
+        if metadata:
+            for entry, value in metadata:
+                if entry == name:
+                    return value
+        return None
+
+    return key
+
+
+def failure_for_code(code: grpc.StatusCode, details: str | None) -> Failure | None:
+    """The failure kind an attempt's final status blames on its instance (None: not its fault)."""
+    if code is _OK:
+        return None
+    if code is _UNAVAILABLE:
+        text = (details or "").lower()
+        if any(hint in text for hint in _CONNECT_HINTS):
+            return Failure.CONNECT
+        if any(hint in text for hint in _RESET_HINTS):
+            return Failure.RESET
+        return Failure.GATEWAY
+    if code is grpc.StatusCode.DEADLINE_EXCEEDED:
+        return Failure.TIMEOUT
+    if code in _SERVER_CODES:
+        return Failure.SERVER
+    return None
+
+
+def report(handle: PickHandle, code: grpc.StatusCode | None, details: str | None) -> None:
+    """Complete ``handle`` from a final status (``None``: the call vanished unfinished)."""
+    if code is _OK:
+        handle.done()
+    elif code is None or code is _CANCELLED:
+        handle.cancel()
+    else:
+        handle.done(failure_for_code(code, details), status=code.value[0])
+
+
+def backoff(policy: RetryPolicy, attempt: int) -> float:
+    """The policy's tenacity wait before attempt ``attempt + 1``."""
+    state = RetryCallState(None, None, (), {})  # type: ignore[arg-type]
+    state.attempt_number = attempt
+    return float(policy.wait(state))
+
+
+class Deadline:
+    """One call's deadline, shared by all its attempts, so retries never extend it."""
+
+    __slots__ = ("at",)
+
+    def __init__(self, timeout: float | None) -> None:
+        self.at = None if timeout is None else time.monotonic() + timeout
+
+    def remaining(self) -> float | None:
+        return None if self.at is None else self.at - time.monotonic()
+
+
+class ChannelCore:
+    """Configuration and decisions of one load-balanced channel (see LoadBalancedChannel)."""
+
+    def __init__(
+        self,
+        lb: LoadBalancer,
+        service: str,
+        *,
+        key: str | KeyFunction | None = DEFAULT_KEY_METADATA,
+        retry: RetryPolicy | None = None,
+        idempotent: Collection[str] | Literal["all"] = (),
+    ) -> None:
+        if not isinstance(lb, LoadBalancer):
+            raise ConfigurationError(
+                f"a load-balanced channel needs a lbclient.LoadBalancer, got {type(lb).__name__}"
+            )
+        if not service or not isinstance(service, str):
+            raise ConfigurationError(f"the service name must be a non-empty str, got {service!r}")
+        if isinstance(idempotent, str) and idempotent != "all":
+            raise ConfigurationError(
+                f"idempotent must be 'all' or a collection of full method names such as "
+                f"'/orders.Orders/Get', got {idempotent!r}"
+            )
+        bad = [m for m in idempotent if not m.startswith("/")] if idempotent != "all" else []
+        if bad:
+            raise ConfigurationError(
+                f"idempotent methods must be full names like '/package.Service/Method', got {bad}"
+            )
+        self.lb = lb
+        self.service = service
+        self.key: KeyFunction | None = key_from_metadata(key) if isinstance(key, str) else key
+        self._retry = retry
+        self._methods = None if idempotent == "all" else frozenset(idempotent)
+        self._policies: dict[int, RetryPolicy] = {}
+        self.state: ServiceState | None = None
+
+    def resolved(self, state: ServiceState) -> ServiceState:
+        self.state = state
+        return state
+
+    def policy(self, state: ServiceState) -> RetryPolicy:
+        """The service's retry policy with our idempotent methods (built once per config)."""
+        policy = self._policies.get(id(state.config))
+        if policy is None:
+            base = self._retry or state.config.retry
+            policy = dataclasses.replace(base, methods=self._methods)
+            self._policies[id(state.config)] = policy
+        return policy
+
+    def context(self, state: ServiceState, method: str, request: Any, metadata: Any) -> PickContext:
+        key = self.key(method, request, metadata) if self.key is not None else None
+        return PickContext(key=key, zone=state.config.zone, attributes={"method": method})
+
+    def start(
+        self, state: ServiceState, method: str, request: Any, metadata: Any, *, replayable: bool
+    ) -> RetryState:
+        return RetryState(
+            self.policy(state),
+            state.retry_budget,
+            method=method,
+            replayable=replayable,
+            context=self.context(state, method, request, metadata),
+        )
+
+    def pick(self, state: ServiceState, retry: RetryState) -> PickHandle:
+        handle = state.pick(retry.next_context())
+        retry.record(handle.instance.id)
+        return handle
+
+    def after_error(
+        self, handle: PickHandle, retry: RetryState, error: grpc.RpcError, deadline: Deadline
+    ) -> float | None:
+        """Report a failed attempt; return the pause before the next one, or None to give up."""
+        code: grpc.StatusCode = error.code()
+        details: str | None = error.details()
+        report(handle, code, details)
+        if code is not _UNAVAILABLE:
+            return None
+        failure = failure_for_code(code, details)
+        assert failure is not None
+        if not retry.retry_failure(failure, sent=failure is not Failure.CONNECT):
+            return None
+        pause = backoff(retry.policy, retry.attempt)
+        remaining = deadline.remaining()
+        if remaining is not None and remaining <= pause:
+            return None
+        return pause
+
+    def describe(self, retry: RetryState) -> str:
+        return f"lbclient: service {self.service!r}: {retry.describe()}"

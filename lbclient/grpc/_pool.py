@@ -1,0 +1,112 @@
+"""SubChannelPool: one grpcio channel per instance, created on first use and shared by calls.
+
+A sub-channel lives as long as its instance is in the registry's list. The pool notices a
+change of the list without any hook into the balancer: the service's scheduler is an
+immutable object replaced whenever the list changes (grpc-go's picker), so comparing its
+identity on each lease is enough, and the sweep runs only after a change. A sub-channel
+whose instance left is retired: closed at once when idle, otherwise when its last call ends,
+so a deploy never cuts a streaming call short. An instance that is merely ejected or
+unhealthy keeps its sub-channel (and its connection) for when it comes back.
+
+The pool does no I/O itself: ``create`` and ``discard`` are the sync or aio edge's.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar
+
+from lbclient._balancer import ServiceState
+from lbclient._endpoint import Endpoint
+from lbclient._instance import ServiceInstance
+
+C = TypeVar("C")
+
+
+class Lease(Generic[C]):
+    """A sub-channel and the calls running on it. ``callables`` caches multicallables."""
+
+    __slots__ = ("active", "address", "callables", "channel", "retired")
+
+    def __init__(self, channel: C, address: str) -> None:
+        self.channel = channel
+        self.address = address
+        self.active = 0
+        self.retired = False
+        self.callables: dict[object, Any] = {}
+
+
+class PoolClosed(Exception):
+    """The load-balanced channel was closed; no new call may start."""
+
+
+class SubChannelPool(Generic[C]):
+    """The sub-channels of one load-balanced channel, keyed by instance id."""
+
+    def __init__(
+        self, create: Callable[[ServiceInstance], C], discard: Callable[[C], None]
+    ) -> None:
+        self._create = create
+        self._discard = discard
+        self._leases: dict[str, Lease[C]] = {}
+        self._draining: set[Lease[C]] = set()
+        self._seen: object = None
+        self._lock = threading.Lock()
+        self.closed = False
+
+    def __len__(self) -> int:
+        return len(self._leases)
+
+    def addresses(self) -> list[str]:
+        """Addresses with a live sub-channel (for tests and stats)."""
+        return sorted(lease.address for lease in self._leases.values())
+
+    def acquire(self, state: ServiceState, endpoint: Endpoint) -> Lease[C]:
+        """The sub-channel for ``endpoint``, counted busy until ``release``."""
+        idle: list[C] = []
+        with self._lock:
+            if self.closed:
+                raise PoolClosed()
+            if state.scheduler is not self._seen:
+                self._seen = state.scheduler
+                current = state.endpoints
+                for instance_id in [i for i in self._leases if i not in current]:
+                    self._retire(self._leases.pop(instance_id), idle)
+            lease = self._leases.get(endpoint.id)
+            address = endpoint.instance.address
+            if lease is None or lease.address != address:
+                if lease is not None:  # same id, new address: the old channel goes
+                    self._retire(lease, idle)
+                lease = Lease(self._create(endpoint.instance), address)
+                self._leases[endpoint.id] = lease
+            lease.active += 1
+        for channel in idle:
+            self._discard(channel)
+        return lease
+
+    def release(self, lease: Lease[C]) -> None:
+        """A call on ``lease`` ended; close a retired sub-channel with its last call."""
+        with self._lock:
+            lease.active -= 1
+            if not (lease.retired and lease.active == 0 and lease in self._draining):
+                return
+            self._draining.discard(lease)
+        self._discard(lease.channel)
+
+    def _retire(self, lease: Lease[C], idle: list[C]) -> None:
+        lease.retired = True
+        if lease.active:
+            self._draining.add(lease)
+        else:
+            idle.append(lease.channel)
+
+    def close(self) -> list[C]:
+        """Stop leasing; return every sub-channel for the caller to close (busy ones too)."""
+        with self._lock:
+            self.closed = True
+            channels = [lease.channel for lease in self._leases.values()]
+            channels += [lease.channel for lease in self._draining]
+            self._leases.clear()
+            self._draining.clear()
+        return channels

@@ -1,0 +1,493 @@
+"""LoadBalancedChannel: a ``grpc.Channel`` that picks an instance for every call.
+
+Stubs and ``grpc.intercept_channel`` take it like any channel. Each call asks the balancer
+for an instance and runs on that instance's sub-channel (see ``_pool.py``); its outcome is
+reported when it ends. Unary-request calls made with ``__call__``/``with_call`` are retried
+on another instance as ``_core.py`` decides; streaming calls and ``future()`` make one
+attempt and return grpcio's own call object untouched, so iterating them costs nothing extra.
+"""
+
+from __future__ import annotations
+
+import time
+import weakref
+from collections.abc import Callable, Collection
+from typing import Any, Literal
+
+import grpc
+
+from lbclient._balancer import LoadBalancer, ServiceState
+from lbclient._exceptions import ConfigurationError, LBError
+from lbclient._handle import PickHandle
+from lbclient._instance import ServiceInstance
+from lbclient._retry import RetryPolicy, RetryState
+from lbclient.grpc._core import (
+    DEFAULT_KEY_METADATA,
+    ChannelCore,
+    Deadline,
+    KeyFunction,
+    report,
+)
+from lbclient.grpc._errors import NoInstanceRpcError
+from lbclient.grpc._pool import Lease, PoolClosed, SubChannelPool
+
+ChannelOptions = Collection[tuple[str, Any]]
+
+
+class LoadBalancedChannel(grpc.Channel):
+    """A channel to every instance of ``service``; build it with ``insecure_channel``."""
+
+    def __init__(
+        self,
+        service: str,
+        lb: LoadBalancer,
+        *,
+        credentials: grpc.ChannelCredentials | None = None,
+        options: ChannelOptions | None = None,
+        compression: grpc.Compression | None = None,
+        key: str | KeyFunction | None = DEFAULT_KEY_METADATA,
+        retry: RetryPolicy | None = None,
+        idempotent: Collection[str] | Literal["all"] = (),
+    ) -> None:
+        self._core = ChannelCore(lb, service, key=key, retry=retry, idempotent=idempotent)
+        self._credentials = credentials
+        self._options = tuple(options or ())
+        self._compression = compression
+        self._pool: SubChannelPool[grpc.Channel] = SubChannelPool(self._subchannel, _close)
+
+    def __repr__(self) -> str:
+        return f"<LoadBalancedChannel {self._core.service!r} sub-channels={len(self._pool)}>"
+
+    @property
+    def service(self) -> str:
+        return self._core.service
+
+    @property
+    def pool(self) -> SubChannelPool[grpc.Channel]:
+        """The per-instance sub-channels (read-only use: addresses, size)."""
+        return self._pool
+
+    def _subchannel(self, instance: ServiceInstance) -> grpc.Channel:
+        if self._credentials is None:
+            return grpc.insecure_channel(instance.address, self._options, self._compression)
+        return grpc.secure_channel(
+            instance.address, self._credentials, self._options, self._compression
+        )
+
+    # -- the call path shared by the multicallables ------------------------------------------
+
+    def _state(self) -> ServiceState:
+        state = self._core.state
+        if state is None:
+            try:
+                state = self._core.resolved(self._core.lb.service(self._core.service))
+            except LBError as exc:
+                raise NoInstanceRpcError(self._core.service, exc) from exc
+        return state
+
+    def _begin(self, state: ServiceState, retry: RetryState) -> tuple[PickHandle, Lease[Any]]:
+        try:
+            handle = self._core.pick(state, retry)
+        except LBError as exc:
+            raise NoInstanceRpcError(self._core.service, exc) from exc
+        try:
+            lease = self._pool.acquire(state, handle.endpoint)
+        except PoolClosed:
+            handle.cancel()
+            raise _closed(self._core.service) from None
+        except BaseException:
+            handle.cancel()
+            raise
+        return handle, lease
+
+    # -- grpc.Channel ------------------------------------------------------------------------
+
+    def subscribe(
+        self, callback: Callable[[grpc.ChannelConnectivity], None], try_to_connect: bool = False
+    ) -> None:
+        """Called back once: READY when the service has a usable instance, else TRANSIENT_FAILURE.
+
+        Enough for ``grpc.channel_ready_future``; per-instance connectivity lives in the
+        sub-channels and in ``lb.stats()``.
+        """
+        try:
+            ready = self._state().scheduler is not None
+        except grpc.RpcError:
+            ready = False
+        callback(
+            grpc.ChannelConnectivity.READY if ready else grpc.ChannelConnectivity.TRANSIENT_FAILURE
+        )
+
+    def unsubscribe(self, callback: Callable[[grpc.ChannelConnectivity], None]) -> None:
+        return None
+
+    def unary_unary(
+        self,
+        method: str,
+        request_serializer: Callable[[Any], bytes] | None = None,
+        response_deserializer: Callable[[bytes], Any] | None = None,
+        _registered_method: bool | None = False,
+    ) -> grpc.UnaryUnaryMultiCallable[Any, Any]:
+        return _UnaryUnary(
+            self,
+            "unary_unary",
+            method,
+            request_serializer,
+            response_deserializer,
+            _registered_method,
+        )
+
+    def unary_stream(
+        self,
+        method: str,
+        request_serializer: Callable[[Any], bytes] | None = None,
+        response_deserializer: Callable[[bytes], Any] | None = None,
+        _registered_method: bool | None = False,
+    ) -> grpc.UnaryStreamMultiCallable[Any, Any]:
+        return _UnaryStream(
+            self,
+            "unary_stream",
+            method,
+            request_serializer,
+            response_deserializer,
+            _registered_method,
+        )
+
+    def stream_unary(
+        self,
+        method: str,
+        request_serializer: Callable[[Any], bytes] | None = None,
+        response_deserializer: Callable[[bytes], Any] | None = None,
+        _registered_method: bool | None = False,
+    ) -> grpc.StreamUnaryMultiCallable[Any, Any]:
+        return _StreamUnary(
+            self,
+            "stream_unary",
+            method,
+            request_serializer,
+            response_deserializer,
+            _registered_method,
+        )
+
+    def stream_stream(
+        self,
+        method: str,
+        request_serializer: Callable[[Any], bytes] | None = None,
+        response_deserializer: Callable[[bytes], Any] | None = None,
+        _registered_method: bool | None = False,
+    ) -> grpc.StreamStreamMultiCallable[Any, Any]:
+        return _StreamStream(
+            self,
+            "stream_stream",
+            method,
+            request_serializer,
+            response_deserializer,
+            _registered_method,
+        )
+
+    def close(self) -> None:
+        """Close every sub-channel; calls still running end with CANCELLED (as in grpcio)."""
+        for channel in self._pool.close():
+            _close(channel)
+
+    def __enter__(self) -> LoadBalancedChannel:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _close(channel: grpc.Channel) -> None:
+    channel.close()
+
+
+def _closed(service: str) -> ConfigurationError:
+    return ConfigurationError(
+        f"the load-balanced channel of {service!r} is closed; create a new channel",
+        service=service,
+    )
+
+
+class _MultiCallable:
+    """What the four kinds share: the per-sub-channel multicallable and the two call shapes."""
+
+    def __init__(
+        self,
+        channel: LoadBalancedChannel,
+        kind: str,
+        method: str,
+        request_serializer: Callable[[Any], bytes] | None,
+        response_deserializer: Callable[[bytes], Any] | None,
+        registered: bool | None,
+    ) -> None:
+        self._channel = channel
+        self._kind = kind
+        self._method = method
+        self._serializer = request_serializer
+        self._deserializer = response_deserializer
+        self._registered = registered
+
+    def _inner(self, lease: Lease[Any]) -> Any:
+        inner = lease.callables.get(self)
+        if inner is None:
+            make = getattr(lease.channel, self._kind)
+            inner = make(
+                self._method,
+                self._serializer,
+                self._deserializer,
+                _registered_method=self._registered,
+            )
+            lease.callables[self] = inner
+        return inner
+
+    def _blocking(
+        self, request: Any, replayable: bool, with_call: bool, timeout: float | None, *args: Any
+    ) -> Any:
+        """Run to completion, retrying elsewhere while _core allows; args: grpcio's own."""
+        channel = self._channel
+        core = channel._core
+        pool = channel._pool
+        state = channel._state()
+        retry = core.start(
+            state, self._method, request if replayable else None, args[0], replayable=replayable
+        )
+        deadline = Deadline(timeout)
+        while True:
+            handle, lease = channel._begin(state, retry)
+            inner = self._inner(lease)
+            if with_call:
+                inner = inner.with_call
+            try:
+                result = inner(request, deadline.remaining(), *args)
+            except grpc.RpcError as error:
+                pause = core.after_error(handle, retry, error, deadline)
+                pool.release(lease)
+                if pause is None:
+                    if retry.attempt > 1:
+                        error.add_note(core.describe(retry))
+                    raise
+                time.sleep(pause)
+                continue
+            except BaseException as exc:
+                handle.__exit__(type(exc), exc, None)
+                pool.release(lease)
+                raise
+            handle.done()
+            pool.release(lease)
+            return result
+
+    def _started(self, invoke: Callable[[Any], Any], metadata: Any) -> Any:
+        """Start one attempt whose outcome is reported when grpcio says the call ended."""
+        channel = self._channel
+        state = channel._state()
+        retry = channel._core.start(state, self._method, None, metadata, replayable=False)
+        handle, lease = channel._begin(state, retry)
+        try:
+            call = invoke(self._inner(lease))
+        except BaseException as exc:
+            handle.__exit__(type(exc), exc, None)
+            channel._pool.release(lease)
+            raise
+        _report_when_done(call, handle, lease, channel._pool)
+        return call
+
+
+def _report_when_done(
+    call: Any, handle: PickHandle, lease: Lease[Any], pool: SubChannelPool[Any]
+) -> None:
+    # A weak reference: a call its owner dropped must stay collectable, so that grpcio's
+    # finalizer cancels it (the callback then reports a cancellation).
+    ref = weakref.ref(call)
+
+    def ended() -> None:
+        current = ref()
+        try:
+            if current is None:
+                report(handle, None, None)
+            else:
+                report(handle, current.code(), current.details())
+        finally:
+            pool.release(lease)
+
+    if not call.add_callback(ended):
+        ended()
+
+
+class _UnaryUnary(_MultiCallable, grpc.UnaryUnaryMultiCallable[Any, Any]):
+    def __call__(
+        self,
+        request: Any,
+        timeout: float | None = None,
+        metadata: Any = None,
+        credentials: Any = None,
+        wait_for_ready: bool | None = None,
+        compression: grpc.Compression | None = None,
+    ) -> Any:
+        return self._blocking(
+            request, True, False, timeout, metadata, credentials, wait_for_ready, compression
+        )
+
+    def with_call(
+        self,
+        request: Any,
+        timeout: float | None = None,
+        metadata: Any = None,
+        credentials: Any = None,
+        wait_for_ready: bool | None = None,
+        compression: grpc.Compression | None = None,
+    ) -> Any:
+        return self._blocking(
+            request, True, True, timeout, metadata, credentials, wait_for_ready, compression
+        )
+
+    def future(
+        self,
+        request: Any,
+        timeout: float | None = None,
+        metadata: Any = None,
+        credentials: Any = None,
+        wait_for_ready: bool | None = None,
+        compression: grpc.Compression | None = None,
+    ) -> Any:
+        return self._started(
+            lambda inner: inner.future(
+                request, timeout, metadata, credentials, wait_for_ready, compression
+            ),
+            metadata,
+        )
+
+
+class _UnaryStream(_MultiCallable, grpc.UnaryStreamMultiCallable[Any, Any]):
+    def __call__(
+        self,
+        request: Any,
+        timeout: float | None = None,
+        metadata: Any = None,
+        credentials: Any = None,
+        wait_for_ready: bool | None = None,
+        compression: grpc.Compression | None = None,
+    ) -> Any:
+        return self._started(
+            lambda inner: inner(
+                request, timeout, metadata, credentials, wait_for_ready, compression
+            ),
+            metadata,
+        )
+
+
+class _StreamUnary(_MultiCallable, grpc.StreamUnaryMultiCallable[Any, Any]):
+    def __call__(
+        self,
+        request_iterator: Any,
+        timeout: float | None = None,
+        metadata: Any = None,
+        credentials: Any = None,
+        wait_for_ready: bool | None = None,
+        compression: grpc.Compression | None = None,
+    ) -> Any:
+        return self._blocking(
+            request_iterator,
+            False,
+            False,
+            timeout,
+            metadata,
+            credentials,
+            wait_for_ready,
+            compression,
+        )
+
+    def with_call(
+        self,
+        request_iterator: Any,
+        timeout: float | None = None,
+        metadata: Any = None,
+        credentials: Any = None,
+        wait_for_ready: bool | None = None,
+        compression: grpc.Compression | None = None,
+    ) -> Any:
+        return self._blocking(
+            request_iterator,
+            False,
+            True,
+            timeout,
+            metadata,
+            credentials,
+            wait_for_ready,
+            compression,
+        )
+
+    def future(
+        self,
+        request_iterator: Any,
+        timeout: float | None = None,
+        metadata: Any = None,
+        credentials: Any = None,
+        wait_for_ready: bool | None = None,
+        compression: grpc.Compression | None = None,
+    ) -> Any:
+        return self._started(
+            lambda inner: inner.future(
+                request_iterator, timeout, metadata, credentials, wait_for_ready, compression
+            ),
+            metadata,
+        )
+
+
+class _StreamStream(_MultiCallable, grpc.StreamStreamMultiCallable[Any, Any]):
+    def __call__(
+        self,
+        request_iterator: Any,
+        timeout: float | None = None,
+        metadata: Any = None,
+        credentials: Any = None,
+        wait_for_ready: bool | None = None,
+        compression: grpc.Compression | None = None,
+    ) -> Any:
+        return self._started(
+            lambda inner: inner(
+                request_iterator, timeout, metadata, credentials, wait_for_ready, compression
+            ),
+            metadata,
+        )
+
+
+def insecure_channel(
+    service: str,
+    lb: LoadBalancer,
+    options: ChannelOptions | None = None,
+    compression: grpc.Compression | None = None,
+    **lb_options: Any,
+) -> LoadBalancedChannel:
+    """A plaintext channel balancing each call over the instances of ``service``.
+
+    >>> import lbclient, lbclient.grpc
+    >>> lb = lbclient.LoadBalancer({"orders": ["127.0.0.1:50051", "127.0.0.1:50052"]})
+    >>> channel = lbclient.grpc.insecure_channel("orders", lb, idempotent={"/orders.Orders/Get"})
+    >>> # stub = OrdersStub(channel); stub.Get(request)   -- each call picks an instance
+    >>> channel.close(); lb.close()
+
+    ``options`` and ``compression`` are grpcio's, applied to every per-instance sub-channel.
+    ``lb_options``: ``key`` (metadata name or ``key(method, request, metadata)`` function for
+    hash-based schedulers; default ``"lb-key"``), ``idempotent`` (full method names that may
+    be resent after UNAVAILABLE, or ``"all"``), ``retry`` (a RetryPolicy; default: the
+    service's).
+    """
+    return LoadBalancedChannel(service, lb, options=options, compression=compression, **lb_options)
+
+
+def secure_channel(
+    service: str,
+    lb: LoadBalancer,
+    credentials: grpc.ChannelCredentials,
+    options: ChannelOptions | None = None,
+    compression: grpc.Compression | None = None,
+    **lb_options: Any,
+) -> LoadBalancedChannel:
+    """``insecure_channel`` over TLS: every sub-channel uses ``credentials``.
+
+    Sub-channels target ``host:port`` of each instance; when certificates name the service
+    rather than each address, pass ``options=[("grpc.ssl_target_name_override", name)]``.
+    """
+    return LoadBalancedChannel(
+        service, lb, credentials=credentials, options=options, compression=compression, **lb_options
+    )
