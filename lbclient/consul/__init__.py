@@ -1,0 +1,13 @@
+"""Consul integration: discovery (ConsulRegistry) and self-registration (ConsulRegistrar).
+
+Needs the ``consul`` extra: ``pip install 'lbclient[consul]'`` (py-consul, with aiohttp for
+asyncio). ``lbclient.testing.consul.ConsulTestServer`` is a Consul stand-in for tests.
+"""
+
+from lbclient.consul._registry import ConsulRegistry
+from lbclient.consul._settings import ConsulSettings
+
+AsyncConsulRegistry = ConsulRegistry
+"""The same class: it serves asyncio code (``aresolve``, watches started in a loop) too."""
+
+__all__ = ["AsyncConsulRegistry", "ConsulRegistry", "ConsulSettings"]

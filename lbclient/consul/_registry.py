@@ -1,0 +1,299 @@
+"""ConsulRegistry: instances from Consul's health endpoint, watched with blocking queries."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import threading
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+from urllib.parse import SplitResult, parse_qsl
+
+from lbclient._exceptions import ConfigurationError, ServiceNotFound
+from lbclient._instance import ServiceInstance
+from lbclient.consul._abort import AbortableSession
+from lbclient.consul._duration import to_seconds
+from lbclient.consul._health import HealthQuery, translate
+from lbclient.consul._settings import DEFAULT_TIMEOUT, Cert, ConsulSettings
+from lbclient.registry._base import Registry, SnapshotSink, Subscription
+from lbclient.registry._watch import TaskWatch, ThreadWatch, WatchPolicy
+
+log = logging.getLogger("lbclient.consul")
+
+
+class _BucketPolicy(WatchPolicy[int]):
+    """WatchPolicy paced by a token bucket (Consul's advice: burst 2), not a fixed interval:
+    two changes in a row are both seen at once, a flapping service cannot spin the loop."""
+
+    def __init__(self, name: str, sink: SnapshotSink, rate: float, **kwargs: Any) -> None:
+        super().__init__(name, sink, **kwargs)
+        self.rate = rate
+        self.burst = 2.0
+        self._tokens = self.burst
+        self._filled = time.monotonic()
+
+    def pace(self) -> float:
+        now = time.monotonic()
+        self._tokens = min(self.burst, self._tokens + (now - self._filled) * self.rate)
+        self._filled = now
+        self._tokens -= 1.0
+        return 0.0 if self._tokens >= 0 else -self._tokens / self.rate
+
+
+class ConsulRegistry(Registry):
+    """Instances of a service as Consul's health endpoint lists them, kept fresh in the background.
+
+    >>> lb = lbclient.LoadBalancer(ConsulRegistry("127.0.0.1", 8500, tags=["v2"]))  # doctest: +SKIP
+    >>> lb = lbclient.LoadBalancer("consul://127.0.0.1:8500?tag=v2&dc=dc1")         # doctest: +SKIP
+
+    One class serves blocking and asyncio code: ``resolve`` and watches started outside an
+    event loop use py-consul's blocking client in a thread; ``aresolve`` and watches started
+    inside a running loop use ``consul.aio`` in a task. Only the services the balancer asks
+    for are watched, from their first use.
+
+    Options: ``token`` (sent as ``X-Consul-Token``, never logged), ``dc``, ``tags`` (all must
+    match), ``filter`` (a bexpr expression), ``node_meta``, ``passing_only`` (default False:
+    warning instances stay at their ``Weights.Warning``; critical ones are always dropped),
+    ``zone_key`` (metadata key read from the service, then the node), ``scheme``/``verify``/
+    ``cert`` (TLS to the agent), ``wait`` (blocking-query wait, seconds or ``"55s"``),
+    ``rate`` (at most this many queries per second per service, burst 2), ``min_backoff``/
+    ``max_backoff`` (after errors), ``instance_scheme`` (``"https"`` if the instances speak
+    TLS; a ``scheme`` key in the service's Meta wins). The ``CONSUL_HTTP_*`` variables fill
+    in what is not given.
+
+    A service Consul has never heard of raises ServiceNotFound on first use (checked against
+    ``/v1/catalog/services`` when the health answer is empty); a known service with no
+    healthy instance resolves to an empty list. A 403 raises RegistryAccessDenied naming the
+    missing permission.
+    """
+
+    scheme = "consul"
+
+    def __init__(
+        self,
+        host: str | None = None,
+        port: int | None = None,
+        *,
+        token: str | None = None,
+        dc: str | None = None,
+        tags: Iterable[str] = (),
+        filter: str | None = None,
+        node_meta: Mapping[str, str] | None = None,
+        passing_only: bool = False,
+        zone_key: str = "zone",
+        scheme: str | None = None,
+        verify: bool | str | None = None,
+        cert: Cert = None,
+        wait: float | str = 55.0,
+        timeout: float = DEFAULT_TIMEOUT,
+        rate: float = 10.0,
+        min_backoff: float = 0.1,
+        max_backoff: float = 30.0,
+        instance_scheme: str | None = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
+        if isinstance(tags, str):
+            tags = [tags]
+        try:
+            wait_seconds = to_seconds(wait, "wait")
+        except ValueError as exc:
+            raise ConfigurationError(str(exc)) from None
+        if not 0 < wait_seconds <= 600:
+            raise ConfigurationError(f"wait must be within (0, 10m] (Consul's cap), got {wait!r}")
+        if rate <= 0:
+            raise ConfigurationError(f"rate must be > 0 queries per second, got {rate!r}")
+        self.settings = ConsulSettings.resolve(
+            host, port, scheme=scheme, token=token, verify=verify, cert=cert, dc=dc,
+            timeout=timeout, environ=environ,
+        )  # fmt: skip
+        self.query = HealthQuery(
+            tags=tuple(tags),
+            dc=self.settings.dc,
+            filter=filter or None,
+            node_meta=dict(node_meta or {}),
+            passing_only=passing_only,
+            zone_key=zone_key,
+            wait=wait_seconds,
+            instance_scheme=instance_scheme,
+        )
+        self.rate = rate
+        self.min_backoff = min_backoff
+        self.max_backoff = max_backoff
+        self._rng = random.Random()
+        self._client: Any = None
+        self._lock = threading.Lock()
+        self._watches: list[Subscription] = []
+
+    def __repr__(self) -> str:
+        tags = f", tags={list(self.query.tags)}" if self.query.tags else ""
+        return f"ConsulRegistry({self.settings.address}{tags})"
+
+    # -- one-shot reads ---------------------------------------------------------------------
+
+    def resolve(self, service: str) -> Sequence[ServiceInstance]:
+        client = self._shared_client()
+        try:
+            answer = client.health.service(service, **self.query.kwargs(None, self._rng))
+            instances, _ = self.query.read(service, answer, None)
+            if instances or self._known(service, client.catalog.services(dc=self.query.dc)):
+                return instances or ()
+        except Exception as exc:
+            raise translate(exc, service, self.settings.address) from exc
+        raise self._not_found(service)
+
+    async def aresolve(self, service: str) -> Sequence[ServiceInstance]:
+        client = self.settings.async_client()
+        try:
+            answer = await client.health.service(service, **self.query.kwargs(None, self._rng))
+            instances, _ = self.query.read(service, answer, None)
+            if instances or self._known(service, await client.catalog.services(dc=self.query.dc)):
+                return instances or ()
+        except Exception as exc:
+            raise translate(exc, service, self.settings.address) from exc
+        finally:
+            await client.close()
+        raise self._not_found(service)
+
+    def _known(self, service: str, answer: Any) -> bool:
+        if not isinstance(answer, tuple) or not isinstance(answer[1], dict):
+            raise translate(
+                ValueError(f"malformed catalog answer {str(answer)[:200]!r}"),
+                service,
+                self.settings.address,
+            )
+        return service in answer[1]
+
+    def _not_found(self, service: str) -> ServiceNotFound:
+        where = f" in datacenter {self.query.dc!r}" if self.query.dc else ""
+        return ServiceNotFound(
+            f"Consul at {self.settings.address} has no service {service!r}{where}; check the "
+            "name, or that the service registered",
+            service=service,
+        )
+
+    def _shared_client(self) -> Any:
+        with self._lock:
+            if self._client is None:
+                self._client = self.settings.sync_client()
+            return self._client
+
+    # -- watching ---------------------------------------------------------------------------
+
+    def watch(self, service: str, sink: SnapshotSink) -> Subscription:
+        policy = _BucketPolicy(
+            f"consul:{service}",
+            sink,
+            self.rate,
+            min_backoff=self.min_backoff,
+            max_backoff=self.max_backoff,
+            rng=self._rng,
+        )
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            subscription: Subscription = self._thread_watch(service, policy)
+        else:
+            subscription = self._task_watch(service, policy)
+        with self._lock:
+            self._watches.append(subscription)
+        return subscription
+
+    def _thread_watch(self, service: str, policy: _BucketPolicy) -> ThreadWatch[int]:
+        client = self.settings.sync_client()
+        session = AbortableSession()
+        client.http.session = session
+        query, where, rng = self.query, self.settings.address, self._rng
+
+        def poll(cursor: int | None) -> tuple[Sequence[ServiceInstance] | None, int | None]:
+            try:
+                answer = client.health.service(service, **query.kwargs(cursor, rng))
+            except Exception as exc:
+                raise translate(exc, service, where) from exc
+            return query.read(service, answer, cursor)
+
+        return ThreadWatch(policy, poll, on_close=session.abort)
+
+    def _task_watch(self, service: str, policy: _BucketPolicy) -> TaskWatch[int]:
+        query, settings, rng = self.query, self.settings, self._rng
+        timeout = settings.timeout + query.block_seconds()
+
+        async def poll(cursor: int | None) -> tuple[Sequence[ServiceInstance] | None, int | None]:
+            # a client per query: cancelling the task then always closes its session, and one
+            # connection per long poll costs nothing
+            client = settings.async_client(timeout)
+            try:
+                answer = await client.health.service(service, **query.kwargs(cursor, rng))
+            except Exception as exc:
+                raise translate(exc, service, settings.address) from exc
+            finally:
+                await asyncio.shield(client.close())
+            return query.read(service, answer, cursor)
+
+        return TaskWatch(policy, poll)
+
+    def close(self) -> None:
+        with self._lock:
+            watches, self._watches = self._watches, []
+            client, self._client = self._client, None
+        for watch in watches:
+            watch.close()
+        if client is not None:
+            client.http.session.close()
+
+    # -- configuration from a URI -----------------------------------------------------------
+
+    @classmethod
+    def from_uri(cls, uri: SplitResult) -> ConsulRegistry:
+        """``consul://host:8500?tag=v2&tag=eu&dc=dc1&passing_only=true&zone_key=az``.
+
+        Also ``scheme``, ``verify`` (true/false or a CA path), ``filter``, ``node_meta=k:v``
+        (repeatable), ``wait``, ``token_env`` (the variable holding the token; default
+        ``CONSUL_HTTP_TOKEN``). A token in the URI is refused: URIs end up in logs.
+        """
+        options: dict[str, list[str]] = {}
+        for key, value in parse_qsl(uri.query, keep_blank_values=True):
+            options.setdefault(key, []).append(value)
+        if "token" in options or uri.password or uri.username:
+            raise ConfigurationError(
+                "do not put the Consul token in the URI (URIs end up in logs); set "
+                "CONSUL_HTTP_TOKEN, or name another variable with ?token_env=NAME"
+            )
+        known = {"tag", "dc", "passing_only", "zone_key", "scheme", "verify", "filter",
+                 "node_meta", "wait", "token_env", "instance_scheme"}  # fmt: skip
+        unknown = set(options) - known
+        if unknown:
+            raise ConfigurationError(
+                f"unknown consul:// option(s) {sorted(unknown)}; valid: {sorted(known)}"
+            )
+
+        def one(key: str) -> str | None:
+            return options[key][-1] if key in options else None
+
+        verify: bool | str | None = one("verify")
+        if isinstance(verify, str) and verify.lower() in ("true", "1", "false", "0"):
+            verify = verify.lower() in ("true", "1")
+        token = None
+        if one("token_env"):
+            token = os.environ.get(one("token_env") or "") or None
+        try:
+            port = uri.port
+        except ValueError:
+            raise ConfigurationError(f"consul:// URI has a bad port: {uri.netloc!r}") from None
+        return cls(
+            uri.hostname or None,
+            port,
+            token=token,
+            dc=one("dc"),
+            tags=options.get("tag", []),
+            filter=one("filter"),
+            node_meta=dict(m.partition(":")[::2] for m in options.get("node_meta", [])),
+            passing_only=(one("passing_only") or "false").lower() in ("1", "true", "yes"),
+            zone_key=one("zone_key") or "zone",
+            scheme=one("scheme"),
+            verify=verify,
+            wait=one("wait") or 55.0,
+            instance_scheme=one("instance_scheme"),
+        )

@@ -1,0 +1,251 @@
+"""ConsulTestServer: a protocol-faithful Consul agent on loopback, for tests without a cluster.
+
+It implements, from Consul's own API docs (see reference/consul.md):
+
+- ``GET /v1/health/service/<name>`` with ``passing`` (over ALL checks, the node's serfHealth
+  included), repeatable ``tag`` (all must match, case-insensitive), ``dc``, ``node-meta``,
+  ``filter`` (a go-bexpr subset, see ``_consul_bexpr``), consistency flags, blocking ``index``
+  + ``wait`` (default 5 min, clamped to 10 min, plus a random stagger up to wait/16), and the
+  ``X-Consul-Index`` (never 0), ``X-Consul-KnownLeader``, ``X-Consul-LastContact`` headers;
+- ``GET /v1/catalog/services`` and ``GET /v1/catalog/service/<name>`` (blocking too);
+- ``PUT /v1/agent/service/register`` (keys in any case or snake_case; ``Check``/``Checks`` with
+  Consul's default ids and names; checks start critical), ``/v1/agent/service/deregister/<id>``,
+  ``/v1/agent/check/pass|warn|fail/<id>?note=`` and ``/v1/agent/check/update/<id>``;
+- TTL expiry to critical with Consul's Output, and the DeregisterCriticalServiceAfter reaper;
+- ACL tokens from ``X-Consul-Token``, ``Authorization: Bearer`` or ``?token=``.
+
+Simplifications, all documented: one node; HTTP/TCP/gRPC/script checks are stored but never
+run (only TTL checks change on their own); output-only check updates do not move the index
+(Consul defers them by ``check_update_interval``); ACLs are one policy per token, ``"read"``
+or ``"write"`` over every service (``acl_tokens={"secret": "write"}``), anonymous requests get
+``anonymous_policy`` (default ``"none"``: reads filtered to nothing, writes refused).
+
+>>> with ConsulTestServer() as consul:                         # doctest: +SKIP
+...     c = consul_client(port=consul.port)
+...     c.agent.service.register("orders", port=8001)
+
+Test knobs (thread-safe, changeable while it runs): ``fail_next(n, status)``,
+``slow(delay)``, ``malformed_next(n, body)``, ``down()``/``up()`` (stop and come back on the
+same port, state kept), ``set_node_status(status)``, and the constructor's ``reap_interval``
+and ``min_deregister`` (Consul: 30 s and 1 min) to make the reaper testable.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+from collections import Counter
+from collections.abc import Mapping
+from http.server import ThreadingHTTPServer
+from typing import Any
+
+from lbclient.testing._consul_http import ConsulHandler
+from lbclient.testing._consul_state import ConsulHTTPError, ConsulState
+
+MALFORMED_BODY = b'[{"Node": {"Node": "test-node", "Address": '
+"""What ``malformed_next`` serves by default: JSON cut off mid-way."""
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 128
+    consul: ConsulTestServer
+
+
+class ConsulTestServer:
+    """A Consul agent stand-in on ``127.0.0.1`` (random port unless given), run in threads."""
+
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        datacenter: str = "dc1",
+        node_meta: Mapping[str, str] | None = None,
+        acl_tokens: Mapping[str, str] | None = None,
+        anonymous_policy: str = "none",
+        reap_interval: float = 30.0,
+        min_deregister: float = 60.0,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.state = ConsulState(
+            address=host,
+            datacenter=datacenter,
+            node_meta=node_meta,
+            reap_interval=reap_interval,
+            min_deregister=min_deregister,
+        )
+        self.acl_tokens = dict(acl_tokens) if acl_tokens is not None else None
+        self.anonymous_policy = anonymous_policy
+        self.delay = 0.0
+        self.malformed_body = MALFORMED_BODY
+        self.requests: Counter[tuple[str, str]] = Counter()
+        self._lock = threading.Lock()
+        self._fail: list[int] = []
+        self._malformed = 0
+        self._connections: set[socket.socket] = set()
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+
+    def __repr__(self) -> str:
+        return f"<ConsulTestServer {self.url} {'up' if self.running else 'down'}>"
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def running(self) -> bool:
+        return self._server is not None
+
+    def start(self) -> ConsulTestServer:
+        """Start the clock (TTL expiry, reaper) and the HTTP listener."""
+        self.state.start_clock()
+        return self.up()
+
+    def stop(self) -> None:
+        """Stop everything; the server cannot be restarted after this."""
+        self.down()
+        self.state.close()
+
+    def up(self) -> ConsulTestServer:
+        """Listen again (on the same port after ``down``)."""
+        with self._lock:
+            if self._server is not None:
+                return self
+            server = _Server((self.host, self.port), ConsulHandler)
+            server.consul = self
+            self.port = server.server_address[1]
+            self._server = server
+            self._thread = threading.Thread(
+                target=server.serve_forever,
+                kwargs={"poll_interval": 0.05},
+                name=f"consul-test-{self.port}",
+                daemon=True,
+            )
+            self._thread.start()
+        return self
+
+    def down(self) -> None:
+        """Refuse connections and reset the open ones, pending blocking queries included."""
+        with self._lock:
+            server, self._server = self._server, None
+            connections = list(self._connections)
+        if server is None:
+            return
+        server.shutdown()
+        server.server_close()
+        for conn in connections:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+        with self.state.cond:
+            self.state.cond.notify_all()
+        if self._thread is not None:
+            self._thread.join(5)
+
+    def __enter__(self) -> ConsulTestServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- knobs ------------------------------------------------------------------------------
+
+    def fail_next(self, n: int = 1, status: int = 500) -> None:
+        """Answer the next ``n`` requests with ``status`` (before any other processing)."""
+        with self._lock:
+            self._fail.extend([status] * n)
+
+    def slow(self, delay: float) -> None:
+        """Hold every answer ``delay`` seconds (0 turns it off)."""
+        self.delay = delay
+
+    def malformed_next(self, n: int = 1, body: bytes | None = None) -> None:
+        """Serve the next ``n`` JSON answers (status and headers intact) with a broken body."""
+        with self._lock:
+            self._malformed += n
+            if body is not None:
+                self.malformed_body = body
+
+    def set_node_status(self, status: str) -> None:
+        """Set the node's serfHealth check (it fails every ``?passing`` query when not passing)."""
+        self.state.set_node_status(status)
+
+    def check(self, check_id: str) -> dict[str, Any]:
+        """A copy of one check as the agent holds it (for assertions)."""
+        with self.state.cond:
+            return dict(self.state.checks[check_id].data)
+
+    def service_ids(self, name: str | None = None) -> list[str]:
+        with self.state.cond:
+            return sorted(
+                sid for sid, s in self.state.services.items() if name in (None, s.data["Service"])
+            )
+
+    # -- used by the handler ----------------------------------------------------------------
+
+    def take_failure(self) -> int | None:
+        with self._lock:
+            return self._fail.pop(0) if self._fail else None
+
+    def take_malformed(self) -> bool | None:
+        with self._lock:
+            if self._malformed <= 0:
+                return None
+            self._malformed -= 1
+            return True
+
+    def record(self, method: str, path: str) -> None:
+        with self._lock:
+            self.requests[(method, path)] += 1
+
+    def track(self, conn: socket.socket, *, add: bool) -> None:
+        with self._lock:
+            if add:
+                self._connections.add(conn)
+            else:
+                self._connections.discard(conn)
+
+    def _policy(self, token: str | None) -> str:
+        if self.acl_tokens is None:
+            return "write"
+        if token is None:
+            return self.anonymous_policy
+        policy = self.acl_tokens.get(token)
+        if policy is None:
+            raise ConsulHTTPError(403, "ACL not found")
+        return policy
+
+    def can_read(self, token: str | None, service: str | None) -> bool:
+        try:
+            return self._policy(token) in ("read", "write")
+        except ConsulHTTPError:
+            return False
+
+    def authorize_read(self, token: str | None, service: str | None) -> bool:
+        """403 for an unknown token; False (filter the answer) for a token that may not read."""
+        return self._policy(token) in ("read", "write")
+
+    def authorize(self, token: str | None, level: str, service: str) -> None:
+        policy = self._policy(token)
+        if policy == "write" or (level == "read" and policy == "read"):
+            return
+        who = "anonymous token" if token is None else "provided token"
+        raise ConsulHTTPError(
+            403, f"Permission denied: {who} lacks permission 'service:{level}' on \"{service}\""
+        )
+
+    def service_name_of(self, service_id: str) -> str:
+        with self.state.cond:
+            service = self.state.services.get(service_id)
+            return service.data["Service"] if service else service_id
+
+    def service_name_of_check(self, check_id: str) -> str:
+        with self.state.cond:
+            check = self.state.checks.get(check_id)
+            return check.data["ServiceName"] if check else check_id
