@@ -31,6 +31,8 @@ from lbclient._listener import LoadBalancerListener
 from lbclient._outcome import Outcome
 from lbclient._retry import RetryBudget
 from lbclient.filters._base import Filter
+from lbclient.filters._chain import build_chain
+from lbclient.filters.panic import PanicThreshold
 from lbclient.registry._base import Registry, Subscription
 from lbclient.registry._uri import registry_from_uri
 from lbclient.registry.static import StaticRegistry
@@ -64,7 +66,10 @@ class ServiceState:
         self.usable: tuple[Endpoint, ...] = ()
         self.scheduler: Scheduler | None = None
         self._weights: list[float] = []
-        self.filters: tuple[Filter, ...] = tuple(factory() for factory in config.filters)
+        self.filters: tuple[Filter, ...] = build_chain(config)
+        judges = [i for i, f in enumerate(self.filters) if f.judges_health]
+        self._health_span = (judges[0], judges[-1]) if judges else None
+        self.panic = PanicThreshold(name, config.panic_threshold, fail_open=config.fail_open)
         self.updated_at: float | None = None
         self.registry_error: str | None = None
         self.stale_since: float | None = None
@@ -113,6 +118,15 @@ class ServiceState:
                     f.on_membership(added, removed)
             self.invalidate()
 
+    def heartbeat(self, instance_id: str) -> None:
+        """A sign of life from outside the request path: a registry heartbeat (a Consul TTL
+        check passing) or a passing probe. Registries that learn of liveness call this."""
+        endpoint = self.endpoints.get(instance_id)
+        if endpoint is None:
+            return
+        for f in self.filters:
+            f.on_heartbeat(endpoint)
+
     def fail(self, error: BaseException) -> None:
         """The registry could not be read: keep the last good list, mark it stale."""
         self.registry_error = f"{type(error).__name__}: {error}"
@@ -127,8 +141,14 @@ class ServiceState:
             candidates: Sequence[Endpoint] = list(self.endpoints.values())
             for endpoint in candidates:
                 endpoint.weight = endpoint.instance.weight
-            for f in self.filters:
+            span = self._health_span
+            before_health: Sequence[Endpoint] = candidates
+            for index, f in enumerate(self.filters):
+                if span is not None and index == span[0]:
+                    before_health = candidates
                 candidates = f.apply(candidates)
+                if span is not None and index == span[1]:
+                    candidates = self.panic.decide(before_health, candidates).endpoints
             usable = tuple(candidates)
             weights = [e.weight for e in usable]
             if self.scheduler is not None and usable == self.usable and weights == self._weights:
@@ -189,6 +209,11 @@ class ServiceState:
             why = "the registry lists no instance"
             if self.registry_error:
                 why += f" (last registry error: {self.registry_error})"
+        elif self.panic.panicking and not self.panic.fail_open:
+            why = (
+                f"fewer than {self.panic.threshold:.0%} of its {total} instance(s) are healthy "
+                "and fail_open is off (panic threshold)"
+            )
         else:
             why = f"all {total} instance(s) are unhealthy or ejected"
         return NoAvailableInstance(
@@ -224,6 +249,7 @@ class ServiceState:
             "scheduler": self._scheduler_class.name,
             "instances": instances,
             "usable": len(usable),
+            "panic": self.panic.panicking,
             "updated_at": self.updated_at,
             "stale_seconds": None if self.stale_since is None else now - self.stale_since,
             "registry_error": self.registry_error,

@@ -10,6 +10,9 @@ from lbclient._endpoint import DEFAULT_EWMA_DECAY
 from lbclient._exceptions import ConfigurationError
 from lbclient._retry import RetryPolicy
 from lbclient.filters._base import FilterFactory
+from lbclient.filters.outlier import OutlierDetection
+from lbclient.filters.slow_start import SlowStart
+from lbclient.health import HealthCheck
 from lbclient.schedulers import Scheduler, scheduler_class
 
 
@@ -29,12 +32,30 @@ class ServiceConfig:
     ewma_decay: float = DEFAULT_EWMA_DECAY
     """Peak EWMA decay time in seconds (Finagle: 10 s)."""
     zone: str | None = None
-    """The caller's own zone, for zone-aware filters and schedulers."""
+    """The caller's own zone: instances there are preferred while any of them is healthy."""
+    health_check: HealthCheck | None = None
+    """Active probes, off unless given: ``HttpHealthCheck("/health")``, TcpHealthCheck(), ..."""
+    heartbeat_timeout: float | None = None
+    """Seconds without a sign of life (passing probe, registry heartbeat, success) before an
+    instance is taken out; None: no silence window."""
+    outlier: OutlierDetection | None = dataclasses.field(default_factory=OutlierDetection)
+    """Passive outlier ejection, on by default (Envoy's defaults); None turns it off."""
+    panic_threshold: float = 0.5
+    """Below this share of healthy instances, ignore health (fail_open) or fail fast."""
+    fail_open: bool = True
+    """In panic: True balances across all instances, False raises NoAvailableInstance."""
+    slow_start: SlowStart | None = None
+    """Ramp the weight of new and readmitted instances (weight-aware schedulers only)."""
+    subset_size: int | None = None
+    """Use only a deterministic subset of this many instances (off by default)."""
+    subset_key: str | None = None
+    """This client's identity for subsetting (default: the host name)."""
 
     def __post_init__(self) -> None:
         scheduler_class(self.scheduler)  # fail at configuration time, naming the choices
         if self.ewma_decay <= 0:
             raise ConfigurationError(f"ewma_decay must be > 0, got {self.ewma_decay}")
+        _check_health_settings(self)
 
     def merged(self, overrides: Mapping[str, Any] | ServiceConfig) -> ServiceConfig:
         """A copy with ``overrides`` applied; unknown keys are an error naming the valid ones."""
@@ -47,3 +68,25 @@ class ServiceConfig:
                 f"unknown service setting(s) {sorted(unknown)}; valid: {sorted(names)}"
             )
         return dataclasses.replace(self, **overrides)
+
+
+def _check_health_settings(config: ServiceConfig) -> None:
+    checks: list[tuple[str, object, type | tuple[type, ...]]] = [
+        ("health_check", config.health_check, HealthCheck),
+        ("outlier", config.outlier, OutlierDetection),
+        ("slow_start", config.slow_start, SlowStart),
+    ]
+    for name, value, kind in checks:
+        if value is not None and not isinstance(value, kind):
+            raise ConfigurationError(
+                f"{name} must be a {kind.__name__ if isinstance(kind, type) else kind} or None, "
+                f"got {value!r} (e.g. health_check=lbclient.HttpHealthCheck('/health'))"
+            )
+    if not 0.0 <= config.panic_threshold <= 1.0:
+        raise ConfigurationError(
+            f"panic_threshold is a share in [0, 1] (0 disables), got {config.panic_threshold}"
+        )
+    if config.heartbeat_timeout is not None and config.heartbeat_timeout <= 0:
+        raise ConfigurationError(f"heartbeat_timeout must be > 0, got {config.heartbeat_timeout}")
+    if config.subset_size is not None and config.subset_size < 1:
+        raise ConfigurationError(f"subset_size must be >= 1, got {config.subset_size}")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from lbclient._endpoint import Endpoint
 from lbclient._outcome import Outcome
@@ -23,6 +23,10 @@ class Filter(ABC):
     """One link of the chain, bound to one service's state."""
 
     state: ServiceState
+    judges_health: ClassVar[bool] = False
+    """True for links that drop instances because they look unhealthy (probes, heartbeat,
+    outlier ejection). The panic threshold compares what enters the first such link with what
+    leaves the last one, so narrowing links (subset, zone) never count as ill health."""
 
     def bind(self, state: ServiceState) -> None:
         """Attach to a service; start background work here (probes, timers)."""
@@ -37,6 +41,9 @@ class Filter(ABC):
 
     def on_complete(self, endpoint: Endpoint, outcome: Outcome) -> None:
         """Feedback from every finished attempt (outlier detection counts here). Keep it cheap."""
+
+    def on_heartbeat(self, endpoint: Endpoint) -> None:
+        """``endpoint`` just showed a sign of life (a passing probe, a registry heartbeat)."""
 
     def stats(self, endpoint: Endpoint) -> dict[str, Any]:
         """Per-instance state this filter wants visible in ``LoadBalancer.stats()``."""

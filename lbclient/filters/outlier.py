@@ -1,0 +1,294 @@
+"""Passive outlier detection: eject instances that fail the requests they already serve.
+
+Envoy's and gRPC A50's algorithm, fed by ``on_complete`` (every finished attempt):
+
+- Consecutive failures, counted separately and each configurable: 5xx answers
+  (``Failure.SERVER`` and ``GATEWAY``), gateway failures only (502/503/504), and local-origin
+  failures (``CONNECT``, ``TIMEOUT``, ``RESET``: the instance never answered). A success resets
+  them all; any answer resets the local-origin count. Ejection on these is immediate.
+- Every ``interval``: success rate (eject below mean - ``stdev_factor`` x stdev, among hosts
+  with enough requests, when enough hosts qualify) and failure percentage (eject at or above
+  the threshold).
+- An ejection lasts ``base_ejection_time`` x the instance's number of ejections, capped at
+  ``max_ejection_time``; the count decays by one per interval spent un-ejected. After the
+  time the instance is readmitted (slow start, if configured, then ramps it up).
+- ``max_ejection_percent`` caps how many are out at once, but one ejection is always allowed
+  (Envoy, gRPC A50).
+
+Defaults are Envoy's except ``max_ejection_percent``: Envoy's 10% ejects only one host of
+five even when two are dead. We use 50%: with up to half ejected a service keeps at least
+half its capacity, which is exactly where the panic threshold (50%) would take over anyway,
+so ejecting more could never help. Rounding: an ejection is allowed while the ejected count
+after it stays within the percentage (2 of 5, 1 of 3, 2 of 4), and always for the first one.
+
+``on_complete`` is O(1) under a per-instance lock; only an ejection (rare) takes the filter
+lock and rebuilds the usable list.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import threading
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from lbclient._endpoint import Endpoint
+from lbclient._exceptions import ConfigurationError
+from lbclient._outcome import Failure, Outcome
+from lbclient.filters._timed import TimedFilter
+
+if TYPE_CHECKING:
+    from lbclient._balancer import ServiceState
+
+log = logging.getLogger("lbclient.health")
+
+
+@dataclasses.dataclass(frozen=True)
+class OutlierDetection:
+    """Settings of passive outlier detection; ``None`` turns one detector off.
+
+    ``LoadBalancer(registry, outlier=OutlierDetection(consecutive_5xx=3))``;
+    ``outlier=None`` turns the whole thing off.
+    """
+
+    consecutive_5xx: int | None = 5
+    consecutive_gateway_failure: int | None = None
+    """Off by default, as in Envoy (``enforcing_consecutive_gateway_failure`` is 0 there)."""
+    consecutive_local_origin_failure: int | None = 5
+    interval: float = 10.0
+    base_ejection_time: float = 30.0
+    max_ejection_time: float = 300.0
+    max_ejection_percent: float = 50.0
+    success_rate_stdev_factor: float | None = 1.9
+    success_rate_minimum_hosts: int = 5
+    success_rate_request_volume: int = 100
+    failure_percentage_threshold: float | None = None
+    """Off by default, as in Envoy (``enforcing_failure_percentage`` is 0); Envoy's level is 85."""
+    failure_percentage_minimum_hosts: int = 5
+    failure_percentage_request_volume: int = 50
+
+    def __post_init__(self) -> None:
+        for name in (
+            "consecutive_5xx",
+            "consecutive_gateway_failure",
+            "consecutive_local_origin_failure",
+        ):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ConfigurationError(f"OutlierDetection.{name} must be >= 1 or None")
+        if min(self.interval, self.base_ejection_time, self.max_ejection_time) <= 0:
+            raise ConfigurationError("OutlierDetection times must be > 0 seconds")
+        if not 0 <= self.max_ejection_percent <= 100:
+            raise ConfigurationError("OutlierDetection.max_ejection_percent must be in [0, 100]")
+        fp = self.failure_percentage_threshold
+        if fp is not None and not 0 <= fp <= 100:
+            raise ConfigurationError("failure_percentage_threshold must be in [0, 100] or None")
+
+
+class _Record:
+    __slots__ = (
+        "bad",
+        "ejected_at",
+        "ejected_until",
+        "ejections",
+        "gateway",
+        "gone",
+        "local",
+        "lock",
+        "ok",
+        "reason",
+        "server",
+    )
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.server = self.gateway = self.local = 0
+        self.ok = self.bad = 0
+        self.ejections = 0
+        self.ejected_until: float | None = None
+        self.ejected_at: float | None = None
+        self.reason: str | None = None
+        self.gone = False
+
+    def reset(self) -> None:
+        self.server = self.gateway = self.local = 0
+
+
+class OutlierFilter(TimedFilter):
+    """Keep ejected instances out of the usable list until their ejection time is over."""
+
+    judges_health = True
+
+    def __init__(self, settings: OutlierDetection | None = None) -> None:
+        self.settings = settings or OutlierDetection()
+        self._records: dict[str, _Record] = {}
+        self._lock = threading.Lock()
+        self._ejected = 0
+
+    def bind(self, state: ServiceState) -> None:
+        super().bind(state)
+        self.later(self.settings.interval, self._sweep)
+
+    def on_membership(self, added: Sequence[Endpoint], removed: Sequence[Endpoint]) -> None:
+        with self._lock:
+            for endpoint in removed:
+                record = self._records.pop(endpoint.id, None)
+                if record is not None:
+                    record.gone = True
+                    if record.ejected_until is not None:
+                        self._ejected -= 1
+            for endpoint in added:
+                self._records[endpoint.id] = _Record()
+
+    def apply(self, endpoints: Sequence[Endpoint]) -> Sequence[Endpoint]:
+        records = self._records
+        return [e for e in endpoints if (r := records.get(e.id)) is None or r.ejected_until is None]
+
+    # -- the hot path ----------------------------------------------------------------------
+
+    def on_complete(self, endpoint: Endpoint, outcome: Outcome) -> None:
+        if outcome.cancelled:
+            return
+        record = self._records.get(endpoint.id)
+        if record is None:
+            return
+        s = self.settings
+        reason = None
+        failure = outcome.failure
+        with record.lock:
+            if failure is None:
+                record.ok += 1
+                record.server = record.gateway = record.local = 0
+                return
+            record.bad += 1
+            if failure is Failure.SERVER or failure is Failure.GATEWAY:
+                record.local = 0
+                record.server += 1
+                record.gateway = record.gateway + 1 if failure is Failure.GATEWAY else 0
+                if s.consecutive_5xx is not None and record.server >= s.consecutive_5xx:
+                    reason = f"{record.server} consecutive 5xx"
+                elif (
+                    s.consecutive_gateway_failure is not None
+                    and record.gateway >= s.consecutive_gateway_failure
+                ):
+                    reason = f"{record.gateway} consecutive gateway failures"
+            elif failure.local_origin:
+                record.local += 1
+                limit = s.consecutive_local_origin_failure
+                if limit is not None and record.local >= limit:
+                    reason = f"{record.local} consecutive local-origin failures ({failure.value})"
+            if reason is None or record.ejected_until is not None:
+                return
+        self._eject(endpoint.id, record, reason)
+
+    # -- ejection and readmission ----------------------------------------------------------
+
+    def _eject(self, instance_id: str, record: _Record, reason: str) -> bool:
+        s = self.settings
+        with self._lock:
+            if record.gone or record.ejected_until is not None or self._closed:
+                return False
+            total = len(self._records)
+            if self._ejected > 0 and (self._ejected + 1) * 100 > s.max_ejection_percent * total:
+                log.debug(
+                    "%s: not ejecting %s (%s): max_ejection_percent=%g reached",
+                    self.state.name,
+                    instance_id,
+                    reason,
+                    s.max_ejection_percent,
+                )
+                return False
+            record.ejections += 1
+            duration = min(
+                s.base_ejection_time * record.ejections,
+                max(s.base_ejection_time, s.max_ejection_time),
+            )
+            record.ejected_until = time.monotonic() + duration
+            record.ejected_at = time.time()
+            record.reason = reason
+            record.reset()
+            self._ejected += 1
+        log.warning(
+            "%s: ejected instance %s for %.3gs: %s (ejection #%d)",
+            self.state.name,
+            instance_id,
+            duration,
+            reason,
+            record.ejections,
+        )
+        self.later(duration, lambda: self._readmit(instance_id, record))
+        self.refresh()
+        return True
+
+    def _readmit(self, instance_id: str, record: _Record) -> None:
+        with self._lock:
+            if record.gone or record.ejected_until is None:
+                return
+            record.ejected_until = None
+            record.reset()
+            self._ejected -= 1
+        log.info("%s: readmitted instance %s after its ejection time", self.state.name, instance_id)
+        self.refresh()
+
+    def _sweep(self) -> None:
+        """Every interval: success-rate and failure-percentage ejection, multiplier decay."""
+        s = self.settings
+        samples: list[tuple[str, _Record, int, int]] = []
+        with self._lock:
+            items = list(self._records.items())
+        for instance_id, record in items:
+            with record.lock:
+                ok, bad = record.ok, record.bad
+                record.ok = record.bad = 0
+                if record.ejected_until is None:
+                    if record.ejections > 0:  # A50: good behaviour slowly earns trust back
+                        record.ejections -= 1
+                    samples.append((instance_id, record, ok, bad))
+        for instance_id, record, reason in self._interval_outliers(samples):
+            self._eject(instance_id, record, reason)
+        self.later(s.interval, self._sweep)
+
+    def _interval_outliers(
+        self, samples: list[tuple[str, _Record, int, int]]
+    ) -> list[tuple[str, _Record, str]]:
+        s = self.settings
+        found: list[tuple[str, _Record, str]] = []
+        if s.success_rate_stdev_factor is not None:
+            busy = [x for x in samples if x[2] + x[3] >= s.success_rate_request_volume]
+            if len(busy) >= s.success_rate_minimum_hosts:
+                rates = [ok / (ok + bad) for _, _, ok, bad in busy]
+                mean = sum(rates) / len(rates)
+                stdev = math.sqrt(sum((r - mean) ** 2 for r in rates) / len(rates))
+                floor = mean - s.success_rate_stdev_factor * stdev
+                for (instance_id, record, _, _), rate in zip(busy, rates, strict=True):
+                    if rate < floor:
+                        found.append(
+                            (
+                                instance_id,
+                                record,
+                                f"success rate {rate:.1%} < {floor:.1%} (mean {mean:.1%})",
+                            )
+                        )
+        if s.failure_percentage_threshold is not None:
+            busy = [x for x in samples if x[2] + x[3] >= s.failure_percentage_request_volume]
+            if len(busy) >= s.failure_percentage_minimum_hosts:
+                for instance_id, record, ok, bad in busy:
+                    percent = 100.0 * bad / (ok + bad)
+                    if percent >= s.failure_percentage_threshold:
+                        found.append((instance_id, record, f"failure percentage {percent:.0f}%"))
+        return found
+
+    def stats(self, endpoint: Endpoint) -> dict[str, Any]:
+        record = self._records.get(endpoint.id)
+        if record is None:
+            return {}
+        until = record.ejected_until
+        return {
+            "ejected": until is not None,
+            "ejected_until": None if until is None else time.time() + (until - time.monotonic()),
+            "ejection_reason": record.reason if until is not None else None,
+            "ejections": record.ejections,
+        }

@@ -1,0 +1,165 @@
+"""Active health checks: what to probe (HTTP, TCP) and how often, with Envoy's thresholds.
+
+A check is a frozen configuration object, shareable between services. ``open()`` makes the
+stateful prober one service uses (an HTTP client with reused connections, gRPC channels);
+``probe(instance)`` blocks for at most ``timeout`` and never raises. Probes run on a small
+bounded pool owned by the service's HealthCheckFilter, never on the request path.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import socket
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Mapping
+from typing import Protocol
+
+import httpx
+
+from lbclient._exceptions import ConfigurationError
+from lbclient._instance import ServiceInstance
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ProbeResult:
+    """One probe's verdict and a short human-readable reason (shown in stats and logs)."""
+
+    healthy: bool
+    detail: str
+
+
+class Prober(Protocol):
+    """The per-service, stateful side of a check."""
+
+    def probe(self, instance: ServiceInstance) -> ProbeResult:
+        """Probe once; block at most the check's timeout; never raise."""
+
+    def forget(self, instance: ServiceInstance) -> None:
+        """The instance left: drop whatever was kept for it (a channel)."""
+
+    def close(self) -> None:
+        """Release connections."""
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class HealthCheck(ABC):
+    """Timing shared by every kind of check (Envoy's HealthCheck fields).
+
+    - ``interval`` seconds between probes of one instance, each spread by +/- ``jitter``
+      (a fraction of the interval) so that probes of many instances do not line up.
+    - ``timeout``: a probe that takes longer fails.
+    - ``unhealthy_threshold`` consecutive failures take a healthy instance out;
+      ``healthy_threshold`` consecutive passes bring an unhealthy one back. The very first
+      probe of a new instance decides at once, bypassing the thresholds (Envoy's
+      ``first_check``); until it answers, the instance is usable (we do not stall a fresh
+      balancer waiting for probes; outlier detection and retries cover that window).
+    - ``concurrency``: at most this many probes of one service run at once, so a service
+      with 1,000 instances never opens 1,000 sockets together.
+    """
+
+    interval: float = 5.0
+    timeout: float = 1.0
+    jitter: float = 0.1
+    healthy_threshold: int = 2
+    unhealthy_threshold: int = 3
+    concurrency: int = 8
+
+    def __post_init__(self) -> None:
+        name = type(self).__name__
+        if self.interval <= 0 or self.timeout <= 0:
+            raise ConfigurationError(f"{name}: interval and timeout must be > 0")
+        if not 0 <= self.jitter < 1:
+            raise ConfigurationError(f"{name}: jitter is a fraction of the interval, in [0, 1)")
+        if self.healthy_threshold < 1 or self.unhealthy_threshold < 1:
+            raise ConfigurationError(f"{name}: thresholds must be >= 1")
+        if self.concurrency < 1:
+            raise ConfigurationError(f"{name}: concurrency must be >= 1")
+
+    @abstractmethod
+    def open(self) -> Prober:
+        """Make the prober one service uses (called once per service)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class HttpHealthCheck(HealthCheck):
+    """``GET path`` on each instance; healthy when the status is in ``statuses``.
+
+    >>> lb = LoadBalancer(registry, health_check=HttpHealthCheck("/health"))  # doctest: +SKIP
+
+    ``port`` probes another port than the traffic port (a management port); ``https`` is
+    used when the registry says the instance speaks TLS. ``headers`` are sent with every
+    probe (e.g. a ``Host``) and never logged.
+    """
+
+    path: str = "/health"
+    statuses: Iterable[int] = range(200, 300)
+    port: int | None = None
+    headers: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    verify: bool = True
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.path.startswith("/"):
+            raise ConfigurationError(f"HttpHealthCheck path must start with '/', got {self.path!r}")
+        object.__setattr__(self, "statuses", frozenset(self.statuses))
+
+    def open(self) -> Prober:
+        return _HttpProber(self)
+
+
+class _HttpProber:
+    def __init__(self, check: HttpHealthCheck) -> None:
+        self._check = check
+        self._statuses = frozenset(check.statuses)
+        limits = httpx.Limits(
+            max_connections=check.concurrency, max_keepalive_connections=check.concurrency
+        )
+        self._client = httpx.Client(
+            timeout=check.timeout, limits=limits, verify=check.verify, headers=check.headers
+        )
+
+    def probe(self, instance: ServiceInstance) -> ProbeResult:
+        scheme = "https" if instance.secure else "http"
+        host = f"[{instance.host}]" if ":" in instance.host else instance.host
+        url = f"{scheme}://{host}:{self._check.port or instance.port}{self._check.path}"
+        try:
+            response = self._client.get(url)
+        except httpx.HTTPError as exc:
+            return ProbeResult(False, f"{type(exc).__name__}: {exc}")
+        status = response.status_code
+        return ProbeResult(status in self._statuses, f"HTTP {status}")
+
+    def forget(self, instance: ServiceInstance) -> None:
+        return None
+
+    def close(self) -> None:
+        self._client.close()
+
+
+@dataclasses.dataclass(frozen=True)
+class TcpHealthCheck(HealthCheck):
+    """Healthy when a TCP connection to the instance (or ``port``) opens within the timeout."""
+
+    port: int | None = None
+
+    def open(self) -> Prober:
+        return _TcpProber(self)
+
+
+class _TcpProber:
+    def __init__(self, check: TcpHealthCheck) -> None:
+        self._check = check
+
+    def probe(self, instance: ServiceInstance) -> ProbeResult:
+        address = (instance.host, self._check.port or instance.port)
+        try:
+            with socket.create_connection(address, timeout=self._check.timeout):
+                return ProbeResult(True, "connected")
+        except OSError as exc:
+            return ProbeResult(False, f"{type(exc).__name__}: {exc.strerror or exc}")
+
+    def forget(self, instance: ServiceInstance) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
