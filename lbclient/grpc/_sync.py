@@ -12,15 +12,15 @@ from __future__ import annotations
 import time
 import weakref
 from collections.abc import Callable, Collection
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import grpc
 
-from lbclient._balancer import LoadBalancer, ServiceState
-from lbclient._exceptions import ConfigurationError, LBError
+from lbclient._balancer import LoadBalancer
 from lbclient._handle import PickHandle
 from lbclient._instance import ServiceInstance
-from lbclient._retry import RetryPolicy, RetryState
+from lbclient._retry import RetryPolicy
+from lbclient.grpc._base import Balancing, Method
 from lbclient.grpc._core import (
     DEFAULT_KEY_METADATA,
     ChannelCore,
@@ -29,13 +29,26 @@ from lbclient.grpc._core import (
     report,
 )
 from lbclient.grpc._errors import NoInstanceRpcError
-from lbclient.grpc._pool import Lease, PoolClosed, SubChannelPool
+from lbclient.grpc._pool import Lease, SubChannelPool
 
 ChannelOptions = Collection[tuple[str, Any]]
 
+if TYPE_CHECKING:  # generic in grpc-stubs, plain classes at run time
+    _UnaryUnaryBase = grpc.UnaryUnaryMultiCallable[Any, Any]
+    _UnaryStreamBase = grpc.UnaryStreamMultiCallable[Any, Any]
+    _StreamUnaryBase = grpc.StreamUnaryMultiCallable[Any, Any]
+    _StreamStreamBase = grpc.StreamStreamMultiCallable[Any, Any]
+else:
+    _UnaryUnaryBase = grpc.UnaryUnaryMultiCallable
+    _UnaryStreamBase = grpc.UnaryStreamMultiCallable
+    _StreamUnaryBase = grpc.StreamUnaryMultiCallable
+    _StreamStreamBase = grpc.StreamStreamMultiCallable
 
-class LoadBalancedChannel(grpc.Channel):
+
+class LoadBalancedChannel(Balancing, grpc.Channel):
     """A channel to every instance of ``service``; build it with ``insecure_channel``."""
+
+    error_class = NoInstanceRpcError
 
     def __init__(
         self,
@@ -74,32 +87,6 @@ class LoadBalancedChannel(grpc.Channel):
             instance.address, self._credentials, self._options, self._compression
         )
 
-    # -- the call path shared by the multicallables ------------------------------------------
-
-    def _state(self) -> ServiceState:
-        state = self._core.state
-        if state is None:
-            try:
-                state = self._core.resolved(self._core.lb.service(self._core.service))
-            except LBError as exc:
-                raise NoInstanceRpcError(self._core.service, exc) from exc
-        return state
-
-    def _begin(self, state: ServiceState, retry: RetryState) -> tuple[PickHandle, Lease[Any]]:
-        try:
-            handle = self._core.pick(state, retry)
-        except LBError as exc:
-            raise NoInstanceRpcError(self._core.service, exc) from exc
-        try:
-            lease = self._pool.acquire(state, handle.endpoint)
-        except PoolClosed:
-            handle.cancel()
-            raise _closed(self._core.service) from None
-        except BaseException:
-            handle.cancel()
-            raise
-        return handle, lease
-
     # -- grpc.Channel ------------------------------------------------------------------------
 
     def subscribe(
@@ -130,11 +117,9 @@ class LoadBalancedChannel(grpc.Channel):
     ) -> grpc.UnaryUnaryMultiCallable[Any, Any]:
         return _UnaryUnary(
             self,
-            "unary_unary",
-            method,
-            request_serializer,
-            response_deserializer,
-            _registered_method,
+            Method(
+                "unary_unary", method, request_serializer, response_deserializer, _registered_method
+            ),
         )
 
     def unary_stream(
@@ -146,11 +131,13 @@ class LoadBalancedChannel(grpc.Channel):
     ) -> grpc.UnaryStreamMultiCallable[Any, Any]:
         return _UnaryStream(
             self,
-            "unary_stream",
-            method,
-            request_serializer,
-            response_deserializer,
-            _registered_method,
+            Method(
+                "unary_stream",
+                method,
+                request_serializer,
+                response_deserializer,
+                _registered_method,
+            ),
         )
 
     def stream_unary(
@@ -162,11 +149,13 @@ class LoadBalancedChannel(grpc.Channel):
     ) -> grpc.StreamUnaryMultiCallable[Any, Any]:
         return _StreamUnary(
             self,
-            "stream_unary",
-            method,
-            request_serializer,
-            response_deserializer,
-            _registered_method,
+            Method(
+                "stream_unary",
+                method,
+                request_serializer,
+                response_deserializer,
+                _registered_method,
+            ),
         )
 
     def stream_stream(
@@ -178,11 +167,13 @@ class LoadBalancedChannel(grpc.Channel):
     ) -> grpc.StreamStreamMultiCallable[Any, Any]:
         return _StreamStream(
             self,
-            "stream_stream",
-            method,
-            request_serializer,
-            response_deserializer,
-            _registered_method,
+            Method(
+                "stream_stream",
+                method,
+                request_serializer,
+                response_deserializer,
+                _registered_method,
+            ),
         )
 
     def close(self) -> None:
@@ -201,44 +192,12 @@ def _close(channel: grpc.Channel) -> None:
     channel.close()
 
 
-def _closed(service: str) -> ConfigurationError:
-    return ConfigurationError(
-        f"the load-balanced channel of {service!r} is closed; create a new channel",
-        service=service,
-    )
-
-
 class _MultiCallable:
     """What the four kinds share: the per-sub-channel multicallable and the two call shapes."""
 
-    def __init__(
-        self,
-        channel: LoadBalancedChannel,
-        kind: str,
-        method: str,
-        request_serializer: Callable[[Any], bytes] | None,
-        response_deserializer: Callable[[bytes], Any] | None,
-        registered: bool | None,
-    ) -> None:
+    def __init__(self, channel: LoadBalancedChannel, method: Method) -> None:
         self._channel = channel
-        self._kind = kind
         self._method = method
-        self._serializer = request_serializer
-        self._deserializer = response_deserializer
-        self._registered = registered
-
-    def _inner(self, lease: Lease[Any]) -> Any:
-        inner = lease.callables.get(self)
-        if inner is None:
-            make = getattr(lease.channel, self._kind)
-            inner = make(
-                self._method,
-                self._serializer,
-                self._deserializer,
-                _registered_method=self._registered,
-            )
-            lease.callables[self] = inner
-        return inner
 
     def _blocking(
         self, request: Any, replayable: bool, with_call: bool, timeout: float | None, *args: Any
@@ -249,12 +208,16 @@ class _MultiCallable:
         pool = channel._pool
         state = channel._state()
         retry = core.start(
-            state, self._method, request if replayable else None, args[0], replayable=replayable
+            state,
+            self._method.name,
+            request if replayable else None,
+            args[0],
+            replayable=replayable,
         )
         deadline = Deadline(timeout)
         while True:
             handle, lease = channel._begin(state, retry)
-            inner = self._inner(lease)
+            inner = self._method.on(lease)
             if with_call:
                 inner = inner.with_call
             try:
@@ -280,10 +243,10 @@ class _MultiCallable:
         """Start one attempt whose outcome is reported when grpcio says the call ended."""
         channel = self._channel
         state = channel._state()
-        retry = channel._core.start(state, self._method, None, metadata, replayable=False)
+        retry = channel._core.start(state, self._method.name, None, metadata, replayable=False)
         handle, lease = channel._begin(state, retry)
         try:
-            call = invoke(self._inner(lease))
+            call = invoke(self._method.on(lease))
         except BaseException as exc:
             handle.__exit__(type(exc), exc, None)
             channel._pool.release(lease)
@@ -313,7 +276,7 @@ def _report_when_done(
         ended()
 
 
-class _UnaryUnary(_MultiCallable, grpc.UnaryUnaryMultiCallable[Any, Any]):
+class _UnaryUnary(_MultiCallable, _UnaryUnaryBase):
     def __call__(
         self,
         request: Any,
@@ -357,7 +320,7 @@ class _UnaryUnary(_MultiCallable, grpc.UnaryUnaryMultiCallable[Any, Any]):
         )
 
 
-class _UnaryStream(_MultiCallable, grpc.UnaryStreamMultiCallable[Any, Any]):
+class _UnaryStream(_MultiCallable, _UnaryStreamBase):
     def __call__(
         self,
         request: Any,
@@ -375,7 +338,7 @@ class _UnaryStream(_MultiCallable, grpc.UnaryStreamMultiCallable[Any, Any]):
         )
 
 
-class _StreamUnary(_MultiCallable, grpc.StreamUnaryMultiCallable[Any, Any]):
+class _StreamUnary(_MultiCallable, _StreamUnaryBase):
     def __call__(
         self,
         request_iterator: Any,
@@ -433,7 +396,7 @@ class _StreamUnary(_MultiCallable, grpc.StreamUnaryMultiCallable[Any, Any]):
         )
 
 
-class _StreamStream(_MultiCallable, grpc.StreamStreamMultiCallable[Any, Any]):
+class _StreamStream(_MultiCallable, _StreamStreamBase):
     def __call__(
         self,
         request_iterator: Any,

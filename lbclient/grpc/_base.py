@@ -1,0 +1,86 @@
+"""What the sync and aio channels share beyond decisions: resolving, picking, leasing.
+
+``Balancing`` is mixed into both channel classes; ``Method`` is one RPC method as a stub
+declared it, turned into grpcio's multicallable on each sub-channel once and cached there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+from lbclient._balancer import ServiceState
+from lbclient._exceptions import ConfigurationError, LBError
+from lbclient._handle import PickHandle
+from lbclient._retry import RetryState
+from lbclient.grpc._core import ChannelCore
+from lbclient.grpc._pool import Lease, PoolClosed, SubChannelPool
+
+
+class Method:
+    """``kind`` is the grpcio channel method (``"unary_unary"``, ...) that builds the callable."""
+
+    __slots__ = ("deserializer", "kind", "name", "registered", "serializer")
+
+    def __init__(
+        self,
+        kind: str,
+        name: str,
+        serializer: Callable[[Any], bytes] | None,
+        deserializer: Callable[[bytes], Any] | None,
+        registered: bool | None,
+    ) -> None:
+        self.kind = kind
+        self.name = name
+        self.serializer = serializer
+        self.deserializer = deserializer
+        self.registered = registered
+
+    def on(self, lease: Lease[Any]) -> Any:
+        """grpcio's multicallable for this method on the lease's sub-channel."""
+        inner = lease.callables.get(self)
+        if inner is None:
+            make = getattr(lease.channel, self.kind)
+            inner = make(
+                self.name, self.serializer, self.deserializer, _registered_method=self.registered
+            )
+            lease.callables[self] = inner
+        return inner
+
+
+class Balancing:
+    """Resolve the service once, then pick an instance and lease its sub-channel per attempt."""
+
+    error_class: ClassVar[type[Exception]]
+    """Raised when no instance can be picked: built from (service, cause)."""
+    _core: ChannelCore
+    _pool: SubChannelPool[Any]
+
+    def _state(self) -> ServiceState:
+        """The service's state; the first call resolves it (blocking, like lb.pick)."""
+        state = self._core.state
+        if state is None:
+            try:
+                state = self._core.resolved(self._core.lb.service(self._core.service))
+            except LBError as exc:
+                raise self.error_class(self._core.service, exc) from exc
+        return state
+
+    def _begin(self, state: ServiceState, retry: RetryState) -> tuple[PickHandle, Lease[Any]]:
+        try:
+            handle = self._core.pick(state, retry)
+        except LBError as exc:
+            raise self.error_class(self._core.service, exc) from exc
+        try:
+            lease = self._pool.acquire(state, handle.endpoint)
+        except PoolClosed:
+            handle.cancel()
+            raise ConfigurationError(
+                f"the load-balanced channel of {self._core.service!r} is closed; "
+                "create a new channel",
+                service=self._core.service,
+            ) from None
+        except BaseException:
+            handle.cancel()
+            raise
+        return handle, lease
