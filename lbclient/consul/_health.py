@@ -21,7 +21,7 @@ import random
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import consul
+from consul.exceptions import ACLDisabled, ACLPermissionDenied, BadRequest, ConsulException
 
 from lbclient._exceptions import (
     ConfigurationError,
@@ -167,20 +167,22 @@ def _malformed(service: str, detail: str) -> RegistryUnavailable:
     )
 
 
-def translate(exc: BaseException, service: str | None, where: str) -> LBError:
+def translate(
+    exc: BaseException, service: str | None, where: str, permission: str = "service:read"
+) -> LBError:
     """Turn a py-consul, requests or aiohttp error into ours. Tokens are never in messages."""
     if isinstance(exc, LBError):
         return exc
     what = f"service {service!r}" if service else "the request"
     body = str(exc)
-    if isinstance(exc, (consul.ACLPermissionDenied, consul.ACLDisabled)):
-        need = f"'service:read' on {service!r}" if service else "the needed permission"
+    if isinstance(exc, (ACLPermissionDenied, ACLDisabled)):
+        need = f"'{permission}' on {service!r}" if service else "the needed permission"
         return RegistryAccessDenied(
             f"Consul at {where} refused {what} ({body or 'permission denied'}): the ACL token is "
             f"missing, unknown or lacks {need}; pass token=... or set CONSUL_HTTP_TOKEN",
             service=service,
         )
-    if isinstance(exc, consul.BadRequest):
+    if isinstance(exc, BadRequest):
         return ConfigurationError(
             f"Consul at {where} rejected the query for {what}: {body}; check tags, filter "
             "and node_meta",
@@ -191,9 +193,7 @@ def translate(exc: BaseException, service: str | None, where: str) -> LBError:
             f"Consul at {where} does not know the datacenter asked for {what}; check dc=",
             service=service,
         )
-    if isinstance(exc, consul.ConsulException) and (
-        "decode JSON" in body or "Missing index" in body
-    ):
+    if isinstance(exc, ConsulException) and ("decode JSON" in body or "Missing index" in body):
         return _malformed(service or "?", body[:200])
     return RegistryUnavailable(
         f"Consul at {where} is unavailable for {what}: {type(exc).__name__}: {body[:300]}; "
