@@ -1,0 +1,224 @@
+"""KubernetesRegistry: instances from EndpointSlices, kept current by list + watch."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+from urllib.parse import SplitResult, parse_qsl, unquote
+
+from lbclient._exceptions import ConfigurationError, ServiceNotFound, require
+from lbclient._instance import ServiceInstance
+from lbclient.kubernetes._async import AsyncDriver, AsyncSliceWatch
+from lbclient.kubernetes._config import (
+    aio_configuration,
+    default_namespace,
+    host_of,
+    load_configuration,
+)
+from lbclient.kubernetes._kinds import ENDPOINT_SLICES, ENDPOINTS
+from lbclient.kubernetes._listwatch import ListWatch
+from lbclient.kubernetes._objects import Port, Selection
+from lbclient.kubernetes._plan import Plan
+from lbclient.kubernetes._sync import SyncDriver
+from lbclient.registry._base import Registry, SnapshotSink, Subscription
+from lbclient.registry._watch import ThreadWatch, WatchPolicy
+
+_SERVICE_NAME = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
+"""Service names are DNS-1035 labels; anything else (``api.example.com``) is not a Service."""
+
+
+class KubernetesRegistry(Registry):
+    """Instances of the Services of one namespace, read from their EndpointSlices.
+
+    >>> registry = KubernetesRegistry(namespace="shop", port="http")      # doctest: +SKIP
+    >>> lb = lbclient.LoadBalancer(registry)                              # doctest: +SKIP
+    >>> client = httpx.Client(transport=lbclient.LoadBalancedTransport(lb))  # doctest: +SKIP
+    >>> client.get("http://orders/items")  # the host names the Service  # doctest: +SKIP
+
+    ``lb.pick("orders")`` lists the EndpointSlices labelled ``kubernetes.io/service-name=orders``
+    in ``namespace``, merges them, then watches from the list's resourceVersion (with
+    bookmarks) in the background: a thread for sync users, a task on the running event loop
+    (``kubernetes.aio``) when the balancer is first used from asyncio code.
+
+    - ``port``: the port by name (``"http"``) or by number (the pods' port); None takes the
+      only port. ``ports`` overrides it per service.
+    - ``services``: restrict the registry to these names (others raise ServiceNotFound); by
+      default any Service of the namespace is served. A name that is not a valid Service name
+      (``api.example.com``) is always ServiceNotFound, so ``unknown_service="passthrough"``
+      works for external hosts.
+    - A Service with no EndpointSlice resolves to an empty list, not ServiceNotFound:
+      the slices appear a moment after the Service and a service scaled to zero is normal;
+      telling the two apart would need ``get`` on Services as well. Picks then raise
+      NoAvailableInstance.
+    - Ready endpoints only (``ready`` null counts as ready); terminating ones are left out
+      unless ``fallback_to_terminating`` and nothing else is ready.
+    - ``legacy_endpoints=True`` reads core/v1 Endpoints instead (clusters before 1.21).
+    - Configuration: ``configuration`` (a ``kubernetes.client.Configuration``) or
+      ``api_client``; otherwise found as ``kubernetes`` does: ``$KUBECONFIG`` or
+      ``~/.kube/config`` (``context``, ``config_file``), then the in-cluster service account.
+    - RBAC: ``list`` and ``watch`` on ``endpointslices`` (``discovery.k8s.io``) in the namespace
+      (``endpoints`` in the core group with ``legacy_endpoints``).
+    """
+
+    scheme = "k8s"
+
+    def __init__(
+        self,
+        namespace: str | None = None,
+        *,
+        port: Port = None,
+        ports: Mapping[str, Port] | None = None,
+        services: Iterable[str] | None = None,
+        configuration: Any = None,
+        api_client: Any = None,
+        context: str | None = None,
+        config_file: str | None = None,
+        fallback_to_terminating: bool = False,
+        legacy_endpoints: bool = False,
+        watch_timeout: float = 300.0,
+        min_backoff: float = 0.1,
+        max_backoff: float = 30.0,
+    ) -> None:
+        require("kubernetes", "KubernetesRegistry", "kubernetes")
+        from kubernetes import client
+
+        self.namespace = namespace or default_namespace()
+        self.port = port
+        self.ports = dict(ports or {})
+        self.services = frozenset(services) if services is not None else None
+        self.fallback_to_terminating = fallback_to_terminating
+        self.kind = ENDPOINTS if legacy_endpoints else ENDPOINT_SLICES
+        self.watch_timeout = watch_timeout
+        self.min_backoff = min_backoff
+        self.max_backoff = max_backoff
+        if api_client is not None:
+            self._owns_client = False
+            self._api_client = api_client
+            configuration = api_client.configuration
+        else:
+            if configuration is None:
+                configuration = load_configuration(context, config_file)
+            self._owns_client = True
+            self._api_client = client.ApiClient(configuration)
+        self.configuration = configuration
+        self._primed: dict[str, ListWatch] = {}
+
+    def __repr__(self) -> str:  # host and namespace only: the configuration holds the token
+        return (
+            f"KubernetesRegistry(namespace={self.namespace!r}, "
+            f"host={host_of(self.configuration)!r}, {self.kind.resource})"
+        )
+
+    # -- the Registry contract -------------------------------------------------------------
+
+    def resolve(self, service: str) -> Sequence[ServiceInstance]:
+        instances, state = SyncDriver(self._plan(service), self._api_client).resolve()
+        self._primed[service] = state
+        return instances
+
+    async def aresolve(self, service: str) -> Sequence[ServiceInstance]:
+        driver = AsyncDriver(self._plan(service), aio_configuration(self.configuration))
+        try:
+            instances, state = await driver.resolve()
+        finally:
+            await driver.aclose()
+        self._primed[service] = state
+        return instances
+
+    def watch(self, service: str, sink: SnapshotSink) -> Subscription:
+        plan = self._plan(service)
+        policy: WatchPolicy[ListWatch] = WatchPolicy(
+            f"k8s:{self.namespace}/{service}",
+            sink,
+            min_backoff=self.min_backoff,
+            max_backoff=self.max_backoff,
+        )
+        # Resume from the list resolve() just made: no second list, no gap.
+        policy.cursor = self._primed.pop(service, None)
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            driver = SyncDriver(plan, self._api_client)
+            return ThreadWatch(policy, driver.poll, on_close=driver.shutdown)
+        return AsyncSliceWatch(policy, AsyncDriver(plan, aio_configuration(self.configuration)))
+
+    def close(self) -> None:
+        self._primed.clear()
+        if self._owns_client:
+            self._api_client.close()
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _plan(self, service: str) -> Plan:
+        if not _SERVICE_NAME.match(service):
+            raise ServiceNotFound(
+                f"{service!r} is not a Kubernetes Service name (lowercase letters, digits and "
+                "'-', at most 63 characters); use the Service's name as the host",
+                service=service,
+            )
+        if self.services is not None and service not in self.services:
+            raise ServiceNotFound(
+                f"service {service!r} is not one this registry serves "
+                f"({', '.join(sorted(self.services))} in namespace {self.namespace!r})",
+                service=service,
+            )
+        selection = Selection(
+            service, self.ports.get(service, self.port), self.fallback_to_terminating
+        )
+        return Plan(
+            self.namespace,
+            self.kind,
+            selection,
+            host_of(self.configuration),
+            self.watch_timeout,
+        )
+
+    @classmethod
+    def from_uri(cls, uri: SplitResult) -> KubernetesRegistry:
+        """``k8s://shop/orders:http`` (namespace/service:port), ``k8s://shop?port=http``.
+
+        Services named in the path are the only ones served; several may be given
+        (``k8s://shop/orders:http,payments:grpc``). Query options: ``port``, ``context``,
+        ``config_file``, ``fallback_to_terminating``, ``legacy_endpoints`` (true/false).
+        """
+        namespace = unquote(uri.hostname or "") or None
+        options = dict(parse_qsl(uri.query))
+        unknown = set(options) - {
+            "port",
+            "context",
+            "config_file",
+            "fallback_to_terminating",
+            "legacy_endpoints",
+        }
+        if unknown:
+            raise ConfigurationError(
+                f"unknown option(s) {sorted(unknown)} in {uri.geturl()!r}; valid: port, "
+                "context, config_file, fallback_to_terminating, legacy_endpoints"
+            )
+        names: list[str] = []
+        ports: dict[str, Port] = {}
+        for entry in filter(None, unquote(uri.path).strip("/").split(",")):
+            name, _, port = entry.strip().partition(":")
+            names.append(name)
+            if port:
+                ports[name] = int(port) if port.isdigit() else port
+        default_port = options.get("port")
+        return cls(
+            namespace,
+            port=int(default_port) if default_port and default_port.isdigit() else default_port,
+            ports=ports,
+            services=names or None,
+            context=options.get("context"),
+            config_file=options.get("config_file"),
+            fallback_to_terminating=_flag(options, "fallback_to_terminating"),
+            legacy_endpoints=_flag(options, "legacy_endpoints"),
+        )
+
+
+def _flag(options: Mapping[str, str], name: str) -> bool:
+    value = options.get(name, "false").lower()
+    if value not in ("true", "false", "1", "0", "yes", "no"):
+        raise ConfigurationError(f"{name} must be true or false, got {value!r}")
+    return value in ("true", "1", "yes")

@@ -1,0 +1,303 @@
+"""The state behind KubernetesTestServer: objects, one resourceVersion counter, watch history.
+
+No I/O here. The HTTP handler reads lists and waits for events; the test knobs write. Every
+write bumps the global resourceVersion (as etcd's revision does), records one watch event, and
+wakes the watchers. ``compact()`` forgets the history so that a watch from an older version
+gets the ERROR 410 event, as a real API server does after etcd compaction.
+
+core/v1 Endpoints are not written by tests: like the endpoints controller of a real cluster,
+the store mirrors every service's EndpointSlices into one Endpoints object of the same name.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+SLICES = "endpointslices"
+ENDPOINTS = "endpoints"
+SERVICE_LABEL = "kubernetes.io/service-name"
+
+KINDS = {
+    SLICES: ("EndpointSlice", "discovery.k8s.io/v1"),
+    ENDPOINTS: ("Endpoints", "v1"),
+}
+
+
+class SelectorError(ValueError):
+    """A label or field selector outside the supported subset (answered 400)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Requirement:
+    key: str
+    op: str  # "=", "!=", "exists", "!exists"
+    value: str = ""
+
+    def matches(self, values: Mapping[str, str]) -> bool:
+        if self.op == "exists":
+            return self.key in values
+        if self.op == "!exists":
+            return self.key not in values
+        if self.op == "=":
+            return values.get(self.key) == self.value
+        return values.get(self.key) != self.value
+
+
+def parse_selector(text: str | None) -> tuple[Requirement, ...]:
+    """Parse the supported subset: ``k=v``, ``k==v``, ``k!=v``, ``k``, ``!k``, joined by commas.
+
+    Set-based requirements (``k in (a,b)``, ``k notin (...)``) are refused with an error, so a
+    test never silently gets a wider answer than a real server would give.
+    """
+    if not text:
+        return ()
+    result = []
+    for raw in text.split(","):
+        part = raw.strip()
+        if not part:
+            raise SelectorError(f"empty requirement in selector {text!r}")
+        if " in " in part or " notin " in part or "(" in part:
+            raise SelectorError(
+                f"set-based selector {part!r} is not supported by the test server "
+                "(use k=v, k!=v, k or !k)"
+            )
+        if "!=" in part:
+            key, _, value = part.partition("!=")
+            result.append(Requirement(key.strip(), "!=", value.strip()))
+        elif "=" in part:
+            key, _, value = part.partition("==") if "==" in part else part.partition("=")
+            result.append(Requirement(key.strip(), "=", value.strip()))
+        elif part.startswith("!"):
+            result.append(Requirement(part[1:].strip(), "!exists"))
+        else:
+            result.append(Requirement(part, "exists"))
+    return tuple(result)
+
+
+def parse_field_selector(text: str | None) -> tuple[Requirement, ...]:
+    """Field selectors: ``metadata.name`` and ``metadata.namespace`` with = / == / != only."""
+    requirements = parse_selector(text)
+    for req in requirements:
+        if req.key not in ("metadata.name", "metadata.namespace") or req.op not in ("=", "!="):
+            raise SelectorError(
+                f'field label not supported: "{req.key}" (the test server knows '
+                "metadata.name and metadata.namespace with = and !=)"
+            )
+    return requirements
+
+
+def selected(
+    obj: Mapping[str, Any],
+    labels: tuple[Requirement, ...],
+    fields: tuple[Requirement, ...],
+) -> bool:
+    meta = obj["metadata"]
+    label_values = meta.get("labels") or {}
+    field_values = {"metadata.name": meta["name"], "metadata.namespace": meta["namespace"]}
+    return all(r.matches(label_values) for r in labels) and all(
+        r.matches(field_values) for r in fields
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class Event:
+    resource_version: int
+    resource: str
+    namespace: str
+    type: str  # ADDED, MODIFIED, DELETED
+    object: dict[str, Any]
+
+
+class Store:
+    """Objects by (resource, namespace, name), plus the event history since the last compaction."""
+
+    def __init__(self) -> None:
+        self.resource_version = 1
+        self.compacted = 1
+        """Watches from a version below this get ERROR 410 (their history is gone)."""
+        self.objects: dict[tuple[str, str, str], dict[str, Any]] = {}
+        self.history: list[Event] = []
+        self.generation = 0
+        """Bumped by ``close_watches`` (and by a restart): watch streams end when it moves."""
+        self.changed = threading.Condition()
+
+    # -- reads ---------------------------------------------------------------------------
+
+    def query(
+        self,
+        resource: str,
+        namespace: str | None,
+        labels: tuple[Requirement, ...] = (),
+        fields: tuple[Requirement, ...] = (),
+    ) -> tuple[int, list[dict[str, Any]]]:
+        with self.changed:
+            items = [
+                copy.deepcopy(obj)
+                for (res, ns, _), obj in sorted(self.objects.items())
+                if res == resource
+                and (namespace is None or ns == namespace)
+                and selected(obj, labels, fields)
+            ]
+            return self.resource_version, items
+
+    def events_after(self, resource: str, namespace: str | None, version: int) -> list[Event]:
+        """Events newer than ``version`` (the caller holds ``changed``)."""
+        return [
+            e
+            for e in self.history
+            if e.resource_version > version
+            and e.resource == resource
+            and (namespace is None or e.namespace == namespace)
+        ]
+
+    def get(self, resource: str, namespace: str, name: str) -> dict[str, Any] | None:
+        with self.changed:
+            obj = self.objects.get((resource, namespace, name))
+            return copy.deepcopy(obj) if obj is not None else None
+
+    # -- writes (every one bumps the version and wakes the watchers) ----------------------
+
+    def put(self, resource: str, namespace: str, obj: dict[str, Any]) -> dict[str, Any]:
+        with self.changed:
+            name = obj["metadata"]["name"]
+            key = (resource, namespace, name)
+            kind, api_version = KINDS[resource]
+            stored = copy.deepcopy(obj)
+            stored.pop("kind", None)
+            stored.pop("apiVersion", None)
+            stored["metadata"]["namespace"] = namespace
+            previous = self.objects.get(key)
+            if previous is not None:
+                stored["metadata"].setdefault("uid", previous["metadata"].get("uid"))
+                if _same(previous, stored):
+                    return copy.deepcopy(previous)
+            else:
+                stored["metadata"].setdefault("uid", f"uid-{resource}-{namespace}-{name}")
+            self.resource_version += 1
+            stored["metadata"]["resourceVersion"] = str(self.resource_version)
+            self.objects[key] = {"kind": kind, "apiVersion": api_version, **stored}
+            self._record(resource, namespace, "MODIFIED" if previous else "ADDED", stored)
+            if resource == SLICES:
+                self._mirror(namespace, _service_of(stored))
+            self.changed.notify_all()
+            return copy.deepcopy(self.objects[key])
+
+    def delete(self, resource: str, namespace: str, name: str) -> bool:
+        with self.changed:
+            obj = self.objects.pop((resource, namespace, name), None)
+            if obj is None:
+                return False
+            self.resource_version += 1
+            gone = copy.deepcopy(obj)
+            gone["metadata"]["resourceVersion"] = str(self.resource_version)
+            self._record(resource, namespace, "DELETED", gone)
+            if resource == SLICES:
+                self._mirror(namespace, _service_of(obj))
+            self.changed.notify_all()
+            return True
+
+    def compact(self) -> int:
+        """Forget every event so far; return the version older watches must relist from."""
+        with self.changed:
+            self.history.clear()
+            self.compacted = self.resource_version
+            return self.compacted
+
+    def close_watches(self) -> None:
+        with self.changed:
+            self.generation += 1
+            self.changed.notify_all()
+
+    def _record(self, resource: str, namespace: str, type_: str, obj: dict[str, Any]) -> None:
+        kind, api_version = KINDS[resource]
+        body = {"kind": kind, "apiVersion": api_version, **copy.deepcopy(obj)}
+        self.history.append(Event(self.resource_version, resource, namespace, type_, body))
+
+    def _mirror(self, namespace: str, service: str | None) -> None:
+        """Keep the legacy Endpoints object of ``service`` equal to its slices (the controller)."""
+        if not service:
+            return
+        slices = [
+            obj
+            for (res, ns, _), obj in sorted(self.objects.items())
+            if res == SLICES and ns == namespace and _service_of(obj) == service
+        ]
+        key = (ENDPOINTS, namespace, service)
+        if not slices:
+            if key in self.objects:
+                self.resource_version += 1
+                gone = self.objects.pop(key)
+                gone["metadata"]["resourceVersion"] = str(self.resource_version)
+                self._record(ENDPOINTS, namespace, "DELETED", gone)
+            return
+        subsets = [s for s in (_subset(obj) for obj in slices) if s]
+        obj: dict[str, Any] = {
+            "metadata": {
+                "name": service,
+                "namespace": namespace,
+                "uid": f"uid-endpoints-{namespace}-{service}",
+            },
+        }
+        if subsets:
+            obj["subsets"] = subsets
+        previous = self.objects.get(key)
+        if previous is not None and _same(previous, obj):
+            return
+        self.resource_version += 1
+        obj["metadata"]["resourceVersion"] = str(self.resource_version)
+        self.objects[key] = {"kind": "Endpoints", "apiVersion": "v1", **obj}
+        self._record(ENDPOINTS, namespace, "MODIFIED" if previous else "ADDED", obj)
+
+
+def _service_of(obj: Mapping[str, Any]) -> str | None:
+    labels = obj["metadata"].get("labels") or {}
+    return labels.get(SERVICE_LABEL)
+
+
+def _same(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    def strip(obj: Mapping[str, Any]) -> dict[str, Any]:
+        body = {k: v for k, v in obj.items() if k not in ("kind", "apiVersion")}
+        meta = dict(body["metadata"])
+        meta.pop("resourceVersion", None)
+        body["metadata"] = meta
+        return body
+
+    return strip(a) == strip(b)
+
+
+def _subset(slice_: Mapping[str, Any]) -> dict[str, Any] | None:
+    """One Endpoints subset from one slice: ready addresses, not-ready addresses, ports."""
+    if slice_.get("addressType") == "FQDN":
+        return None  # the endpoints controller never mirrors FQDN slices
+    ready: list[dict[str, Any]] = []
+    not_ready: list[dict[str, Any]] = []
+    for endpoint in slice_.get("endpoints") or ():
+        conditions = endpoint.get("conditions") or {}
+        for ip in endpoint.get("addresses") or ():
+            address: dict[str, Any] = {"ip": ip}
+            if endpoint.get("nodeName"):
+                address["nodeName"] = endpoint["nodeName"]
+            if endpoint.get("targetRef"):
+                address["targetRef"] = endpoint["targetRef"]
+            if endpoint.get("hostname"):
+                address["hostname"] = endpoint["hostname"]
+            is_ready = conditions.get("ready") is not False and not conditions.get("terminating")
+            (ready if is_ready else not_ready).append(address)
+    if not ready and not not_ready:
+        return None
+    subset: dict[str, Any] = {}
+    if ready:
+        subset["addresses"] = ready
+    if not_ready:
+        subset["notReadyAddresses"] = not_ready
+    ports = [
+        {k: v for k, v in port.items() if k in ("name", "port", "protocol", "appProtocol")}
+        for port in slice_.get("ports") or ()
+    ]
+    if ports:
+        subset["ports"] = ports
+    return subset

@@ -1,0 +1,365 @@
+"""KubernetesTestServer: a real HTTP server speaking the Kubernetes API for endpoint discovery.
+
+It implements list and watch of EndpointSlices (``discovery.k8s.io/v1``) and legacy core/v1
+Endpoints, as documented by the API concepts page and done by the apiserver's watch cache:
+
+- one global ``resourceVersion`` counter, bumped by every write; lists carry it in
+  ``metadata.resourceVersion``;
+- ``watch=true``: 200, ``Transfer-Encoding: chunked``, one JSON event per line
+  (``ADDED``/``MODIFIED``/``DELETED``/``BOOKMARK``/``ERROR``); without ``resourceVersion``
+  (or with ``"0"``) the stream starts with synthetic ``ADDED`` events for the current state;
+- a ``resourceVersion`` older than the last ``compact()`` answers 200 with one ``ERROR`` event
+  (``code`` 410, ``reason`` ``Expired``) and closes the stream;
+- ``allowWatchBookmarks=true``: a ``BOOKMARK`` (kind, apiVersion, metadata.resourceVersion
+  only) every ``bookmark_interval`` seconds of silence;
+- ``timeoutSeconds`` ends the stream cleanly after that long; without it, after a random
+  ``watch_timeout`` to twice that (a real server: 30 to 60 minutes);
+- label selectors: ``k=v``, ``k==v``, ``k!=v``, ``k``, ``!k`` joined by commas (set-based
+  selectors answer 400); field selectors: ``metadata.name`` / ``metadata.namespace``;
+- an empty slice is served as ``"endpoints": null`` and ``"ports": null``;
+- with ``token`` set, a request without ``Authorization: Bearer <token>`` gets 401;
+  ``forbid(namespace)`` answers 403 with the apiserver's RBAC message.
+
+Not implemented: writes through the API (tests write through the knobs), pagination
+(``limit``/``continue``), ``resourceVersionMatch``, ``sendInitialEvents``, and the DELETED event a
+real server sends when an object stops matching a label selector.
+
+>>> with KubernetesTestServer() as api:                                    # doctest: +SKIP
+...     api.scale("shop", "orders", ["127.0.0.1:8001", "127.0.0.1:8002"])
+...     configuration = kubernetes.client.Configuration(host=api.url)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any
+
+from lbclient._instance import split_host_port
+from lbclient.testing._k8s_http import APIServer
+from lbclient.testing._k8s_store import ENDPOINTS, SERVICE_LABEL, SLICES, Store
+
+__all__ = ["KubernetesTestServer", "endpoint"]
+
+
+def endpoint(
+    address: str,
+    *,
+    ready: bool | None = True,
+    serving: bool | None = None,
+    terminating: bool | None = None,
+    node: str | None = None,
+    zone: str | None = None,
+    pod: str | None = None,
+    namespace: str | None = None,
+    hostname: str | None = None,
+) -> dict[str, Any]:
+    """One EndpointSlice endpoint as the API serves it; a None condition is left out (null)."""
+    conditions = {
+        key: value
+        for key, value in (("ready", ready), ("serving", serving), ("terminating", terminating))
+        if value is not None
+    }
+    body: dict[str, Any] = {"addresses": [address], "conditions": conditions}
+    if node:
+        body["nodeName"] = node
+    if zone:
+        body["zone"] = zone
+        body["hints"] = {"forZones": [{"name": zone}]}
+    if hostname:
+        body["hostname"] = hostname
+    if pod:
+        body["targetRef"] = {
+            "kind": "Pod",
+            "name": pod,
+            **({"namespace": namespace} if namespace else {}),
+        }
+    return body
+
+
+class KubernetesTestServer:
+    """A Kubernetes API server for tests: ``start()``/``stop()`` or a context manager, ``url``.
+
+    Knobs: ``scale`` (the set of pods of a service), ``set_conditions`` (not ready,
+    terminating), ``apply_slice``/``delete_slice`` (any slice layout), ``compact`` (old
+    versions expire), ``close_watches``, ``down``/``up`` (same port), ``forbid``.
+    ``requests`` records every request as ``(method, path, query, had_authorization)``.
+    """
+
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        token: str | None = None,
+        bookmark_interval: float = 1.0,
+        watch_timeout: float = 1800.0,
+        endpointslices: bool = True,
+        user: str = "system:serviceaccount:default:default",
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.token = token
+        self.bookmark_interval = bookmark_interval
+        self.watch_timeout = watch_timeout
+        self.endpointslices = endpointslices
+        """False: serve only core/v1 Endpoints, like a cluster from before discovery.k8s.io/v1."""
+        self.user = user
+        self.forbidden_namespaces: set[str] = set()
+        self.watch_gate = threading.Event()
+        self.watch_gate.set()
+        self.expired_watches = 0
+        """How many watches were answered with the ERROR 410 event."""
+        self.store = Store()
+        self.requests: list[tuple[str, str, dict[str, str], bool]] = []
+        self._requests_lock = threading.Lock()
+        self._server: APIServer | None = None
+        self._thread: threading.Thread | None = None
+
+    def __repr__(self) -> str:  # never shows the token
+        return f"<KubernetesTestServer {self.url} running={self.running}>"
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def running(self) -> bool:
+        return self._server is not None
+
+    def start(self) -> KubernetesTestServer:
+        if self._server is not None:
+            return self
+        server = APIServer((self.host, self.port), self)
+        self.port = server.server_address[1]
+        self._server = server
+        self._thread = threading.Thread(
+            target=server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name="k8s-test-api",
+            daemon=True,
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop listening and cut every connection, watch streams included."""
+        server, self._server = self._server, None
+        if server is None:
+            return
+        server.stopping = True
+        self.watch_gate.set()
+        self.store.close_watches()
+        server.shutdown()
+        server.server_close()
+        server.drop_connections()
+        if self._thread is not None:
+            self._thread.join(5)
+
+    def down(self) -> None:
+        """The API server goes away: connections refused until ``up()``. State is kept."""
+        self.stop()
+
+    def up(self) -> KubernetesTestServer:
+        """Come back on the same port with the same objects and versions."""
+        return self.start()
+
+    def __enter__(self) -> KubernetesTestServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def record(self, method: str, path: str, query: dict[str, str], auth: str | None) -> None:
+        with self._requests_lock:
+            self.requests.append((method, path, query, auth is not None))
+
+    # -- knobs -----------------------------------------------------------------------------
+
+    @property
+    def resource_version(self) -> int:
+        return self.store.resource_version
+
+    def apply_slice(
+        self,
+        namespace: str,
+        service: str,
+        name: str,
+        *,
+        endpoints: Sequence[Mapping[str, Any]] | None,
+        ports: Sequence[Mapping[str, Any]] | None,
+        address_type: str = "IPv4",
+        labels: Mapping[str, str] | None = None,
+    ) -> dict[str, Any]:
+        """Create or replace one EndpointSlice of ``service`` (None or [] serve as null)."""
+        body = {
+            "metadata": {
+                "name": name,
+                "labels": {
+                    SERVICE_LABEL: service,
+                    "endpointslice.kubernetes.io/managed-by": "endpointslice-controller.k8s.io",
+                    **(labels or {}),
+                },
+            },
+            "addressType": address_type,
+            "endpoints": [dict(e) for e in endpoints] if endpoints else None,
+            "ports": [dict(p) for p in ports] if ports else None,
+        }
+        return self.store.put(SLICES, namespace, body)
+
+    def delete_slice(self, namespace: str, name: str) -> bool:
+        return self.store.delete(SLICES, namespace, name)
+
+    def slices(self, namespace: str, service: str) -> list[dict[str, Any]]:
+        """The current slices of ``service`` (copies)."""
+        return [
+            obj
+            for obj in self.store.query(SLICES, namespace)[1]
+            if (obj["metadata"].get("labels") or {}).get(SERVICE_LABEL) == service
+        ]
+
+    def scale(
+        self,
+        namespace: str,
+        service: str,
+        addresses: Iterable[str],
+        *,
+        port_name: str = "http",
+        app_protocol: str | None = None,
+        zone: str | None = None,
+        node: str | None = None,
+    ) -> list[str]:
+        """Make ``service``'s pods exactly ``addresses`` (``"host:port"``); return slice names.
+
+        Pods are grouped into one slice per port (an EndpointSlice has one port list), named
+        ``<service>-<port>``; only slices whose content changes produce watch events.
+        """
+        by_port: dict[int, list[str]] = {}
+        for address in addresses:
+            host, port = split_host_port(address, service)
+            by_port.setdefault(port, []).append(host)
+        names = []
+        for port, hosts in sorted(by_port.items()):
+            name = f"{service}-{port}"
+            names.append(name)
+            existing = {
+                e["addresses"][0]: e
+                for obj in self.slices(namespace, service)
+                if obj["metadata"]["name"] == name
+                for e in obj.get("endpoints") or ()
+            }
+            endpoints = [
+                existing.get(host)
+                or endpoint(
+                    host,
+                    node=node,
+                    zone=zone,
+                    pod=f"{service}-{port}-{i}",
+                    namespace=namespace,
+                )
+                for i, host in enumerate(hosts)
+            ]
+            port_spec: dict[str, Any] = {"name": port_name, "port": port, "protocol": "TCP"}
+            if app_protocol:
+                port_spec["appProtocol"] = app_protocol
+            self.apply_slice(namespace, service, name, endpoints=endpoints, ports=[port_spec])
+        for obj in self.slices(namespace, service):
+            if obj["metadata"]["name"] not in names:
+                self.delete_slice(namespace, obj["metadata"]["name"])
+        return names
+
+    def set_conditions(
+        self,
+        namespace: str,
+        service: str,
+        address: str,
+        *,
+        ready: bool | None = None,
+        serving: bool | None = None,
+        terminating: bool | None = None,
+    ) -> int:
+        """Set the conditions of the endpoints at ``address`` (``host`` or ``host:port``).
+
+        Returns how many endpoints changed. ``terminating=True`` alone also sets ready to
+        false, as the endpointslice controller does; serving stays as given (default true).
+        """
+        host, port = (
+            split_host_port(address, service) if ":" in address.strip("[]") else (address, None)
+        )
+        changed = 0
+        for obj in self.slices(namespace, service):
+            ports = {p.get("port") for p in obj.get("ports") or ()}
+            if port is not None and port not in ports:
+                continue
+            endpoints = obj.get("endpoints") or []
+            touched = False
+            for e in endpoints:
+                if host not in e.get("addresses", ()):
+                    continue
+                conditions = dict(e.get("conditions") or {})
+                if terminating is not None:
+                    conditions["terminating"] = terminating
+                    if terminating:
+                        conditions["ready"] = False
+                        conditions.setdefault("serving", True)
+                if ready is not None:
+                    conditions["ready"] = ready
+                if serving is not None:
+                    conditions["serving"] = serving
+                e["conditions"] = conditions
+                touched = True
+                changed += 1
+            if touched:
+                self.apply_slice(
+                    namespace,
+                    service,
+                    obj["metadata"]["name"],
+                    endpoints=endpoints,
+                    ports=obj.get("ports"),
+                    address_type=obj.get("addressType", "IPv4"),
+                )
+        return changed
+
+    def endpoints_object(self, namespace: str, service: str) -> dict[str, Any] | None:
+        """The mirrored core/v1 Endpoints object of ``service``."""
+        return self.store.get(ENDPOINTS, namespace, service)
+
+    def compact(self) -> int:
+        """Expire the watch history: watches from older versions get ERROR 410."""
+        return self.store.compact()
+
+    def close_watches(self) -> None:
+        """End every open watch stream (clients reconnect from their last version)."""
+        self.store.close_watches()
+
+    @contextlib.contextmanager
+    def watches_held(self) -> Iterator[None]:
+        """New watch requests wait (headers sent, no events) until the block exits.
+
+        With ``close_watches()`` and ``compact()`` inside the block, reconnecting clients ask
+        for a version that has expired by the time they are served: the ERROR 410 path.
+        """
+        self.watch_gate.clear()
+        try:
+            yield
+        finally:
+            self.watch_gate.set()
+
+    def forbid(self, namespace: str) -> None:
+        """Answer 403 for every request in ``namespace`` (RBAC without list/watch)."""
+        self.forbidden_namespaces.add(namespace)
+
+    def allow(self, namespace: str) -> None:
+        self.forbidden_namespaces.discard(namespace)
+
+    def watch_requests(self) -> list[dict[str, str]]:
+        """The query of every watch request received so far."""
+        with self._requests_lock:
+            return [q for _, _, q, _ in self.requests if q.get("watch") in ("true", "1")]
+
+    def list_requests(self) -> list[dict[str, str]]:
+        with self._requests_lock:
+            return [q for _, _, q, _ in self.requests if q.get("watch") not in ("true", "1")]
