@@ -8,9 +8,11 @@ import time
 
 import httpx
 import pytest
-from conftest import wait_until
+from consul_helpers import wait_until
 
 from lbclient.testing.consul import ConsulTestServer
+
+CONFLICT = "conflicting semantics."
 
 
 def put(http: httpx.Client, path: str, body: object = None, **kw: object) -> httpx.Response:
@@ -26,10 +28,19 @@ def test_register_accepts_any_key_case_and_defaults_check_id_name_and_status(htt
     body = {"name": "orders", "ID": "o1", "port": 8001, "tags": ["v2"], "check": {"ttl": "30s"}}
     response = put(http, "/v1/agent/service/register", body)
     assert (response.status_code, response.content) == (200, b"")
-    put(http, "/v1/agent/service/register", {
-        "Name": "orders", "id": "o2", "Port": 8002,
-        "checks": [{"TTL": "30s", "status": "passing"}, {"ttl": "30s", "deregister_critical_service_after": "5m"}],
-    })  # fmt: skip
+    put(
+        http,
+        "/v1/agent/service/register",
+        {
+            "Name": "orders",
+            "id": "o2",
+            "Port": 8002,
+            "checks": [
+                {"TTL": "30s", "status": "passing"},
+                {"ttl": "30s", "deregister_critical_service_after": "5m"},
+            ],
+        },
+    )
     entries = {e["Service"]["ID"]: e for e in health(http).json()}
     o1 = entries["o1"]
     assert o1["Service"]["Tags"] == ["v2"]
@@ -38,8 +49,10 @@ def test_register_accepts_any_key_case_and_defaults_check_id_name_and_status(htt
     assert o1["Node"]["Address"] == "127.0.0.1"
     check = o1["Checks"][1]
     assert (check["CheckID"], check["Name"], check["Status"]) == (
-        "service:o1", "Service 'orders' check", "critical",
-    )  # fmt: skip
+        "service:o1",
+        "Service 'orders' check",
+        "critical",
+    )
     assert o1["Checks"][0]["CheckID"] == "serfHealth"
     assert [c["CheckID"] for c in entries["o2"]["Checks"][1:]] == ["service:o2:1", "service:o2:2"]
     assert [c["Status"] for c in entries["o2"]["Checks"][1:]] == ["passing", "critical"]
@@ -57,8 +70,11 @@ def test_read_headers_and_unknown_service(http):
 
 def test_passing_filters_on_every_check_including_the_node(http, server):
     for sid, status in (("p", "passing"), ("w", "warning"), ("c", "critical")):
-        put(http, "/v1/agent/service/register",
-            {"Name": "orders", "ID": sid, "Port": 1, "Check": {"TTL": "60s", "Status": status}})  # fmt: skip
+        put(
+            http,
+            "/v1/agent/service/register",
+            {"Name": "orders", "ID": sid, "Port": 1, "Check": {"TTL": "60s", "Status": status}},
+        )
     ids = lambda r: sorted(e["Service"]["ID"] for e in r.json())  # noqa: E731
     assert ids(health(http)) == ["c", "p", "w"]
     assert ids(http.get("/v1/health/service/orders?passing")) == ["p"]
@@ -73,8 +89,11 @@ def test_passing_filters_on_every_check_including_the_node(http, server):
 
 
 def test_tags_node_meta_dc_and_filter(http):
-    put(http, "/v1/agent/service/register",
-        {"Name": "orders", "ID": "a", "Port": 1, "Tags": ["v2", "EU"], "Meta": {"zone": "z1"}})  # fmt: skip
+    put(
+        http,
+        "/v1/agent/service/register",
+        {"Name": "orders", "ID": "a", "Port": 1, "Tags": ["v2", "EU"], "Meta": {"zone": "z1"}},
+    )
     put(
         http, "/v1/agent/service/register", {"Name": "orders", "ID": "b", "Port": 2, "Tags": ["v2"]}
     )
@@ -101,10 +120,10 @@ def test_tags_node_meta_dc_and_filter(http):
     [
         ({"index": "1", "wait": "ten"}, "Invalid wait time"),
         ({"index": "x"}, "Invalid index"),
-        ({"stale": "", "consistent": ""}, "Cannot specify ?stale with ?consistent, conflicting semantics."),
-        ({"cached": "", "consistent": ""}, "Cannot specify ?cached with ?consistent, conflicting semantics."),
+        ({"stale": "", "consistent": ""}, f"Cannot specify ?stale with ?consistent, {CONFLICT}"),
+        ({"cached": "", "consistent": ""}, f"Cannot specify ?cached with ?consistent, {CONFLICT}"),
     ],
-)  # fmt: skip
+)
 def test_documented_400_answers(http, params, text):
     response = health(http, **params)
     assert (response.status_code, response.text) == (400, text)
@@ -130,9 +149,16 @@ def test_blocking_query_answers_when_the_wait_ends_with_the_same_index(http):
 
 
 def test_ttl_expiry_turns_critical_with_consuls_output(http):
-    put(http, "/v1/agent/service/register",
-        {"Name": "orders", "ID": "o1", "Port": 1, "Checks": [
-            {"CheckID": "noted", "TTL": "300ms"}, {"CheckID": "silent", "TTL": "300ms"}]})  # fmt: skip
+    put(
+        http,
+        "/v1/agent/service/register",
+        {
+            "Name": "orders",
+            "ID": "o1",
+            "Port": 1,
+            "Checks": [{"CheckID": "noted", "TTL": "300ms"}, {"CheckID": "silent", "TTL": "300ms"}],
+        },
+    )
     assert put(http, "/v1/agent/check/pass/noted", params={"note": "all good"}).status_code == 200
     assert put(http, "/v1/agent/check/pass/silent").status_code == 200
 
@@ -142,14 +168,18 @@ def test_ttl_expiry_turns_critical_with_consuls_output(http):
 
     wait_until(lambda: outputs()["noted"][0] == "critical" and outputs()["silent"][0] == "critical")
     assert outputs()["noted"] == (
-        "critical", "TTL expired (last output before timeout follows): all good",
-    )  # fmt: skip
+        "critical",
+        "TTL expired (last output before timeout follows): all good",
+    )
     assert outputs()["silent"] == ("critical", "TTL expired")
 
 
 def test_check_updates_and_documented_404_and_400_texts(http):
-    put(http, "/v1/agent/service/register", {"Name": "orders", "ID": "o1", "Port": 1,
-                                              "Check": {"CheckID": "c1", "TTL": "60s"}})  # fmt: skip
+    put(
+        http,
+        "/v1/agent/service/register",
+        {"Name": "orders", "ID": "o1", "Port": 1, "Check": {"CheckID": "c1", "TTL": "60s"}},
+    )
     status = lambda: health(http).json()[0]["Checks"][1]  # noqa: E731
     put(http, "/v1/agent/check/warn/c1", params={"note": "slow"})
     assert (status()["Status"], status()["Output"]) == ("warning", "slow")
@@ -159,12 +189,14 @@ def test_check_updates_and_documented_404_and_400_texts(http):
     assert status()["Status"] == "critical"
     unknown = put(http, "/v1/agent/check/pass/c9")
     assert (unknown.status_code, unknown.text) == (
-        404, 'Unknown check ID "c9". Ensure that the check ID is passed, not the check name.',
-    )  # fmt: skip
+        404,
+        'Unknown check ID "c9". Ensure that the check ID is passed, not the check name.',
+    )
     gone = put(http, "/v1/agent/service/deregister/o9")
     assert (gone.status_code, gone.text) == (
-        404, 'Unknown service ID "o9". Ensure that the service ID is passed, not the service name.',
-    )  # fmt: skip
+        404,
+        'Unknown service ID "o9". Ensure that the service ID is passed, not the service name.',
+    )
     broken = http.put("/v1/agent/service/register", content=b"{nope")
     assert broken.status_code == 400
     assert broken.text.startswith("Request decode failed: ")
@@ -175,8 +207,20 @@ def test_check_updates_and_documented_404_and_400_texts(http):
 
 
 def test_deregister_critical_service_after_reaps_the_service(http, server):
-    put(http, "/v1/agent/service/register", {"Name": "orders", "ID": "o1", "Port": 1, "Check": {
-        "TTL": "100ms", "Status": "passing", "DeregisterCriticalServiceAfter": "100ms"}})  # fmt: skip
+    put(
+        http,
+        "/v1/agent/service/register",
+        {
+            "Name": "orders",
+            "ID": "o1",
+            "Port": 1,
+            "Check": {
+                "TTL": "100ms",
+                "Status": "passing",
+                "DeregisterCriticalServiceAfter": "100ms",
+            },
+        },
+    )
     assert server.service_ids() == ["o1"]
     wait_until(lambda: server.service_ids() == [])
     assert health(http).json() == []
@@ -184,8 +228,16 @@ def test_deregister_critical_service_after_reaps_the_service(http, server):
 
 def test_real_consul_minimum_for_deregister_after_is_the_default():
     with ConsulTestServer(reap_interval=0.05) as srv, httpx.Client(base_url=srv.url) as http:
-        put(http, "/v1/agent/service/register", {"Name": "orders", "ID": "o1", "Port": 1,
-            "Check": {"TTL": "60s", "DeregisterCriticalServiceAfter": "10ms"}})  # fmt: skip
+        put(
+            http,
+            "/v1/agent/service/register",
+            {
+                "Name": "orders",
+                "ID": "o1",
+                "Port": 1,
+                "Check": {"TTL": "60s", "DeregisterCriticalServiceAfter": "10ms"},
+            },
+        )
         time.sleep(0.3)  # several reaper runs: the 1 min floor keeps the service
         assert srv.service_ids() == ["o1"]
 
@@ -214,11 +266,22 @@ def test_acl_tokens_from_header_bearer_and_query():
         )
         assert denied.status_code == 403
         assert "lacks permission 'service:write' on \"orders\"" in denied.text
-        assert put(http, "/v1/agent/service/register", register,
-                   headers={"Authorization": "Bearer w-secret"}).status_code == 200  # fmt: skip
+        assert (
+            put(
+                http,
+                "/v1/agent/service/register",
+                register,
+                headers={"Authorization": "Bearer w-secret"},
+            ).status_code
+            == 200
+        )
         assert len(health(http, token="r-secret").json()) == 1
-        assert len(http.get("/v1/health/service/orders",
-                            headers={"X-Consul-Token": "r-secret"}).json()) == 1  # fmt: skip
+        assert (
+            len(
+                http.get("/v1/health/service/orders", headers={"X-Consul-Token": "r-secret"}).json()
+            )
+            == 1
+        )
         unknown = http.get("/v1/health/service/orders", headers={"X-Consul-Token": "nope"})
         assert (unknown.status_code, unknown.text) == (403, "ACL not found")
         anonymous = health(http)  # reads are filtered, not refused
