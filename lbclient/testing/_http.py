@@ -230,7 +230,9 @@ class BackendProcess:
             {"host": self.host, "specs": [dataclasses.asdict(s) for s in self.specs]}
         )
         process = subprocess.Popen(
-            [sys.executable, "-c", _CHILD, payload],
+            # Run this file as a script: it needs only the standard library, so the child starts
+            # fast, without importing lbclient (and -P keeps this directory off its sys.path).
+            [sys.executable, "-P", __file__, payload],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -278,6 +280,5 @@ def _serve_forever(payload: str) -> None:
             backend.stop()
 
 
-_CHILD = (
-    "import sys; from lbclient.testing._http import _serve_forever; _serve_forever(sys.argv[1])"
-)
+if __name__ == "__main__":
+    _serve_forever(sys.argv[1])

@@ -1,0 +1,83 @@
+"""The ``lbclient`` command: ``lbclient demo`` and ``lbclient schedulers``.
+
+Kept to argparse and the standard library; rich (the ``[cli]`` extra) only draws nicer output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _parser() -> argparse.ArgumentParser:
+    from lbclient._demo import DEFAULT_SCHEDULERS
+
+    parser = argparse.ArgumentParser(
+        prog="lbclient", description="Client-side load balancing for httpx and grpcio."
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    demo = commands.add_parser(
+        "demo",
+        help="balance requests over real local backends with several schedulers",
+        description="Start 5 HTTP backends on loopback (one slow, one flaky), send requests "
+        "through each scheduler and print per-backend tables. Ends by itself.",
+    )
+    demo.add_argument(
+        "--requests", type=_positive, default=1000, help="requests per scheduler (1000)"
+    )
+    demo.add_argument(
+        "--concurrency", type=_positive, default=16, help="requests in flight at once (16)"
+    )
+    demo.add_argument(
+        "--schedulers",
+        default=None,
+        help=f"comma-separated names (default: {','.join(DEFAULT_SCHEDULERS)}); "
+        "see 'lbclient schedulers'",
+    )
+    demo.add_argument("--plain", action="store_true", help="plain text output, even with rich")
+    commands.add_parser("schedulers", help="list the scheduler names this install knows")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``lbclient`` console script and of ``python -m lbclient``."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    from lbclient.schedulers import available_schedulers
+
+    if args.command == "schedulers":
+        print("\n".join(available_schedulers()))
+        return 0
+    from lbclient._demo import run_demo
+
+    schedulers = None
+    if args.schedulers:
+        schedulers = [name.strip() for name in args.schedulers.split(",") if name.strip()]
+        unknown = sorted(set(schedulers) - set(available_schedulers()))
+        if unknown:
+            parser.error(
+                f"unknown scheduler(s) {', '.join(unknown)}; choose from: "
+                f"{', '.join(available_schedulers())}"
+            )
+    try:
+        run_demo(
+            requests=args.requests,
+            concurrency=args.concurrency,
+            schedulers=schedulers,
+            plain=args.plain,
+        )
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0
