@@ -10,9 +10,9 @@ import random
 
 
 def sample_indices(size: int, count: int, rng: random.Random) -> list[int]:
-    """``count`` distinct random indices below ``size`` (all of them when ``count >= size``)."""
-    if count >= size:
-        return list(range(size))
+    """``count`` distinct random indices below ``size``, in random order (the first drawn wins
+    ties, so the order must be random too); all of them, shuffled, when ``count >= size``."""
+    count = min(count, size)
     if count == 2:
         first = int(rng.random() * size)
         second = int(rng.random() * (size - 1))

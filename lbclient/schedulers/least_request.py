@@ -6,11 +6,12 @@ fleet is used uniformly.
 
 Unequal weights: Envoy schedules by the dynamic weight ``weight / (in_flight + 1) ** bias``
 (option ``bias``, default 1.0; 0 ignores load and gives plain weighted random). Envoy keeps an
-EDF heap under a lock; we get the same shares lock-free by rejection sampling: each of up to
-``choice_count`` draws is proportional to the static weight and accepted with probability
-``1 / (in_flight + 1) ** bias``, which makes an accepted pick proportional to the dynamic
-weight (an idle fleet: exactly by weight). If every draw is rejected (a busy fleet), the draw
-with the highest dynamic weight wins, i.e. power of d choices on Envoy's score.
+EDF heap under a lock; we get the same shares lock-free by rejection sampling: draw an
+instance in proportion to its static weight and accept it with probability
+``1 / (in_flight + 1) ** bias``; an accepted pick is then proportional to the dynamic weight
+(an idle fleet: exactly by weight). Draws are capped at ``MAX_DRAWS`` (16): when every draw is
+rejected (the whole fleet is busy, around 16 or more in flight everywhere), the draw with the
+highest dynamic weight wins. As in Envoy, ``choice_count`` applies to equal weights only.
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ from lbclient.schedulers._base import Scheduler
 from lbclient.schedulers._choices import sample_indices
 from lbclient.schedulers._options import float_option, int_option
 from lbclient.schedulers._weights import WeightedDraw
+
+MAX_DRAWS = 16
+"""Rejection-sampling draws per pick (unequal weights) before falling back to the best drawn."""
 
 
 class LeastRequestScheduler(Scheduler):
@@ -61,7 +65,7 @@ class LeastRequestScheduler(Scheduler):
     def _choose_weighted(self) -> Endpoint:
         rng, bias = self.rng, self.bias
         best, best_score = self.endpoints[0], -1.0
-        for _ in range(self.choice_count):
+        for _ in range(MAX_DRAWS):
             candidate = self.endpoints[self._draw.draw(rng)]
             factor = (candidate.in_flight + 1) ** -bias
             if rng.random() < factor:
