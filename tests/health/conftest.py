@@ -35,7 +35,7 @@ def lbclient_threads() -> list[str]:
 
 
 def row(lb: lbclient.LoadBalancer, service: str, instance_id: str) -> dict[str, object]:
-    for item in lb.stats(service)["instances"]:
+    for item in lb.service(service).stats()["instances"]:
         if item["id"] == instance_id:
             return dict(item)
     raise AssertionError(f"{instance_id} not in stats")
