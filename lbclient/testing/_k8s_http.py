@@ -225,6 +225,7 @@ class Handler(BaseHTTPRequestHandler):
             else random.uniform(owner.watch_timeout, 2 * owner.watch_timeout)
         )
         bookmarks = _truthy(query.get("allowWatchBookmarks"))
+        generation = store.generation  # before answering: close_watches() may follow at once
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Cache-Control", "no-cache, private")
@@ -233,7 +234,6 @@ class Handler(BaseHTTPRequestHandler):
         pending: list[dict[str, Any]] = []
         owner.watch_gate.wait()
         with store.changed:
-            generation = store.generation
             if version_text in ("", "0"):
                 # "Start at most recent": synthetic ADDED events for the current state first.
                 current, items = store.query(resource, namespace, labels, fields)
