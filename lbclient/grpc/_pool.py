@@ -27,11 +27,12 @@ C = TypeVar("C")
 class Lease(Generic[C]):
     """A sub-channel and the calls running on it. ``callables`` caches multicallables."""
 
-    __slots__ = ("active", "address", "callables", "channel", "retired")
+    __slots__ = ("active", "address", "callables", "channel", "instance", "retired")
 
-    def __init__(self, channel: C, address: str) -> None:
+    def __init__(self, channel: C, instance: ServiceInstance) -> None:
         self.channel = channel
-        self.address = address
+        self.instance = instance
+        self.address = instance.address
         self.active = 0
         self.retired = False
         self.callables: dict[object, Any] = {}
@@ -74,11 +75,13 @@ class SubChannelPool(Generic[C]):
                 for instance_id in [i for i in self._leases if i not in current]:
                     self._retire(self._leases.pop(instance_id), idle)
             lease = self._leases.get(endpoint.id)
-            address = endpoint.instance.address
-            if lease is None or lease.address != address:
+            instance = endpoint.instance
+            if lease is None or (
+                lease.instance is not instance and not self._same_address(lease, instance)
+            ):
                 if lease is not None:  # same id, new address: the old channel goes
                     self._retire(lease, idle)
-                lease = Lease(self._create(endpoint.instance), address)
+                lease = Lease(self._create(instance), instance)
                 self._leases[endpoint.id] = lease
             lease.active += 1
         for channel in idle:
@@ -93,6 +96,14 @@ class SubChannelPool(Generic[C]):
                 return
             self._draining.discard(lease)
         self._discard(lease.channel)
+
+    @staticmethod
+    def _same_address(lease: Lease[C], instance: ServiceInstance) -> bool:
+        # A new description of the same instance (weight, tags): keep the connection.
+        if lease.address != instance.address:
+            return False
+        lease.instance = instance
+        return True
 
     def _retire(self, lease: Lease[C], idle: list[C]) -> None:
         lease.retired = True
