@@ -1,10 +1,15 @@
-"""TimedFilter: a filter with background timers that all stop when the filter closes."""
+"""TimedFilter: a filter with background timers that all stop when the filter closes.
+
+The timer holds filters only weakly: a balancer that is dropped without ``close()`` is
+garbage-collected like any object, and its filters then release the shared timer thread
+instead of keeping it (and themselves) alive forever.
+"""
 
 from __future__ import annotations
 
-import threading
+import weakref
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from lbclient.filters._base import Filter
 from lbclient.health import _timer
@@ -22,20 +27,25 @@ class TimedFilter(Filter):
 
     def bind(self, state: ServiceState) -> None:
         super().bind(state)
-        self._guard = threading.Lock()
         self._timer = _timer.acquire()
+        self._release = weakref.finalize(self, _timer.release)
 
-    def later(self, delay: float, fn: Callable[[], object]) -> Call | None:
-        """Run ``fn`` on the timer thread after ``delay`` seconds, unless closed by then."""
+    def later(self, delay: float, method: Callable[..., object], *args: Any) -> Call | None:
+        """Run ``method(*args)`` (a method of this filter) on the timer thread after ``delay``
+        seconds, unless the filter is closed or gone by then."""
         timer = self._timer
         if timer is None or self._closed:
             return None
+        owner = weakref.ref(self)
+        ref = weakref.WeakMethod(method)
+        del method
 
-        def guarded() -> None:
-            if not self._closed:
-                fn()
+        def fire() -> None:
+            filt, bound = owner(), ref()
+            if filt is not None and bound is not None and not filt._closed:
+                bound(*args)
 
-        return timer.call_later(delay, guarded)
+        return timer.call_later(delay, fire)
 
     def refresh(self) -> None:
         """Ask the service to recompute its usable list (our verdict changed)."""
@@ -47,4 +57,4 @@ class TimedFilter(Filter):
             return
         self._closed = True
         self._timer = None
-        _timer.release()
+        self._release()

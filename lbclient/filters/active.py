@@ -9,7 +9,6 @@ cancels the schedules and joins the pool.
 
 from __future__ import annotations
 
-import functools
 import logging
 import random
 import threading
@@ -72,7 +71,7 @@ class HealthCheckFilter(TimedFilter):
                 probed = _Probed(endpoint)
                 self._probed[endpoint.id] = probed
                 first = self._rng.uniform(0, self.check.jitter * self.check.interval)
-                probed.call = self.later(first, functools.partial(self._due, probed))
+                probed.call = self.later(first, self._due, probed)
         if self._prober is not None:
             for endpoint in removed:
                 self._prober.forget(endpoint.instance)
@@ -128,7 +127,7 @@ class HealthCheckFilter(TimedFilter):
     def _schedule(self, probed: _Probed) -> None:
         spread = self.check.jitter * self.check.interval
         delay = self.check.interval + self._rng.uniform(-spread, spread)
-        probed.call = self.later(delay, functools.partial(self._due, probed))
+        probed.call = self.later(delay, self._due, probed)
 
     def stats(self, endpoint: Endpoint) -> dict[str, Any]:
         probed = self._probed.get(endpoint.id)

@@ -219,7 +219,7 @@ class OutlierFilter(TimedFilter):
             reason,
             record.ejections,
         )
-        self.later(duration, lambda: self._readmit(instance_id, record))
+        self.later(duration, self._readmit, instance_id, record)
         self.refresh()
         return True
 

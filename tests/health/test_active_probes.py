@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import sys
 import threading
 import time
@@ -24,6 +25,7 @@ from .conftest import (
     client,
     lbclient_threads,
     row,
+    timer_holders,
     usable_ids,
     wait_until,
 )
@@ -109,7 +111,7 @@ def test_probes_run_in_the_background_for_async_users(backends: Make) -> None:
             for _ in range(6):
                 response = await http.get("http://svc/x")
                 assert response.json()["backend"] == b.name
-        assert lbclient_threads() == []  # closing joined the timer and the probe pool
+        assert not [n for n in lbclient_threads() if n.startswith("lbclient-probe")]
 
     asyncio.run(main())
 
@@ -123,6 +125,7 @@ async def _await(predicate: Callable[[], object]) -> None:
 
 def test_no_probe_or_timer_thread_survives_close(backends: Make) -> None:
     servers = backends(3)
+    holders, threads = timer_holders(), set(lbclient_threads())
     lb = lbclient.LoadBalancer(
         {"svc": [s.address for s in servers], "other": [servers[0].address]},
         health_check=HttpHealthCheck(**FAST_PROBE),
@@ -135,8 +138,25 @@ def test_no_probe_or_timer_thread_survives_close(backends: Make) -> None:
     names = lbclient_threads()
     assert "lbclient-timer" in names
     assert any(n.startswith("lbclient-probe-svc") for n in names)
+    assert timer_holders() == holders + 8  # 4 timed filters x 2 services
     lb.close()
-    assert lbclient_threads() == []  # close() joins them: nothing left, no waiting
+    assert timer_holders() == holders
+    assert set(lbclient_threads()) == threads  # close() joined them: no waiting needed
+
+
+def test_a_balancer_dropped_without_close_stops_its_background_work(backends: Make) -> None:
+    (a,) = backends(1)
+    holders = timer_holders()
+
+    def use_and_forget() -> None:
+        lb = lbclient.LoadBalancer({"svc": [a.address]}, health_check=HttpHealthCheck(**FAST_PROBE))
+        lb.service("svc")
+        wait_until(lambda: row(lb, "svc", a.address)["healthy"] is True)
+        assert timer_holders() == holders + 2
+
+    use_and_forget()
+    gc.collect()
+    assert timer_holders() == holders
 
 
 def test_probes_stop_when_the_instance_leaves(file_registry: FileRegistry) -> None:
