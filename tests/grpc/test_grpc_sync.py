@@ -94,7 +94,7 @@ def test_all_call_types(echo, backends, make_lb):
 
 def test_metadata_and_registered_methods_round_trip(echo, backends, make_lb):
     stub = stub_for(echo, make_lb(backends))  # generated stubs pass _registered_method=True
-    reply, call = stub.Unary.with_call(echo.pb2.Request(), metadata=[("x-trace", "t-1")])
+    reply, _call = stub.Unary.with_call(echo.pb2.Request(), metadata=[("x-trace", "t-1")])
     assert "x-trace=t-1" in reply.metadata
     stream = stub.ServerStream(echo.pb2.Request(count=1), metadata=[("x-trace", "t-2")])
     assert "x-trace=t-2" in next(iter(stream)).metadata
@@ -120,7 +120,8 @@ def test_unavailable_is_retried_on_another_instance_for_idempotent_methods(echo,
     assert answers == {"b", "c"}
     assert backends[0].calls >= 1
     failures = [o.failure for i, o in listener.seen if i == "a"]
-    assert failures and set(failures) == {Failure.GATEWAY}
+    assert failures
+    assert set(failures) == {Failure.GATEWAY}
 
 
 def test_unavailable_is_not_resent_for_other_methods(echo, backends, make_lb):
@@ -145,8 +146,10 @@ def test_server_stopped_mid_run_fails_no_idempotent_call(echo, backends, make_lb
         if i == 20:
             backends[1].stop()
         answers[stub.Unary(echo.pb2.Request(), timeout=5).backend] += 1
-    assert answers["a"] and answers["c"] and answers["b"] <= 7
-    connect = [r for r in totals(lb).values() if r["id"] == "b"][0]
+    assert answers["a"]
+    assert answers["c"]
+    assert answers["b"] <= 7
+    connect = next(r for r in totals(lb).values() if r["id"] == "b")
     assert connect["failures"] >= 1
     assert in_flight(lb) == 0
 
@@ -168,9 +171,11 @@ def test_no_instance_is_unavailable_naming_the_service(echo):
     with pytest.raises(grpc.RpcError) as caught:
         stub.Unary(echo.pb2.Request())
     error = caught.value
-    assert isinstance(error, grpc.Call) and isinstance(error, LBError)
+    assert isinstance(error, grpc.Call)
+    assert isinstance(error, LBError)
     assert error.code() is grpc.StatusCode.UNAVAILABLE
-    assert "'echo'" in error.details() and error.service == "echo"
+    assert "'echo'" in error.details()
+    assert error.service == "echo"
     with pytest.raises(lbclient.NoAvailableInstance):
         stub.ServerStream(echo.pb2.Request(count=1))
     unknown = echo.pb2_grpc.EchoStub(lbclient.grpc.insecure_channel("nope", lb))

@@ -1,0 +1,272 @@
+"""The grpc.aio load-balanced channel against real grpcio servers on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+from typing import Any
+
+import grpc
+import grpc.aio
+import pytest
+from lbgrpc_support import in_flight
+from tenacity import wait_fixed
+
+import lbclient
+import lbclient.grpc.aio
+from lbclient import Failure, LBError, LoadBalancerListener, Outcome, RetryPolicy
+
+UNARY = "/lbtest.Echo/Unary"
+
+
+class Outcomes(LoadBalancerListener):
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, Outcome]] = []
+
+    def on_complete(self, service: str, instance: Any, outcome: Outcome) -> None:
+        self.seen.append((instance.id, outcome))
+
+
+async def eventually(predicate: Any) -> bool:
+    """Poll ``predicate`` for up to 2 s (done callbacks run on the loop, a bit later)."""
+    for _ in range(200):
+        if predicate():
+            return True
+        await asyncio.sleep(0.01)
+    return False
+
+
+async def settled(lb: lbclient.LoadBalancer) -> bool:
+    """Every in-flight slot released (no leak)."""
+    return await eventually(lambda: in_flight(lb) == 0)
+
+
+@pytest.fixture
+async def open_channel():
+    opened: list[lbclient.grpc.aio.LoadBalancedAioChannel] = []
+
+    def make(lb: lbclient.LoadBalancer, **options: Any) -> Any:
+        channel = lbclient.grpc.aio.insecure_channel("echo", lb, **options)
+        opened.append(channel)
+        return channel
+
+    yield make
+    for channel in opened:
+        await channel.close()
+
+
+async def test_round_robin_spreads_unary_calls(echo, backends, make_lb, open_channel):
+    stub = echo.pb2_grpc.EchoStub(open_channel(make_lb(backends)))
+    replies = [await stub.Unary(echo.pb2.Request()) for _ in range(30)]
+    assert collections.Counter(r.backend for r in replies) == {"a": 10, "b": 10, "c": 10}
+
+
+@pytest.mark.parametrize("scheduler", ["random", "least_request", "twos"])
+async def test_every_scheduler_reaches_every_instance(
+    echo, backends, make_lb, open_channel, scheduler
+):
+    stub = echo.pb2_grpc.EchoStub(open_channel(make_lb(backends, scheduler=scheduler)))
+    replies = await asyncio.gather(*(stub.Unary(echo.pb2.Request()) for _ in range(90)))
+    assert {r.backend for r in replies} == {"a", "b", "c"}
+
+
+async def test_all_call_types(echo, backends, make_lb, open_channel):
+    lb = make_lb(backends)
+    stub = echo.pb2_grpc.EchoStub(open_channel(lb))
+    Request = echo.pb2.Request
+
+    async def requests() -> Any:
+        for text in "xyz":
+            yield Request(text=text)
+
+    assert (await stub.Unary(Request(text="u"))).text == "u"
+    assert [r.index async for r in stub.ServerStream(Request(count=3))] == [0, 1, 2]
+    assert (await stub.ClientStream(requests())).text == "x+y+z"
+    assert [r.text async for r in stub.BidiStream(requests())] == ["x", "y", "z"]
+    call = stub.BidiStream()  # reader/writer style
+    await call.write(Request(text="w"))
+    assert (await call.read()).text == "w"
+    await call.done_writing()
+    assert await call.code() is grpc.StatusCode.OK
+    assert await settled(lb)
+    rows = lb.stats("echo")["instances"]
+    assert sum(r["successes"] for r in rows) == 5
+    assert sum(r["failures"] for r in rows) == 0
+
+
+async def test_unary_call_object_and_metadata(echo, backends, make_lb, open_channel):
+    stub = echo.pb2_grpc.EchoStub(open_channel(make_lb(backends)))
+    done = asyncio.Event()
+    call = stub.Unary(echo.pb2.Request(text="m"), metadata=(("x-trace", "t-1"),), timeout=5)
+    call.add_done_callback(lambda _: done.set())
+    reply = await call
+    assert "x-trace=t-1" in reply.metadata
+    assert await call.code() is grpc.StatusCode.OK
+    assert await call.details() in ("", None)
+    assert await call.initial_metadata() is not None
+    await done.wait()
+    assert call.done()
+    assert not call.cancelled()
+
+
+async def test_unavailable_is_retried_elsewhere_for_idempotent_methods(
+    echo, backends, make_lb, open_channel
+):
+    listener = Outcomes()
+    lb = make_lb(backends, listeners=[listener])
+    backends[0].abort_code = grpc.StatusCode.UNAVAILABLE
+    stub = echo.pb2_grpc.EchoStub(open_channel(lb, idempotent={UNARY}))
+    replies = [await stub.Unary(echo.pb2.Request()) for _ in range(12)]
+    assert {r.backend for r in replies} == {"b", "c"}
+    assert {o.failure for i, o in listener.seen if i == "a"} == {Failure.GATEWAY}
+
+
+async def test_application_error_reaches_the_caller_as_a_success(
+    echo, backends, make_lb, open_channel
+):
+    lb = make_lb(backends)
+    stub = echo.pb2_grpc.EchoStub(open_channel(lb, idempotent="all"))
+    call = stub.Unary(echo.pb2.Request(abort="INVALID_ARGUMENT"))
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await call
+    assert caught.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert await call.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert sum(b.calls for b in backends) == 1
+    assert sum(r["failures"] for r in lb.stats("echo")["instances"]) == 0
+
+
+async def test_server_stopped_mid_run_fails_no_idempotent_call(
+    echo, backends, make_lb, open_channel
+):
+    lb = make_lb(backends, outlier=None)
+    stub = echo.pb2_grpc.EchoStub(open_channel(lb, idempotent="all"))
+    answers = collections.Counter()
+    for i in range(45):
+        if i == 15:
+            backends[2].stop()
+        answers[(await stub.Unary(echo.pb2.Request(), timeout=5)).backend] += 1
+    assert answers["a"] > 10
+    assert answers["b"] > 10
+    assert answers["c"] <= 5
+    assert await settled(lb)
+
+
+async def test_no_instance_is_unavailable_naming_the_service(echo, open_channel):
+    lb = lbclient.LoadBalancer({"echo": []})
+    stub = echo.pb2_grpc.EchoStub(open_channel(lb))
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.Unary(echo.pb2.Request())
+    error = caught.value
+    assert isinstance(error, LBError)
+    assert error.code() is grpc.StatusCode.UNAVAILABLE
+    assert "'echo'" in error.details()
+    call = stub.Unary(echo.pb2.Request())
+    with pytest.raises(grpc.RpcError):
+        await call
+    assert await call.code() is grpc.StatusCode.UNAVAILABLE
+    with pytest.raises(lbclient.NoAvailableInstance):
+        stub.ServerStream(echo.pb2.Request(count=1))
+    lb.close()
+
+
+async def test_deadline_is_a_timeout_and_bounds_retries(echo, backends, make_lb, open_channel):
+    listener = Outcomes()
+    lb = make_lb(backends, listeners=[listener], outlier=None)
+    retry = RetryPolicy(attempts=50, wait=wait_fixed(0.1), budget_min_per_second=1000)
+    stub = echo.pb2_grpc.EchoStub(open_channel(lb, idempotent="all", retry=retry))
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.Unary(echo.pb2.Request(sleep=2), timeout=0.2)
+    assert caught.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
+    assert [o.failure for _, o in listener.seen] == [Failure.TIMEOUT]
+    for backend in backends:
+        backend.abort_code = grpc.StatusCode.UNAVAILABLE
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.Unary(echo.pb2.Request(), timeout=0.25)
+    assert caught.value.code() is grpc.StatusCode.UNAVAILABLE
+    assert 3 <= sum(b.calls for b in backends) <= 4  # 1 above + 2-3 attempts in 0.25 s
+
+
+async def test_cancellation_releases_the_instance_without_blaming_it(
+    echo, backends, make_lb, open_channel
+):
+    listener = Outcomes()
+    lb = make_lb(backends, listeners=[listener])
+    stub = echo.pb2_grpc.EchoStub(open_channel(lb))
+    task = asyncio.ensure_future(stub.Unary(echo.pb2.Request(sleep=5)))
+    assert await eventually(lambda: in_flight(lb) == 1)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert await settled(lb)
+    call = stub.Unary(echo.pb2.Request(sleep=5))
+    await asyncio.sleep(0.05)
+    assert call.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await call
+    assert call.cancelled()
+    assert await call.code() is grpc.StatusCode.CANCELLED
+    stream = stub.ServerStream(echo.pb2.Request(count=1000, sleep=0.01))
+    await stream.read()
+    stream.cancel()
+    assert await settled(lb)
+    assert {o.cancelled for _, o in listener.seen} == {True}
+
+
+class _AddMetadata:
+    """grpc.aio files an interceptor under its first matching kind only: one class per kind."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def _details(self, details: Any) -> Any:
+        self.calls += 1
+        metadata = grpc.aio.Metadata(*(details.metadata or ()), ("x-auth", "token"))
+        return grpc.aio.ClientCallDetails(
+            details.method,
+            details.timeout,
+            metadata,
+            details.credentials,
+            details.wait_for_ready,
+        )
+
+
+class _UnaryAdd(_AddMetadata, grpc.aio.UnaryUnaryClientInterceptor):
+    async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        return await continuation(self._details(details), request)
+
+
+class _StreamAdd(_AddMetadata, grpc.aio.UnaryStreamClientInterceptor):
+    async def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
+        return await continuation(self._details(details), request)
+
+
+async def test_composes_with_aio_interceptors(echo, backends, make_lb, open_channel):
+    lb = make_lb(backends)
+    unary, stream = _UnaryAdd(), _StreamAdd()
+    stub = echo.pb2_grpc.EchoStub(open_channel(lb, interceptors=[unary, stream]))
+    replies = [await stub.Unary(echo.pb2.Request()) for _ in range(3)]
+    assert all("x-auth=token" in r.metadata for r in replies)
+    assert {r.backend for r in replies} == {"a", "b", "c"}
+    streamed = [r async for r in stub.ServerStream(echo.pb2.Request(count=2))]
+    assert "x-auth=token" in streamed[0].metadata
+    assert (unary.calls, stream.calls) == (3, 1)
+    assert await settled(lb)
+
+
+async def test_channel_state_and_close_with_a_retired_subchannel(echo, backends, make_lb):
+    lb = make_lb(backends)
+    channel = lbclient.grpc.aio.insecure_channel("echo", lb)
+    assert channel.get_state() is grpc.ChannelConnectivity.IDLE
+    await channel.channel_ready()
+    assert channel.get_state() is grpc.ChannelConnectivity.READY
+    stub = echo.pb2_grpc.EchoStub(channel)
+    for _ in range(3):
+        await stub.Unary(echo.pb2.Request())
+    state = lb.service("echo")
+    state.publish([e.instance for e in state.endpoints.values() if e.id != "a"])
+    assert {(await stub.Unary(echo.pb2.Request())).backend for _ in range(4)} == {"b", "c"}
+    assert channel.pool.addresses() == sorted([backends[1].address, backends[2].address])
+    await channel.close()
+    with pytest.raises(lbclient.ConfigurationError, match="closed"):
+        await stub.Unary(echo.pb2.Request())
+    assert in_flight(lb) == 0
