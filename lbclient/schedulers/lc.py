@@ -6,17 +6,13 @@ the better choice for large lists). Weights are ignored (see ``wlc``). Ties rota
 
 from __future__ import annotations
 
-from lbclient._endpoint import Endpoint
 from lbclient.schedulers._scan import ScanScheduler
-
-
-def in_flight(endpoint: Endpoint) -> float:
-    """Requests in flight, whatever the weight."""
-    return endpoint.in_flight
 
 
 class LeastConnectionScheduler(ScanScheduler):
     """Fewest in-flight requests, full scan."""
 
     name = "lc"
-    cost = staticmethod(in_flight)
+
+    def costs(self) -> list[int]:
+        return [e.in_flight for e in self.endpoints]

@@ -8,24 +8,23 @@ from __future__ import annotations
 
 from lbclient._context import PickContext
 from lbclient._endpoint import Endpoint
-from lbclient.schedulers._scan import ScanScheduler
-from lbclient.schedulers.sed import expected_delay
+from lbclient.schedulers.sed import ShortestExpectedDelayScheduler
 
 
-class NeverQueueScheduler(ScanScheduler):
+class NeverQueueScheduler(ShortestExpectedDelayScheduler):
     """An idle instance if any, otherwise the shortest expected delay."""
 
     name = "nq"
-    cost = staticmethod(expected_delay)
 
     def choose(self, context: PickContext) -> Endpoint:
-        best: Endpoint | None = None
-        best_cost = 0.0
-        for endpoint in self.rotation():
-            if not endpoint.in_flight:
-                return endpoint
-            cost = expected_delay(endpoint)
-            if best is None or cost < best_cost:
-                best, best_cost = endpoint, cost
-        assert best is not None
-        return best
+        if len(self.endpoints) == 1:
+            return self.endpoints[0]
+        loads = [e.in_flight for e in self.endpoints]
+        start = self.start()
+        for first, stop in ((start, len(loads)), (0, start)):
+            try:
+                return self.endpoints[loads.index(0, first, stop)]
+            except ValueError:
+                pass
+        pairs = zip(loads, self.inverse_weights, strict=True)
+        return self.lowest([(load + 1) * w for load, w in pairs], start)

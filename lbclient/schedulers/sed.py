@@ -6,17 +6,14 @@ it prefers a heavier instance even when all are idle. Full scan; ties rotate.
 
 from __future__ import annotations
 
-from lbclient._endpoint import Endpoint
 from lbclient.schedulers._scan import ScanScheduler
-
-
-def expected_delay(endpoint: Endpoint) -> float:
-    """The delay the next request would see, in units of "one request on weight 1"."""
-    return (endpoint.in_flight + 1) / endpoint.weight
 
 
 class ShortestExpectedDelayScheduler(ScanScheduler):
     """Shortest expected delay, full scan."""
 
     name = "sed"
-    cost = staticmethod(expected_delay)
+
+    def costs(self) -> list[float]:
+        pairs = zip(self.endpoints, self.inverse_weights, strict=True)
+        return [(e.in_flight + 1) * w for e, w in pairs]

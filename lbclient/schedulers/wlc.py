@@ -20,4 +20,6 @@ class WeightedLeastConnectionScheduler(ScanScheduler):
     """Fewest in-flight requests per unit of weight, full scan."""
 
     name = "wlc"
-    cost = staticmethod(weighted_load)
+
+    def costs(self) -> list[float]:
+        return [e.in_flight * w for e, w in zip(self.endpoints, self.inverse_weights, strict=True)]
