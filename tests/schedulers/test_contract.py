@@ -3,6 +3,7 @@ never raises for a non-empty list (keys or not), survives concurrent use, valida
 
 from __future__ import annotations
 
+import asyncio
 import random
 import threading
 
@@ -171,3 +172,48 @@ def test_every_scheduler_works_inside_the_load_balancer(name: str) -> None:
         assert all(row["in_flight"] == 0 for row in lb.stats("svc")["instances"])
     finally:
         lb.close()
+
+
+@pytest.mark.parametrize("name", NAMES)
+async def test_concurrent_picks_from_many_tasks(name: str) -> None:
+    options = {"maglev": {"table_size": 251}, "mh": {"table_size": 251}}.get(name, {})
+    lb = LoadBalancer(
+        {"svc": [f"127.0.0.1:{port}" for port in range(8001, 8007)]},
+        scheduler=name,
+        scheduler_options=options,
+    )
+
+    async def worker(seed: int) -> None:
+        for i in range(40):
+            context = PickContext(key=f"k{(seed * 7 + i) % 30}", source=f"s{seed}")
+            with await lb.apick("svc", context) as handle:
+                await asyncio.sleep(0)  # hold the slot while other tasks pick
+                assert handle.instance.port in range(8001, 8007)
+
+    try:
+        await asyncio.gather(*(worker(seed) for seed in range(30)))
+        rows = lb.stats("svc")["instances"]
+        assert all(row["in_flight"] == 0 for row in rows)
+        assert sum(row["picks"] for row in rows) == 30 * 40
+    finally:
+        lb.close()
+
+
+@pytest.mark.parametrize("name", ["ring_hash", "maglev", "rendezvous", "dh", "sh"])
+def test_hash_retries_walk_to_the_same_next_instance_on_every_client(name: str) -> None:
+    items = endpoints([1.0, 2.0, 1.0, 1.0, 3.0])
+    one, other = build(name, items, 1), build(name, list(reversed(items)), 2)
+    for context in key_contexts(100):
+        first = one.pick(context)
+        assert other.pick(context) is first
+        retry = context.excluding(first.id)
+        assert one.pick(retry) is other.pick(retry) is not first
+
+
+def test_sh_hashes_the_source_not_the_key() -> None:
+    items = endpoints([1.0] * 8)
+    scheduler = build("sh", items)
+    by_source = {scheduler.pick(PickContext(key=f"k{i}", source="caller-1")).id for i in range(50)}
+    assert len(by_source) == 1
+    by_key = {scheduler.pick(PickContext(key="same", source=f"c{i}")).id for i in range(50)}
+    assert len(by_key) > 1
