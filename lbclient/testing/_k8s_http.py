@@ -21,12 +21,10 @@ from lbclient.testing._k8s_store import (
     ENDPOINTS,
     KINDS,
     SLICES,
-    Event,
     SelectorError,
     Store,
     parse_field_selector,
     parse_selector,
-    selected,
 )
 
 if TYPE_CHECKING:
@@ -277,9 +275,8 @@ class Handler(BaseHTTPRequestHandler):
                         events = store.events_after(resource, namespace, seen)
                         if events:
                             seen = events[-1].resource_version
-                            pending = [
-                                _event_body(e) for e in events if selected(e.object, labels, fields)
-                            ]
+                            seen_by = (e.as_seen_by(labels, fields) for e in events)
+                            pending = [body for body in seen_by if body is not None]
                             if pending:
                                 break
                             continue
@@ -304,10 +301,6 @@ class Handler(BaseHTTPRequestHandler):
 
     def _end_stream(self) -> None:
         self.wfile.write(b"0\r\n\r\n")
-
-
-def _event_body(event: Event) -> dict[str, Any]:
-    return {"type": event.type, "object": event.object}
 
 
 def _truthy(value: str | None) -> bool:

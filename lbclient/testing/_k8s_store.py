@@ -110,6 +110,28 @@ class Event:
     namespace: str
     type: str  # ADDED, MODIFIED, DELETED
     object: dict[str, Any]
+    previous: dict[str, Any] | None = None
+    """The object before a MODIFIED event: a watcher whose selector matched only the old
+    labels must see DELETED, one that matches only the new labels ADDED (the cacher does)."""
+
+    def as_seen_by(
+        self, labels: tuple[Requirement, ...], fields: tuple[Requirement, ...]
+    ) -> dict[str, Any] | None:
+        """The event a watcher with these selectors receives, or None (apiserver's cacher)."""
+        now = self.type != "DELETED" and selected(self.object, labels, fields)
+        if self.type == "DELETED":
+            before = selected(self.object, labels, fields)
+        else:
+            before = self.previous is not None and selected(self.previous, labels, fields)
+        if self.type == "DELETED":
+            return {"type": "DELETED", "object": self.object} if before else None
+        if now:
+            return {"type": "MODIFIED" if before else "ADDED", "object": self.object}
+        if before and self.previous is not None:
+            gone = copy.deepcopy(self.previous)
+            gone["metadata"]["resourceVersion"] = str(self.resource_version)
+            return {"type": "DELETED", "object": gone}
+        return None
 
 
 class Store:
@@ -180,8 +202,10 @@ class Store:
             self.resource_version += 1
             stored["metadata"]["resourceVersion"] = str(self.resource_version)
             self.objects[key] = {"kind": kind, "apiVersion": api_version, **stored}
-            self._record(resource, namespace, "MODIFIED" if previous else "ADDED", stored)
+            self._record(resource, namespace, "MODIFIED" if previous else "ADDED", stored, previous)
             if resource == SLICES:
+                if previous is not None and _service_of(previous) != _service_of(stored):
+                    self._mirror(namespace, _service_of(previous))
                 self._mirror(namespace, _service_of(stored))
             self.changed.notify_all()
             return copy.deepcopy(self.objects[key])
@@ -212,10 +236,18 @@ class Store:
             self.generation += 1
             self.changed.notify_all()
 
-    def _record(self, resource: str, namespace: str, type_: str, obj: dict[str, Any]) -> None:
+    def _record(
+        self,
+        resource: str,
+        namespace: str,
+        type_: str,
+        obj: dict[str, Any],
+        previous: dict[str, Any] | None = None,
+    ) -> None:
         kind, api_version = KINDS[resource]
         body = {"kind": kind, "apiVersion": api_version, **copy.deepcopy(obj)}
-        self.history.append(Event(self.resource_version, resource, namespace, type_, body))
+        before = copy.deepcopy(previous) if previous is not None else None
+        self.history.append(Event(self.resource_version, resource, namespace, type_, body, before))
 
     def _mirror(self, namespace: str, service: str | None) -> None:
         """Keep the legacy Endpoints object of ``service`` equal to its slices (the controller)."""
@@ -250,7 +282,7 @@ class Store:
         self.resource_version += 1
         obj["metadata"]["resourceVersion"] = str(self.resource_version)
         self.objects[key] = {"kind": "Endpoints", "apiVersion": "v1", **obj}
-        self._record(ENDPOINTS, namespace, "MODIFIED" if previous else "ADDED", obj)
+        self._record(ENDPOINTS, namespace, "MODIFIED" if previous else "ADDED", obj, previous)
 
 
 def _service_of(obj: Mapping[str, Any]) -> str | None:

@@ -20,9 +20,11 @@ Endpoints, as documented by the API concepts page and done by the apiserver's wa
 - with ``token`` set, a request without ``Authorization: Bearer <token>`` gets 401;
   ``forbid(namespace)`` answers 403 with the apiserver's RBAC message.
 
+- an object whose labels change sends DELETED to watchers that matched only the old labels
+  and ADDED to those that match only the new ones, as the apiserver's watch cache does.
+
 Not implemented: writes through the API (tests write through the knobs), pagination
-(``limit``/``continue``), ``resourceVersionMatch``, ``sendInitialEvents``, and the DELETED event a
-real server sends when an object stops matching a label selector.
+(``limit``/``continue``), ``resourceVersionMatch`` and ``sendInitialEvents``.
 
 >>> with KubernetesTestServer() as api:                                    # doctest: +SKIP
 ...     api.scale("shop", "orders", ["127.0.0.1:8001", "127.0.0.1:8002"])

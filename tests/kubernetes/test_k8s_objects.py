@@ -10,9 +10,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from lbclient import ConfigurationError, RegistryUnavailable
-from lbclient.kubernetes import Selection
 from lbclient.kubernetes._listwatch import Action, ListWatch
-from lbclient.kubernetes._objects import endpoints_instances, slice_instances
+from lbclient.kubernetes._objects import Selection, endpoints_instances, slice_instances
 from lbclient.testing.kubernetes import endpoint
 
 

@@ -281,6 +281,42 @@ current-context: test
             lb.pick("payments")
     with pytest.raises(ConfigurationError, match="unknown option"):
         registry_from_uri("k8s://shop/orders?prot=http")
+    several = registry_from_uri(
+        "kubernetes://shop/orders:http,payments:9090?fallback_to_terminating=true"
+    )
+    assert isinstance(several, KubernetesRegistry)
+    assert several.services == {"orders", "payments"}
+    assert several.ports == {"orders": "http", "payments": 9090}
+    assert several.fallback_to_terminating
+    anywhere = registry_from_uri("k8s://shop?port=grpc")
+    assert isinstance(anywhere, KubernetesRegistry)
+    assert anywhere.services is None
+    assert anywhere.port == "grpc"
+    several.close()
+    anywhere.close()
+
+
+def test_no_configuration_at_all_says_what_to_do(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("KUBECONFIG", raising=False)
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    with pytest.raises(ConfigurationError, match="no usable Kubernetes configuration"):
+        KubernetesRegistry("shop")
+
+
+def test_an_unreachable_api_server_is_registry_unavailable(backends: list[HTTPBackend]) -> None:
+    import kubernetes.client
+
+    from lbclient import RegistryUnavailable
+    from lbclient.testing import free_port
+
+    configuration = kubernetes.client.Configuration(host=f"http://127.0.0.1:{free_port()}")
+    configuration.retries = 0
+    with LoadBalancer(registry(configuration)) as lb, pytest.raises(RegistryUnavailable) as error:
+        lb.pick("orders")
+    assert "cannot reach the Kubernetes API" in str(error.value)
 
 
 def test_close_leaves_no_watch_thread(

@@ -251,3 +251,29 @@ def test_down_refuses_connections_and_up_keeps_state_and_port(api: KubernetesTes
     _, _, body = get(api, f"{SLICES}?{selector('orders')}")
     assert body["metadata"]["resourceVersion"] == str(version)
     assert len(body["items"]) == 1
+
+
+def test_relabelling_a_slice_is_deleted_for_old_watchers_and_added_for_new(
+    api: KubernetesTestServer,
+) -> None:
+    api.scale(NS, "orders", ["127.0.0.1:8001"])
+    version = api.resource_version
+    old_watch, old_conn = watch(api, f"{selector('orders')}&resourceVersion={version}")
+    new_watch, new_conn = watch(api, f"{selector('payments')}&resourceVersion={version}")
+    (moved,) = api.slices(NS, "orders")
+    api.apply_slice(
+        NS,
+        "payments",
+        moved["metadata"]["name"],
+        endpoints=moved["endpoints"],
+        ports=moved["ports"],
+    )
+    (deleted,) = events(old_watch, 1)
+    (added,) = events(new_watch, 1)
+    old_conn.close()
+    new_conn.close()
+    assert deleted["type"] == "DELETED"
+    assert deleted["object"]["metadata"]["labels"]["kubernetes.io/service-name"] == "orders"
+    assert added["type"] == "ADDED"
+    assert deleted["object"]["metadata"]["resourceVersion"] == str(api.resource_version - 2)
+    assert api.endpoints_object(NS, "orders") is None
