@@ -22,11 +22,13 @@ except ImportError as _exc:  # pragma: no cover - exercised only without the ext
 
 from lbclient.grpc._core import DEFAULT_KEY_METADATA, failure_for_code, key_from_metadata
 from lbclient.grpc._errors import NoInstanceAioRpcError, NoInstanceRpcError
+from lbclient.grpc._interceptor import LoadBalancingInterceptor
 from lbclient.grpc._sync import LoadBalancedChannel, insecure_channel, secure_channel
 
 __all__ = [
     "DEFAULT_KEY_METADATA",
     "LoadBalancedChannel",
+    "LoadBalancingInterceptor",
     "NoInstanceAioRpcError",
     "NoInstanceRpcError",
     "failure_for_code",
