@@ -136,7 +136,15 @@ def table(sizes: Sequence[int], baseline: dict[int, float], ratio: Cells, build_
     labels = sorted({label for label, _ in ratio})
     head = " | ".join(f"{s:,} inst." for s in sizes)
     lines = [
-        "Pick cost as a ratio to `next()` on an `itertools.cycle` (same run); lower is better.",
+        "Pick cost as a ratio to `next()` on an `itertools.cycle` over the same endpoints, timed",
+        "next to each scheduler in the same run (lower is better). Endpoints: weights 1-4, 0-3",
+        "requests in flight each, a measured latency; 512 distinct keys. Reading it: the O(1)",
+        "and O(log n) schedulers stay within ~2-100x of a bare `next()`, i.e. well under 10 us,",
+        "at any size, against ~100 us or more for a loopback HTTP request. The LVS full scans",
+        "(`lc`, `wlc`, `sed`, `nq`; `lblc`/`lblcr` once a key's server is past the overload",
+        "floor, as here) and `rendezvous` are O(n) by definition and grow with the list: prefer",
+        "`least_request`, `peak_ewma`, `maglev` or `ring_hash` beyond a few hundred instances.",
+        "Measured on a shared 2-core machine; single cells can be off by 2x.",
         "",
         f"| scheduler | {head} |",
         "|---|" + "---:|" * len(sizes),

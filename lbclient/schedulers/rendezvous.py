@@ -2,9 +2,10 @@
 
 Every instance scores every key, ``score = mix64(seed(instance) ^ hash(key))``, and the key
 goes to the highest score. Instance seeds (``blake2b(id)``) are computed once per list; a pick
-hashes the key once and then costs O(n) integer arithmetic, more than ring_hash or maglev
-but with no table at all and the best consistency: when one of N instances leaves, exactly
-its own keys (about 1/N) move, and none of the others.
+hashes the key once and then costs O(n) integer arithmetic (about 1 us per instance in
+CPython: fine for tens of instances, a poor choice for thousands, where maglev or ring_hash
+pick in O(1) / O(log n)), with no table at all and the best consistency: when one of N
+instances leaves, exactly its own keys (about 1/N) move, and none of the others.
 
 Unequal weights use the logarithmic method (Schindelhauer & Schomaker, "Weighted distributed
 hash tables", 2005): ``score = -weight / ln(u)`` with ``u`` the score mapped into (0, 1), which
