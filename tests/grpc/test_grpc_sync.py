@@ -350,3 +350,19 @@ def test_configuration_mistakes_are_reported_up_front(echo, backends, make_lb):
         lbclient.grpc.insecure_channel("echo", lb, idempotent={"Unary"})
     with pytest.raises(lbclient.ConfigurationError, match="LoadBalancer"):
         lbclient.grpc.insecure_channel("echo", object())  # type: ignore[arg-type]
+
+
+def test_wait_for_ready_and_compression_reach_the_subchannel(echo, backends, make_lb):
+    lb = make_lb(backends, outlier=None)
+    stub = stub_for(echo, lb)
+    reply = stub.Unary(echo.pb2.Request(text="z"), compression=grpc.Compression.Gzip)
+    assert reply.text == "z"
+    for backend in backends:
+        backend.stop()
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.Unary(echo.pb2.Request(), timeout=5)
+    assert caught.value.code() is grpc.StatusCode.UNAVAILABLE  # fails fast by default
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.Unary(echo.pb2.Request(), timeout=0.3, wait_for_ready=True)
+    assert caught.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED  # waited for a connection
+    assert in_flight(lb) == 0
