@@ -70,9 +70,12 @@ class RecordingSink:
         self.errors: list[BaseException] = []
         self.gate = threading.Event()
         self.gate.set()
+        self.held = threading.Event()
         self._cond = threading.Condition()
 
     def publish(self, instances: Sequence[ServiceInstance]) -> None:
+        if not self.gate.is_set():
+            self.held.set()
         self.gate.wait(30)  # a test can hold the watch here to make it fall behind
         with self._cond:
             self.published.append(tuple(instances))

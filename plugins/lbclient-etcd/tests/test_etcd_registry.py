@@ -91,6 +91,7 @@ def test_watch_rereads_when_its_revision_was_compacted(
         sink.wait_for(lambda: sink.ports == {9100})  # type: ignore[attr-defined]
         sink.gate.clear()  # type: ignore[attr-defined]  # hold the watch inside publish()
         second = EtcdRegistrar(registry, services[1], ttl=5).start()
+        assert sink.held.wait(20)  # type: ignore[attr-defined]  # it saw s1, and only s1
         # The watch saw s1 and is stuck publishing it; meanwhile history moves on and is
         # compacted, so its next watch (from the revision after s1) must be refused.
         third = EtcdRegistrar(registry, services[2], ttl=5).start()
