@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from lbclient._endpoint import Endpoint
 from lbclient.filters._timed import TimedFilter
+from lbclient.filters.outlier import OutlierFilter
 from lbclient.health._checks import HealthCheck, Prober, ProbeResult
 from lbclient.health._state import ProbeVerdict
 from lbclient.health._timer import Call
@@ -120,6 +121,9 @@ class HealthCheckFilter(TimedFilter):
             )
         if result.healthy:
             self.state.heartbeat(probed.endpoint.id)
+            for f in self.state.filters:
+                if isinstance(f, OutlierFilter):
+                    f.probe_passed(probed.endpoint)
         if changed:
             self.refresh()
         self._schedule(probed)

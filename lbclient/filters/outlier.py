@@ -69,6 +69,9 @@ class OutlierDetection:
     """Off by default, as in Envoy (``enforcing_failure_percentage`` is 0); Envoy's level is 85."""
     failure_percentage_minimum_hosts: int = 5
     failure_percentage_request_volume: int = 50
+    uneject_on_passing_probe: bool = True
+    """With an active health check, a passing probe readmits an ejected instance at once
+    (Envoy's ``successful_active_health_check_uneject_host``, default true)."""
 
     def __post_init__(self) -> None:
         for name in (
@@ -223,15 +226,25 @@ class OutlierFilter(TimedFilter):
         self.refresh()
         return True
 
-    def _readmit(self, instance_id: str, record: _Record) -> None:
+    def _readmit(self, instance_id: str, record: _Record, why: str = "its ejection time") -> None:
         with self._lock:
             if record.gone or record.ejected_until is None:
                 return
             record.ejected_until = None
             record.reset()
             self._ejected -= 1
-        log.info("%s: readmitted instance %s after its ejection time", self.state.name, instance_id)
+        log.info("%s: readmitted instance %s after %s", self.state.name, instance_id, why)
         self.refresh()
+
+    def probe_passed(self, endpoint: Endpoint) -> None:
+        """An active probe passed: readmit the instance now if it is ejected (Envoy)."""
+        record = self._records.get(endpoint.id)
+        if (
+            record is not None
+            and record.ejected_until is not None
+            and self.settings.uneject_on_passing_probe
+        ):
+            self._readmit(endpoint.id, record, "a passing health check")
 
     def _sweep(self) -> None:
         """Every interval: success-rate and failure-percentage ejection, multiplier decay."""

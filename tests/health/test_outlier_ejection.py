@@ -222,3 +222,31 @@ def _finish_on(lb: lbclient.LoadBalancer, instance_id: str, failure: Failure | N
     with state.pick(lbclient.PickContext(exclude=others)) as handle:
         assert handle.instance.id == instance_id
         handle.done(failure)
+
+
+def test_a_passing_probe_readmits_an_ejected_instance(backends: Make) -> None:
+    from lbclient.health import HttpHealthCheck
+
+    from .conftest import FAST_PROBE
+
+    a, b = backends(2)
+    lb = lbclient.LoadBalancer(
+        {"svc": [a.address, b.address]},
+        outlier=OutlierDetection(consecutive_local_origin_failure=2, base_ejection_time=300),
+        # "Connection: close": a stopped HTTPBackend keeps serving kept-alive connections
+        health_check=HttpHealthCheck(
+            unhealthy_threshold=100, headers={"Connection": "close"}, **FAST_PROBE
+        ),
+    )
+    with lb, client(lb) as http:
+        wait_until(lambda: row(lb, "svc", a.address)["healthy"] is True)
+        a.stop()
+        wait_until(
+            lambda: (
+                http.get("http://svc/x").status_code == 200
+                and bool(row(lb, "svc", a.address)["ejected"])
+            )
+        )
+        a.start()  # long before the 300 s ejection ends, the probe brings it back
+        wait_until(lambda: a.address in usable_ids(lb, "svc"))
+        assert row(lb, "svc", a.address)["ejected"] is False
