@@ -178,3 +178,22 @@ def _wait(predicate: object, what: str, timeout: float = 20.0) -> None:
     while not predicate():  # type: ignore[operator]
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.02)
+
+
+def test_watch_reopens_after_watch_timeout_without_losing_changes(
+    etcd: EtcdServer, sink: object
+) -> None:
+    registry = EtcdRegistry(etcd.url, watch_timeout=0.2)
+    first = EtcdRegistrar(registry, ServiceInstance("quiet", "127.0.0.1", 9201), ttl=5).start()
+    subscription = registry.watch("quiet", sink)  # type: ignore[arg-type]
+    try:
+        sink.wait_for(lambda: sink.ports == {9201})  # type: ignore[attr-defined]
+        threading.Event().wait(0.7)  # a few silent watch timeouts, each reopening the stream
+        with EtcdRegistrar(registry, ServiceInstance("quiet", "127.0.0.1", 9202), ttl=5):
+            sink.wait_for(lambda: sink.ports == {9201, 9202})  # type: ignore[attr-defined]
+        sink.wait_for(lambda: sink.ports == {9201})  # type: ignore[attr-defined]
+        assert sink.errors == []  # type: ignore[attr-defined]  # timeouts are not failures
+    finally:
+        subscription.close()
+        first.close()
+        registry.close()
