@@ -139,6 +139,7 @@ class EtcdRegistrar:
         self, registry: EtcdRegistry | str, instance: ServiceInstance, *, ttl: float = 10.0
     ) -> None:
         self.registry = registry_of(registry)
+        self._owns_registry = isinstance(registry, str)  # built here, so closed here
         self.core = _core(self.registry, instance, ttl)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -186,6 +187,8 @@ class EtcdRegistrar:
                 log.warning("etcd registrar %s: could not revoke: %s", self.core.name, exc)
             self.core.lease = None
             self.core.registered = False
+        if self._owns_registry:
+            self.registry.close()
 
     def __enter__(self) -> EtcdRegistrar:
         return self.start()
@@ -205,6 +208,7 @@ class AsyncEtcdRegistrar:
         self, registry: EtcdRegistry | str, instance: ServiceInstance, *, ttl: float = 10.0
     ) -> None:
         self.registry = registry_of(registry)
+        self._owns_registry = isinstance(registry, str)  # built here, so closed here
         self.core = _core(self.registry, instance, ttl)
         self._task: asyncio.Task[None] | None = None
 
@@ -250,6 +254,8 @@ class AsyncEtcdRegistrar:
                 log.warning("etcd registrar %s: could not revoke: %s", self.core.name, exc)
             self.core.lease = None
             self.core.registered = False
+        if self._owns_registry:
+            self.registry.close()
 
     async def __aenter__(self) -> AsyncEtcdRegistrar:
         return await self.start()
