@@ -7,17 +7,19 @@ target listing all three with ``grpc.lb_policy_name=round_robin``; lbclient's is
 round_robin). Methods are raw-bytes generic handlers, so no code generation is needed.
 
 Scenarios: unary calls/s at concurrency 1 and 16, sync (threads) and aio (tasks), and
-server-streaming messages/s (sync and aio). Each pair is measured in alternating rounds and
-the best round of each side is kept; the report is the ratio lbclient / grpcio.
+server-streaming messages/s (sync and aio, 200 messages of 64 bytes per call). Each scenario
+runs in paired rounds (both sides back to back, alternating which goes first); the ratio
+reported is the median of the per-round ratios lbclient / grpcio.
 
-    python benchmarks/bench_grpc.py                 # ~30 s on 2 cores
-    python benchmarks/bench_grpc.py --seconds 0.5 --rounds 2
+    python benchmarks/bench_grpc.py                  # ~35 s: 6 scenarios x 5 rounds x 2 x 0.5 s
+    python benchmarks/bench_grpc.py --seconds 0.3 --rounds 3
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import statistics
 import subprocess
 import sys
 import threading
@@ -77,10 +79,15 @@ def serve(count: int) -> None:
 # -- measurement -----------------------------------------------------------------------------
 
 
-def run_threads(call: Callable[[], int], concurrency: int, seconds: float) -> float:
-    """Operations per second of ``call`` (returns its op count) from ``concurrency`` threads."""
+Sample = tuple[float, float]
+"""(operations per second, client CPU microseconds per operation)."""
+
+
+def run_threads(call: Callable[[], int], concurrency: int, seconds: float) -> Sample:
+    """Throughput and CPU cost of ``call`` (returns its op count) from ``concurrency`` threads."""
     done = [0] * concurrency
     stop = time.perf_counter() + seconds
+    cpu = time.process_time()
 
     def worker(slot: int) -> None:
         count = 0
@@ -94,12 +101,17 @@ def run_threads(call: Callable[[], int], concurrency: int, seconds: float) -> fl
         thread.start()
     for thread in threads:
         thread.join()
-    return sum(done) / (time.perf_counter() - start)
+    return _sample(sum(done), start, cpu)
 
 
-async def run_tasks(call: Callable[[], Awaitable[int]], concurrency: int, seconds: float) -> float:
+def _sample(ops: int, start: float, cpu: float) -> Sample:
+    return ops / (time.perf_counter() - start), (time.process_time() - cpu) / max(ops, 1) * 1e6
+
+
+async def run_tasks(call: Callable[[], Awaitable[int]], concurrency: int, seconds: float) -> Sample:
     done = [0] * concurrency
     stop = time.perf_counter() + seconds
+    cpu = time.process_time()
 
     async def worker(slot: int) -> None:
         count = 0
@@ -109,22 +121,72 @@ async def run_tasks(call: Callable[[], Awaitable[int]], concurrency: int, second
 
     start = time.perf_counter()
     await asyncio.gather(*(worker(i) for i in range(concurrency)))
-    return sum(done) / (time.perf_counter() - start)
+    return _sample(sum(done), start, cpu)
 
 
-def best_of(rounds: int, measure: dict[str, Callable[[], float]]) -> dict[str, float]:
-    """Alternate the sides round by round (fair under a noisy machine); keep each one's best."""
-    best = dict.fromkeys(measure, 0.0)
-    for _ in range(rounds):
-        for name, fn in measure.items():
-            best[name] = max(best[name], fn())
-    return best
+BASE, OURS = "grpcio round_robin", "lbclient"
+
+
+class Comparison:
+    """Paired rounds, alternating which side goes first: under a noisy shared machine the
+    median of the per-round ratios is far steadier than a ratio of two separate averages."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.rates: dict[str, list[float]] = {BASE: [], OURS: []}
+        self.cpu: dict[str, list[float]] = {BASE: [], OURS: []}
+
+    def add(self, base: Sample, ours: Sample) -> None:
+        for side, (rate, cpu) in ((BASE, base), (OURS, ours)):
+            self.rates[side].append(rate)
+            self.cpu[side].append(cpu)
+
+    @property
+    def ratio(self) -> float:
+        """Throughput, lbclient / grpcio: the median of the per-round ratios."""
+        return statistics.median(o / b for b, o in zip(*self.rates.values(), strict=True))
+
+    @property
+    def cpu_ratio(self) -> float:
+        """Client CPU per operation, grpcio / lbclient (1.0: same cost; below: we cost more)."""
+        return statistics.median(b / o for b, o in zip(*self.cpu.values(), strict=True))
+
+    def median(self, side: str) -> float:
+        return statistics.median(self.rates[side])
+
+
+def compare_sync(
+    label: str, rounds: int, base: Callable[[], Sample], ours: Callable[[], Sample]
+) -> Comparison:
+    result = Comparison(label)
+    for i in range(rounds):
+        if i % 2:
+            o, b = ours(), base()
+        else:
+            b, o = base(), ours()
+        result.add(b, o)
+    return result
+
+
+async def compare_aio(
+    label: str,
+    rounds: int,
+    base: Callable[[], Awaitable[Sample]],
+    ours: Callable[[], Awaitable[Sample]],
+) -> Comparison:
+    result = Comparison(label)
+    for i in range(rounds):
+        if i % 2:
+            o, b = await ours(), await base()
+        else:
+            b, o = await base(), await ours()
+        result.add(b, o)
+    return result
 
 
 def sync_scenarios(
     channels: dict[str, grpc.Channel], seconds: float, rounds: int
-) -> list[tuple[str, dict[str, float]]]:
-    results = []
+) -> list[Comparison]:
     unary = {n: c.unary_unary(UNARY, _registered_method=True) for n, c in channels.items()}
     stream = {n: c.unary_stream(STREAM, _registered_method=True) for n, c in channels.items()}
 
@@ -136,27 +198,38 @@ def sync_scenarios(
         method = stream[name]
         return lambda: sum(1 for _ in method(PAYLOAD))
 
-    for name, fn in channels.items():  # warm up connections to all three servers
+    for name in channels:  # connect to all three servers first
         for _ in range(30):
             unary_op(name)()
+    results = []
     for concurrency in (1, 16):
-        measure = {
-            n: (lambda n=n, c=concurrency: run_threads(unary_op(n), c, seconds)) for n in channels
-        }
-        results.append((f"sync unary, concurrency {concurrency} (calls/s)", best_of(rounds, measure)))
-    measure = {n: (lambda n=n: run_threads(stream_op(n), 1, seconds)) for n in channels}
-    results.append(("sync server-streaming (messages/s)", best_of(rounds, measure)))
+        results.append(
+            compare_sync(
+                f"sync unary, concurrency {concurrency} (calls/s)",
+                rounds,
+                lambda c=concurrency: run_threads(unary_op(BASE), c, seconds),
+                lambda c=concurrency: run_threads(unary_op(OURS), c, seconds),
+            )
+        )
+    results.append(
+        compare_sync(
+            "sync server-streaming (messages/s)",
+            rounds,
+            lambda: run_threads(stream_op(BASE), 1, seconds),
+            lambda: run_threads(stream_op(OURS), 1, seconds),
+        )
+    )
     return results
 
 
 async def aio_scenarios(
     ports: list[int], lb: lbclient.LoadBalancer, seconds: float, rounds: int
-) -> list[tuple[str, dict[str, float]]]:
+) -> list[Comparison]:
     channels: dict[str, Any] = {
-        "grpcio round_robin": grpc.aio.insecure_channel(
+        BASE: grpc.aio.insecure_channel(
             _ipv4_target(ports), options=[("grpc.lb_policy_name", "round_robin")]
         ),
-        "lbclient": lbclient.grpc.aio.insecure_channel("bench", lb),
+        OURS: lbclient.grpc.aio.insecure_channel("bench", lb),
     }
     unary = {n: c.unary_unary(UNARY, _registered_method=True) for n, c in channels.items()}
     stream = {n: c.unary_stream(STREAM, _registered_method=True) for n, c in channels.items()}
@@ -178,9 +251,6 @@ async def aio_scenarios(
 
         return op
 
-    async def measured(op: Callable[[], Awaitable[int]], concurrency: int) -> float:
-        return await run_tasks(op, concurrency, seconds)
-
     for name in channels:
         for _ in range(30):
             await unary_op(name)()
@@ -190,11 +260,14 @@ async def aio_scenarios(
         ("aio unary, concurrency 16 (calls/s)", unary_op, 16),
         ("aio server-streaming (messages/s)", stream_op, 1),
     ):
-        best = dict.fromkeys(channels, 0.0)
-        for _ in range(rounds):
-            for name in channels:
-                best[name] = max(best[name], await measured(make(name), concurrency))
-        results.append((label, best))
+        results.append(
+            await compare_aio(
+                label,
+                rounds,
+                lambda m=make, c=concurrency: run_tasks(m(BASE), c, seconds),
+                lambda m=make, c=concurrency: run_tasks(m(OURS), c, seconds),
+            )
+        )
     for channel in channels.values():
         await channel.close()
     return results
@@ -206,8 +279,8 @@ def _ipv4_target(ports: list[int]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=1.0, help="per measurement")
-    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds per scenario")
+    parser.add_argument("--seconds", type=float, default=0.5, help="per measurement")
+    parser.add_argument("--rounds", type=int, default=5, help="paired rounds per scenario")
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
@@ -224,10 +297,10 @@ def main() -> None:
         ports = [int(p) for p in server.stdout.readline().split()]
         lb = lbclient.LoadBalancer({"bench": [f"127.0.0.1:{port}" for port in ports]})
         channels = {
-            "grpcio round_robin": grpc.insecure_channel(
+            BASE: grpc.insecure_channel(
                 _ipv4_target(ports), options=[("grpc.lb_policy_name", "round_robin")]
             ),
-            "lbclient": lbclient.grpc.insecure_channel("bench", lb),
+            OURS: lbclient.grpc.insecure_channel("bench", lb),
         }
         results = sync_scenarios(channels, args.seconds, args.rounds)
         for channel in channels.values():
@@ -238,10 +311,16 @@ def main() -> None:
         if server.stdin is not None:
             server.stdin.close()
         server.wait(10)
-    print(f"{'scenario':44} {'grpcio rr':>12} {'lbclient':>12} {'ratio':>7}")
-    for label, best in results:
-        base, ours = best["grpcio round_robin"], best["lbclient"]
-        print(f"{label:44} {base:12.0f} {ours:12.0f} {ours / base:7.2f}")
+    print(
+        f"{'scenario (medians of ' + str(args.rounds) + ' paired rounds)':44} "
+        f"{'grpcio rr':>10} {'lbclient':>10} {'ratio':>6} {'cpu ratio':>9}"
+    )
+    for result in results:
+        print(
+            f"{result.label:44} {result.median(BASE):10.0f} {result.median(OURS):10.0f} "
+            f"{result.ratio:6.2f} {result.cpu_ratio:9.2f}"
+        )
+    print("ratio: throughput lbclient/grpcio; cpu ratio: client CPU per op grpcio/lbclient")
 
 
 if __name__ == "__main__":

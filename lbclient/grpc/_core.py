@@ -155,6 +155,7 @@ class ChannelCore:
         self._retry = retry
         self._methods = None if idempotent == "all" else frozenset(idempotent)
         self._policies: dict[int, RetryPolicy] = {}
+        self._contexts: dict[str, PickContext] = {}
         self.state: ServiceState | None = None
 
     def resolved(self, state: ServiceState) -> ServiceState:
@@ -172,7 +173,14 @@ class ChannelCore:
 
     def context(self, state: ServiceState, method: str, request: Any, metadata: Any) -> PickContext:
         key = self.key(method, request, metadata) if self.key is not None else None
-        return PickContext(key=key, zone=state.config.zone, attributes={"method": method})
+        if key is not None:
+            return PickContext(key=key, zone=state.config.zone, attributes={"method": method})
+        # Most calls carry no key: share one immutable context per method (hot path).
+        context = self._contexts.get(method)
+        if context is None or context.zone != state.config.zone:
+            context = PickContext(zone=state.config.zone, attributes={"method": method})
+            self._contexts[method] = context
+        return context
 
     def start(
         self, state: ServiceState, method: str, request: Any, metadata: Any, *, replayable: bool
