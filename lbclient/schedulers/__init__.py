@@ -1,7 +1,24 @@
 """Schedulers: one algorithm per module, selected by name.
 
 ``scheduler_class("peak_ewma")`` returns the class; ``register_scheduler`` adds your own.
-Names and aliases (the LVS family: rr, wrr, lc, ...) are listed by ``available_schedulers()``.
+Names and aliases are listed by ``available_schedulers()``; each module's docstring documents
+its behaviour, options and, for key-based ones, the fallback without a key (a random instance).
+
+=====================================  ==================================================
+round_robin (rr)                       each in turn, random start, O(1)
+weighted_round_robin (wrr)             smooth weighted rotation (EDF schedule), O(1)
+random / weighted_random               uniform / by weight (bisect), O(1) / O(log n)
+least_request                          power of two choices on in-flight, Envoy-weighted
+peak_ewma                              power of two choices on latency x (in-flight + 1)
+twos                                   two weighted draws, less loaded per weight wins
+lc / wlc / sed / nq                    LVS full scans: in-flight, per weight, expected
+                                       delay, idle first; O(n)
+fo / ovf                               heaviest available / heaviest until full
+ring_hash / maglev (mh) / rendezvous   consistent hashing of ``PickContext.key``
+dh / sh                                bucket table on the key / on ``PickContext.source``
+lblc / lblcr                           key remembered on a server / a server set, moved
+                                       or grown under overload
+=====================================  ==================================================
 """
 
 from __future__ import annotations
