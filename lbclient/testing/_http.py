@@ -50,8 +50,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _serve(self) -> None:
         backend = self.server.backend
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else b""
+        body = self._read_body()
         status = backend.answer(self.command, self.path, dict(self.headers), body)
         delay = backend.delay
         if delay:
@@ -71,6 +70,22 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("X-Backend", backend.name)
         self.end_headers()
         self.wfile.write(payload)
+
+    def _read_body(self) -> bytes:
+        # A streamed request body comes chunked; leaving it unread would make the next
+        # keep-alive request parse garbage and reset the connection under the client.
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            chunks: list[bytes] = []
+            while True:
+                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass  # trailers
+                    return b"".join(chunks)
+                chunks.append(self.rfile.read(size))
+                self.rfile.readline()
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length else b""
 
     do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = do_PATCH = do_OPTIONS = _serve
 
