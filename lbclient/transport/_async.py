@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_never
+from tenacity import AsyncRetrying
 
 from lbclient._balancer import LoadBalancer, ServiceState
 from lbclient._exceptions import ServiceNotFound
@@ -35,13 +35,18 @@ class AsyncLoadBalancedTransport(httpx.AsyncBaseTransport):
                 return await self._inner.handle_async_request(request)
             raise
         retry = self._core.start(request, state)
-        async for attempt in AsyncRetrying(
-            retry=retry_if_exception_type(RetryAttempt),
-            stop=stop_never,
-            wait=retry.policy.wait,
-            reraise=True,
-        ):
+        # The first attempt runs outside tenacity: most requests succeed at once, and a
+        # tenacity loop costs more than the rest of the balancing put together.
+        try:
+            return await self._attempt(request, state, retry)
+        except RetryAttempt:
+            pass
+        replay = True
+        async for attempt in AsyncRetrying(**self._core.retrying(retry)):
             with attempt:
+                if replay:  # let tenacity count the first attempt and wait as it would have
+                    replay = False
+                    raise RetryAttempt()
                 return await self._attempt(request, state, retry)
         raise AssertionError("unreachable")  # pragma: no cover
 

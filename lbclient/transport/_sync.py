@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import httpx
-from tenacity import Retrying, retry_if_exception_type, stop_never
+from tenacity import Retrying
 
 from lbclient._balancer import LoadBalancer, ServiceState
 from lbclient._exceptions import ServiceNotFound
@@ -42,13 +42,18 @@ class LoadBalancedTransport(httpx.BaseTransport):
                 return self._inner.handle_request(request)
             raise
         retry = self._core.start(request, state)
-        for attempt in Retrying(
-            retry=retry_if_exception_type(RetryAttempt),
-            stop=stop_never,
-            wait=retry.policy.wait,
-            reraise=True,
-        ):
+        # The first attempt runs outside tenacity: most requests succeed at once, and a
+        # tenacity loop costs more than the rest of the balancing put together.
+        try:
+            return self._attempt(request, state, retry)
+        except RetryAttempt:
+            pass
+        replay = True
+        for attempt in Retrying(**self._core.retrying(retry)):
             with attempt:
+                if replay:  # let tenacity count the first attempt and wait as it would have
+                    replay = False
+                    raise RetryAttempt()
                 return self._attempt(request, state, retry)
         raise AssertionError("unreachable")  # pragma: no cover
 

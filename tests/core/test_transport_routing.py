@@ -176,3 +176,34 @@ def test_hash_key_sources_reach_the_pick_context(backends: list[HTTPBackend]) ->
     )
     send("sync", lb, "GET", "http://orders/", options=options)
     assert keys == ["user-1", "user-2", "s-3", None]
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://orders/api/items?q=a%20b&page=2#frag",
+        "http://user:secret@orders:8080/",
+        "https://orders/caf%C3%A9/%7Euser?x=%2F",
+        "http://orders",
+    ],
+)
+@pytest.mark.parametrize(
+    ("scheme", "host", "port"),
+    [("http", "127.0.0.1", 8001), ("https", "::1", 443), ("http", "Orders-1.Internal", 80)],
+)
+def test_fast_url_rewrite_matches_copy_with(url: str, scheme: str, host: str, port: int) -> None:
+    from lbclient.transport._core import _Origins
+
+    original = httpx.URL(url)
+    expected = original.copy_with(scheme=scheme, host=host, port=port)
+    origins = _Origins()
+    for _ in range(2):  # parsed, then cached
+        rewritten = origins.rewrite(original, scheme, host, port)
+        assert rewritten == expected
+        assert str(rewritten) == str(expected)
+        assert (rewritten.host, rewritten.port, rewritten.raw_path) == (
+            expected.host,
+            expected.port,
+            expected.raw_path,
+        )
+    assert original == httpx.URL(url)  # the caller's URL is untouched
