@@ -197,3 +197,21 @@ def test_watch_reopens_after_watch_timeout_without_losing_changes(
         subscription.close()
         first.close()
         registry.close()
+
+
+def test_registrar_registers_again_when_its_lease_is_lost(etcd: EtcdServer, sink: object) -> None:
+    registry = EtcdRegistry(etcd.url)
+    me = ServiceInstance("phoenix", "127.0.0.1", 9301)
+    with EtcdRegistrar(registry, me, ttl=3) as registrar:
+        subscription = registry.watch("phoenix", sink)  # type: ignore[arg-type]
+        try:
+            sink.wait_for(lambda: sink.ports == {9301})  # type: ignore[attr-defined]
+            lost = registrar.core.lease
+            # What a long pause (or etcd down for longer than the TTL) looks like.
+            etcd.call("/v3/lease/revoke", {"ID": str(lost)})
+            sink.wait_for(lambda: sink.ports == set())  # type: ignore[attr-defined]
+            sink.wait_for(lambda: sink.ports == {9301})  # type: ignore[attr-defined]
+            assert registrar.core.lease not in (None, lost)
+        finally:
+            subscription.close()
+    registry.close()
