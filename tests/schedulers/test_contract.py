@@ -11,6 +11,8 @@ import pytest
 
 from lbclient import ConfigurationError, LoadBalancer, Outcome, PickContext
 from lbclient.schedulers import available_schedulers, scheduler_class
+from lbclient.schedulers.ring_hash import RingHashScheduler
+from lbclient.schedulers.weighted_round_robin import WeightedRoundRobinScheduler
 
 from ._support import build, endpoints, key_contexts
 
@@ -217,3 +219,28 @@ def test_sh_hashes_the_source_not_the_key() -> None:
     assert len(by_source) == 1
     by_key = {scheduler.pick(PickContext(key="same", source=f"c{i}")).id for i in range(50)}
     assert len(by_key) > 1
+
+
+def test_extreme_weights_keep_rings_and_schedules_bounded() -> None:
+    items = endpoints([1.0, 1e9, 3.0])
+    ring = build("ring_hash", items)
+    assert isinstance(ring, RingHashScheduler)
+    assert ring.ring_size <= ring.max_ring_size + len(items)
+    assert ring.max_ring_size == 65536
+    big = build("ring_hash", items, min_ring_size=100_000)
+    assert isinstance(big, RingHashScheduler)
+    assert big.max_ring_size == 100_000
+    wrr = build("wrr", items)
+    assert isinstance(wrr, WeightedRoundRobinScheduler)
+    assert len(wrr.schedule) <= 1024 + len(items)
+    assert {e.id for e in wrr.schedule} == {e.id for e in items}  # everyone keeps a slot
+    maglev = build("maglev", items, table_size=251)
+    assert maglev.pick(PickContext(key="k")) in items
+
+
+def test_maglev_with_more_instances_than_slots_still_picks() -> None:
+    items = endpoints([1.0] * 300)
+    scheduler = build("maglev", items, table_size=251)
+    for context in key_contexts(50):
+        assert scheduler.pick(context) in items
+        assert scheduler.pick(context.excluding(scheduler.pick(context).id)) in items
