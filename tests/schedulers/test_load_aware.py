@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections import Counter
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from lbclient import Endpoint, PickContext
 from lbclient.schedulers.peak_ewma import PENALTY, peak_ewma_load
@@ -117,3 +119,42 @@ def test_peak_ewma_penalises_pending_requests_without_any_answer() -> None:
     got = picks("peak_ewma", [hung, known, fresh])
     assert got[0] == 0
     assert got[2] > got[1] > 0
+
+
+LOADS = st.lists(st.tuples(st.integers(0, 6), st.sampled_from([0.5, 1.0, 2.0, 3.0])), min_size=2)
+
+
+@settings(max_examples=60, deadline=None)
+@given(state=LOADS.filter(lambda s: len(s) <= 12))
+def test_full_scans_are_exact_for_any_load(state: list[tuple[int, float]]) -> None:
+    items = endpoints([weight for _, weight in state])
+    for endpoint, (count, _) in zip(items, state, strict=True):
+        load(endpoint, count)
+    costs = {
+        "lc": lambda e: e.in_flight,
+        "wlc": lambda e: e.in_flight / e.weight,
+        "sed": lambda e: (e.in_flight + 1) / e.weight,
+    }
+    for name, cost in costs.items():
+        chosen = build(name, items).pick(CTX)
+        assert cost(chosen) == pytest.approx(min(cost(e) for e in items)), name
+    chosen = build("nq", items).pick(CTX)
+    if any(e.in_flight == 0 for e in items):
+        assert chosen.in_flight == 0
+    else:
+        assert costs["sed"](chosen) == pytest.approx(min(costs["sed"](e) for e in items))
+
+
+@settings(max_examples=40, deadline=None)
+@given(loads=st.lists(st.integers(0, 6), min_size=2, max_size=10), seed=st.integers(0, 999))
+def test_two_choices_never_pick_the_single_busiest(loads: list[int], seed: int) -> None:
+    items = endpoints([1.0] * len(loads))
+    for endpoint, count in zip(items, loads, strict=True):
+        load(endpoint, count)
+        answer(endpoint, 0.01)
+    busiest = max(loads)
+    if loads.count(busiest) > 1:
+        return
+    for name in ("least_request", "peak_ewma"):
+        scheduler = build(name, items, seed)
+        assert all(scheduler.pick(CTX).in_flight < busiest for _ in range(50)), name
