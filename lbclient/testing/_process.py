@@ -14,6 +14,7 @@ so it never outlives the process that started it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -115,10 +116,8 @@ class ControlledBackend:
 def _close_pipes(process: subprocess.Popen[str]) -> None:
     for pipe in (process.stdin, process.stdout):
         if pipe is not None and not pipe.closed:
-            try:
+            with contextlib.suppress(OSError):
                 pipe.close()
-            except OSError:
-                pass
 
 
 def _child(config_text: str) -> None:
