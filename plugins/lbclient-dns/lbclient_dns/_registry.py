@@ -29,8 +29,9 @@ class DnsRegistryBase(Registry):
     """What both DNS registries share: resolvers, name templates, TTL-paced watching.
 
     ``name`` is a DNS name with ``{service}`` where the service name goes
-    (``_http._tcp.{service}.example``), or a fixed name that serves one service: the name
-    itself, or its first label not starting with ``_`` (``orders`` for
+    (``_http._tcp.{service}.example``), or a fixed name that serves one service, asked for
+    by the name itself, its first label without ``_`` (``_orders._tcp.service.consul``)
+    or its first label not starting with ``_`` (``orders`` for
     ``_http._tcp.orders.example``).
     """
 
@@ -68,8 +69,11 @@ class DnsRegistryBase(Registry):
         """The DNS name looked up for ``service``."""
         if PLACEHOLDER in self.name:
             return self.name.replace(PLACEHOLDER, service)
-        label = next((part for part in self.name.split(".") if not part.startswith("_")), "")
-        if service in (self.name, self.name.rstrip("."), label):
+        labels = self.name.split(".")
+        label = next((part for part in labels if not part.startswith("_")), "")
+        # RFC 2782 names put the service first (_orders._tcp.service.consul), Kubernetes
+        # names put the port name first (_http._tcp.orders.ns.svc...): accept either.
+        if service in (self.name, self.name.rstrip("."), label, labels[0].lstrip("_")):
             return self.name
         raise ServiceNotFound(
             f"this registry resolves only {self.name} (service {label!r}), not {service!r}; "

@@ -110,3 +110,16 @@ def test_ttl_is_bounded() -> None:
 def test_queries_follow_the_family() -> None:
     plan = addresses_plan("o", "h.", 80, "ipv6")
     assert next(plan) == Query("h.", "AAAA")
+
+
+def test_fixed_names_answer_for_their_service() -> None:
+    from lbclient_dns import DnsSrvRegistry
+
+    consul = DnsSrvRegistry("_orders._tcp.service.consul", nameservers=["127.0.0.1:1"])
+    assert consul.name_for("orders") == "_orders._tcp.service.consul"
+    kubernetes = DnsSrvRegistry("_http._tcp.orders.shop.svc", nameservers=["127.0.0.1:1"])
+    assert kubernetes.name_for("orders") == "_http._tcp.orders.shop.svc"
+    template = DnsSrvRegistry("_{service}._tcp.service.consul", nameservers=["127.0.0.1:1"])
+    assert template.name_for("pay") == "_pay._tcp.service.consul"
+    with pytest.raises(ServiceNotFound, match="resolves only"):
+        consul.name_for("payments")
