@@ -25,6 +25,8 @@ from lbclient._instance import ServiceInstance, parse_instance, parse_instances
 from lbclient._listener import LoadBalancerListener
 from lbclient._outcome import Failure, Outcome
 from lbclient._retry import NO_RETRY, RetryBudget, RetryPolicy
+from lbclient.filters import OutlierDetection, SlowStart
+from lbclient.health import GrpcHealthCheck, HealthCheck, HttpHealthCheck, TcpHealthCheck
 from lbclient.registry import Registry, StaticRegistry, registry_from_uri
 from lbclient.schedulers import Scheduler, available_schedulers, register_scheduler
 from lbclient.transport import (
@@ -68,6 +70,9 @@ __all__ = [
     "ConfigurationError",
     "Endpoint",
     "Failure",
+    "GrpcHealthCheck",
+    "HealthCheck",
+    "HttpHealthCheck",
     "LBError",
     "LoadBalancedTransport",
     "LoadBalancer",
@@ -75,6 +80,7 @@ __all__ = [
     "MissingDependency",
     "NoAvailableInstance",
     "Outcome",
+    "OutlierDetection",
     "PickContext",
     "PickHandle",
     "Registry",
@@ -87,7 +93,9 @@ __all__ = [
     "ServiceInstance",
     "ServiceNotFound",
     "ServiceState",
+    "SlowStart",
     "StaticRegistry",
+    "TcpHealthCheck",
     "__version__",
     "available_schedulers",
     "key_from_cookie",

@@ -92,9 +92,10 @@ class HttpHealthCheck(HealthCheck):
     """
 
     path: str = "/health"
-    statuses: Iterable[int] = range(200, 300)
+    statuses: Iterable[int] = dataclasses.field(default=range(200, 300), repr=False)
     port: int | None = None
-    headers: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    headers: Mapping[str, str] = dataclasses.field(default_factory=dict, repr=False)
+    """Sent with every probe; may carry a token, so never shown in reprs or logs."""
     verify: bool = True
 
     def __post_init__(self) -> None:

@@ -332,3 +332,14 @@ class _CountingServer:
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(5)
+
+
+def test_probe_headers_never_show_in_reprs_or_stats(backends: Make) -> None:
+    (a,) = backends(1)
+    check = HttpHealthCheck(headers={"Authorization": "Bearer s3cret"}, **FAST_PROBE)
+    assert "s3cret" not in repr(check)
+    lb = lbclient.LoadBalancer({"svc": [a.address]}, health_check=check)
+    with lb:
+        wait_until(lambda: row(lb, "svc", a.address)["healthy"] is True)
+        assert "s3cret" not in repr(lb.service("svc").stats())
+        assert "s3cret" not in repr(lb.config_for("svc"))
