@@ -11,7 +11,7 @@ server-streaming messages/s (sync and aio, 200 messages of 64 bytes per call). E
 runs in paired rounds (both sides back to back, alternating which goes first); the ratio
 reported is the median of the per-round ratios lbclient / grpcio.
 
-    python benchmarks/bench_grpc.py                  # ~35 s: 6 scenarios x 5 rounds x 2 x 0.5 s
+    python benchmarks/bench_grpc.py                  # ~40 s: 6 scenarios x 11 rounds x 2 x 0.25 s
     python benchmarks/bench_grpc.py --seconds 0.3 --rounds 3
 """
 
@@ -279,8 +279,8 @@ def _ipv4_target(ports: list[int]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=0.5, help="per measurement")
-    parser.add_argument("--rounds", type=int, default=5, help="paired rounds per scenario")
+    parser.add_argument("--seconds", type=float, default=0.25, help="per measurement")
+    parser.add_argument("--rounds", type=int, default=11, help="paired rounds per scenario")
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:

@@ -8,20 +8,30 @@ name the service and say what to do, and the ``NoAvailableInstance`` fields.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 import grpc.aio
 
 from lbclient._exceptions import NoAvailableInstance
 
+if TYPE_CHECKING:  # generic in grpc-stubs, a plain class at run time
+    _Future = grpc.Future[Any]
+else:
+    _Future = grpc.Future
+
 
 def no_instance_message(service: str, cause: BaseException) -> str:
     return f"lbclient: no instance of service {service!r} can take the call: {cause}"
 
 
-class NoInstanceRpcError(NoAvailableInstance, grpc.RpcError, grpc.Call):
-    """Status UNAVAILABLE raised by the sync channel when the pick finds no instance."""
+class NoInstanceRpcError(NoAvailableInstance, grpc.RpcError, grpc.Call, _Future):
+    """Status UNAVAILABLE raised by the sync channel when the pick finds no instance.
+
+    Like grpcio's own failed calls it is also a finished ``grpc.Future`` and an iterator that
+    raises it, so ``future()`` and streaming calls report it where grpcio would: from
+    ``result()`` and from the first ``next()``.
+    """
 
     def __init__(self, service: str, cause: BaseException) -> None:
         super().__init__(no_instance_message(service, cause), service=service)
@@ -50,6 +60,33 @@ class NoInstanceRpcError(NoAvailableInstance, grpc.RpcError, grpc.Call):
 
     def add_callback(self, callback: Any) -> bool:
         return False
+
+    def cancelled(self) -> bool:
+        return False
+
+    def running(self) -> bool:
+        return False
+
+    def done(self) -> bool:
+        return True
+
+    def result(self, timeout: float | None = None) -> Any:
+        raise self
+
+    def exception(self, timeout: float | None = None) -> Exception:
+        return self
+
+    def traceback(self, timeout: float | None = None) -> Any:
+        return self.__traceback__
+
+    def add_done_callback(self, fn: Any) -> None:
+        fn(self)
+
+    def __iter__(self) -> NoInstanceRpcError:
+        return self
+
+    def __next__(self) -> Any:
+        raise self
 
 
 class NoInstanceAioRpcError(grpc.aio.AioRpcError, NoAvailableInstance):

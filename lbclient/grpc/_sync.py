@@ -242,9 +242,12 @@ class _MultiCallable:
     def _started(self, invoke: Callable[[Any], Any], metadata: Any) -> Any:
         """Start one attempt whose outcome is reported when grpcio says the call ended."""
         channel = self._channel
-        state = channel._state()
-        retry = channel._core.start(state, self._method.name, None, metadata, replayable=False)
-        handle, lease = channel._begin(state, retry)
+        try:
+            state = channel._state()
+            retry = channel._core.start(state, self._method.name, None, metadata, replayable=False)
+            handle, lease = channel._begin(state, retry)
+        except NoInstanceRpcError as error:
+            return error  # a finished, failed call: raised from result() / next(), as in grpcio
         try:
             call = invoke(self._method.on(lease))
         except BaseException as exc:

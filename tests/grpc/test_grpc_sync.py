@@ -176,8 +176,14 @@ def test_no_instance_is_unavailable_naming_the_service(echo):
     assert error.code() is grpc.StatusCode.UNAVAILABLE
     assert "'echo'" in error.details()
     assert error.service == "echo"
+    stream = stub.ServerStream(echo.pb2.Request(count=1))  # fails on iteration, as in grpcio
     with pytest.raises(lbclient.NoAvailableInstance):
-        stub.ServerStream(echo.pb2.Request(count=1))
+        next(stream)
+    future = stub.Unary.future(echo.pb2.Request())
+    assert future.done()
+    assert future.exception().code() is grpc.StatusCode.UNAVAILABLE
+    with pytest.raises(grpc.RpcError):
+        future.result()
     unknown = echo.pb2_grpc.EchoStub(lbclient.grpc.insecure_channel("nope", lb))
     with pytest.raises(grpc.RpcError, match="'nope'") as caught:
         unknown.Unary(echo.pb2.Request())
