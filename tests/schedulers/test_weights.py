@@ -17,7 +17,7 @@ PICKS = 6000
 KEYS = key_contexts(PICKS, "user")
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=25, deadline=None, derandomize=True)
 @given(weights=WEIGHTS, seed=st.integers(0, 2**32))
 @pytest.mark.parametrize("name", ["weighted_random", "twos", "least_request"])
 def test_random_weighted_schedulers_follow_weights_when_idle(
@@ -29,7 +29,7 @@ def test_random_weighted_schedulers_follow_weights_when_idle(
     assert_shares(got, items, PICKS)
 
 
-@settings(max_examples=15, deadline=None)
+@settings(max_examples=15, deadline=None, derandomize=True)
 @given(weights=WEIGHTS)
 @pytest.mark.parametrize(
     ("name", "options", "slack"),
