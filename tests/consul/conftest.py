@@ -30,9 +30,11 @@ def http(server: ConsulTestServer) -> Iterator[httpx.Client]:
 
 
 @pytest.fixture
-def agent(server: ConsulTestServer) -> Any:
+def agent(server: ConsulTestServer) -> Iterator[Any]:
     """py-consul's blocking client pointed at the server, used to set the scene."""
-    return consul.Consul(host="127.0.0.1", port=server.port)
+    client = consul.Consul(host="127.0.0.1", port=server.port)
+    yield client
+    client.http.session.close()
 
 
 @pytest.fixture

@@ -183,6 +183,7 @@ def test_traffic_follows_registration_deregistration_and_ttl_lapse(server, agent
     finally:
         stop.set()
         worker.join()
+        client.close()
         lb.close()
     assert lbclient_threads() == []  # the blocked watch was cut, not abandoned
 
@@ -238,6 +239,7 @@ def test_consul_restart_mid_traffic_fails_no_request(server, agent, backends):
     finally:
         stop.set()
         worker.join()  # any failed request would have raised in the worker and stopped it
+        client.close()
         lb.close()
     assert len(seen) > 40
     assert [] not in recorder.lists
