@@ -67,13 +67,11 @@ class AsyncLoadBalancedTransport(httpx.AsyncBaseTransport):
         if self._core.on_response(handle, retry, response.status_code):
             await response.aclose()
             raise RetryAttempt()
-        return httpx.Response(
-            response.status_code,
-            headers=response.headers,
-            stream=_ReleasingStream(response.stream, Release(handle, response.status_code)),
-            extensions=response.extensions,
-            request=request,
-        )
+        # Hand back the inner response itself, its body wrapped to release the handle on
+        # close: cheaper than building a new Response (which copies every header).
+        response.stream = _ReleasingStream(response.stream, Release(handle, response.status_code))
+        response.request = request
+        return response
 
     async def aclose(self) -> None:
         await self._inner.aclose()

@@ -74,13 +74,11 @@ class LoadBalancedTransport(httpx.BaseTransport):
         if self._core.on_response(handle, retry, response.status_code):
             response.close()
             raise RetryAttempt()
-        return httpx.Response(
-            response.status_code,
-            headers=response.headers,
-            stream=_ReleasingStream(response.stream, Release(handle, response.status_code)),
-            extensions=response.extensions,
-            request=request,
-        )
+        # Hand back the inner response itself, its body wrapped to release the handle on
+        # close: cheaper than building a new Response (which copies every header).
+        response.stream = _ReleasingStream(response.stream, Release(handle, response.status_code))
+        response.request = request
+        return response
 
     def close(self) -> None:
         self._inner.close()
