@@ -80,12 +80,18 @@ class _RegistrarBase:
             self._hook = None
 
     def _deregister_blocking(self) -> None:
+        """At exit or on SIGTERM: stop re-registering, then leave with the blocking client."""
+        self.core.leaving = True
+        self._stop_beating()
         client = self.settings.sync_client()
         try:
             client.agent.service.deregister(self.core.service_id)
             log.info("%s: deregistered from Consul", self.core.service_id)
         except Exception as exc:
             log.warning("%s: deregistration failed: %s", self.core.service_id, exc)
+
+    def _stop_beating(self) -> None:
+        return None
 
     def _raise_if_config(self, exc: BaseException) -> None:
         """A refused token or a bad registration is the user's to fix: raise it at start."""
@@ -149,16 +155,22 @@ class ConsulRegistrar(_RegistrarBase):
         while not self._stop.wait(delay):
             delay = self.beat()
 
+    def _stop_beating(self) -> None:
+        self._stop.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(self.settings.timeout)
+
     def beat(self) -> float:
         """One heartbeat (re-registering if needed); returns the wait until the next one."""
         status, note = self._health()
         try:
-            if not self.core.registered:
-                self._register(status, note)
-            elif not getattr(self._client.agent.check, self.core.call_for(status))(
-                self.core.check_id, notes=note or None
+            if not self.core.registered or (
+                not getattr(self._client.agent.check, self.core.call_for(status))(
+                    self.core.check_id, notes=note or None
+                )
+                and self.core.forgotten()
             ):
-                self.core.forgotten()
                 self._register(status, note)
         except Exception as exc:
             return self.core.failed(
@@ -167,6 +179,8 @@ class ConsulRegistrar(_RegistrarBase):
         return self.core.succeeded()
 
     def _register(self, status: str, note: str) -> None:
+        if self.core.leaving:
+            return
         self._client.agent.service.register(**self.core.register_kwargs(status, note))
         self.core.registered = True
         log.info("%s: registered in Consul (%s)", self.core.service_id, status)
@@ -246,12 +260,12 @@ class AsyncConsulRegistrar(_RegistrarBase):
     async def beat(self) -> float:
         status, note = await self._health()
         try:
-            if not self.core.registered:
-                await self._register(status, note)
-            elif not await getattr(self._client.agent.check, self.core.call_for(status))(
-                self.core.check_id, notes=note or None
+            if not self.core.registered or (
+                not await getattr(self._client.agent.check, self.core.call_for(status))(
+                    self.core.check_id, notes=note or None
+                )
+                and self.core.forgotten()
             ):
-                self.core.forgotten()
                 await self._register(status, note)
         except Exception as exc:
             return self.core.failed(
@@ -260,6 +274,8 @@ class AsyncConsulRegistrar(_RegistrarBase):
         return self.core.succeeded()
 
     async def _register(self, status: str, note: str) -> None:
+        if self.core.leaving:
+            return
         await self._client.agent.service.register(**self.core.register_kwargs(status, note))
         self.core.registered = True
         log.info("%s: registered in Consul (%s)", self.core.service_id, status)

@@ -75,6 +75,8 @@ class RegistrationCore:
         self.weights = dict(weights) if weights else None
         self.health = health
         self.registered = False
+        self.leaving = False
+        """Set once the process is leaving (exit, SIGTERM): never register again."""
         self.errors = 0
         self._rng = random.Random()
 
@@ -138,10 +140,15 @@ class RegistrationCore:
             self.errors = 0
         return self.interval
 
-    def forgotten(self) -> None:
-        """The agent answered 404 to a TTL update: it lost the service (restart, reaper)."""
-        log.warning("%s: the Consul agent forgot the service; registering again", self.service_id)
+    def forgotten(self) -> bool:
+        """The agent answered 404 to a TTL update: it lost the service (restart, reaper).
+
+        Returns whether to register again (not while the process is leaving)."""
         self.registered = False
+        if self.leaving:
+            return False
+        log.warning("%s: the Consul agent forgot the service; registering again", self.service_id)
+        return True
 
     def failed(self, exc: BaseException) -> float:
         """After a failed beat: log once per outage, retry sooner than the interval (jittered)."""
