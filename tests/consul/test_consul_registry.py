@@ -68,10 +68,12 @@ def test_entries_map_to_instances(server, agent):
     strict = ConsulRegistry(port=server.port, passing_only=True, zone_key="rack")
     (only,) = strict.resolve("orders")
     assert (only.id, only.zone) == ("plain", "r1")
-    assert ids(ConsulRegistry(port=server.port, tags=["V2"]).resolve("orders")) == ["warn"]
+    tagged = ConsulRegistry(port=server.port, tags=["V2"])  # Consul matches tags ignoring case
+    assert ids(tagged.resolve("orders")) == ["warn"]
     filtered = ConsulRegistry(port=server.port, filter='Service.ID == "plain"')
     assert ids(filtered.resolve("orders")) == ["plain"]
-    registry.close()
+    for each in (registry, strict, tagged, filtered):
+        each.close()
 
 
 def test_unknown_service_is_not_found_but_a_known_empty_one_is_empty(server, agent):
@@ -82,6 +84,7 @@ def test_unknown_service_is_not_found_but_a_known_empty_one_is_empty(server, age
         registry.resolve("nobody")
     with pytest.raises(lbclient.ServiceNotFound):
         asyncio.run(registry.aresolve("nobody"))
+    registry.close()
 
 
 def test_index_rules_reset_backwards_never_below_one_unchanged_is_none():
@@ -154,7 +157,8 @@ def test_traffic_follows_registration_deregistration_and_ttl_lapse(server, agent
             agent.agent.check.ttl_pass("service:b")
             time.sleep(0.05)
 
-    threading.Thread(target=heartbeat, daemon=True).start()
+    beater = threading.Thread(target=heartbeat)
+    beater.start()
     lb = lbclient.LoadBalancer(ConsulRegistry(port=server.port))
     client = httpx.Client(transport=lbclient.LoadBalancedTransport(lb))
     stop, seen = threading.Event(), []  # type: ignore[var-annotated]
@@ -163,6 +167,7 @@ def test_traffic_follows_registration_deregistration_and_ttl_lapse(server, agent
     try:
         wait_until(lambda: {"a", "b"} <= set(seen))
         beating.clear()
+        beater.join()
         # b's TTL lapses (nobody passes it): Consul marks it critical, the watch drops it
         lapse = wait_until(lambda: current(lb) == ["a"])
         log.warning("TTL lapse → instance dropped by the watch after %.3f s", lapse)
@@ -181,6 +186,7 @@ def test_traffic_follows_registration_deregistration_and_ttl_lapse(server, agent
         time.sleep(0.2)
         assert b.requests == b_requests
     finally:
+        beating.clear()
         stop.set()
         worker.join()
         client.close()
