@@ -223,6 +223,16 @@ class Handler(BaseHTTPRequestHandler):
             else random.uniform(owner.watch_timeout, 2 * owner.watch_timeout)
         )
         bookmarks = _truthy(query.get("allowWatchBookmarks"))
+        if owner.expired_as_http_410 and version_text.isdigit():
+            with store.changed:
+                if int(version_text) < store.compacted:
+                    owner.expired_watches += 1
+                    self._fail(
+                        410,
+                        "Expired",
+                        f"too old resource version: {version_text} ({store.compacted})",
+                    )
+                    return
         generation = store.generation  # before answering: close_watches() may follow at once
         self.send_response(200)
         self.send_header("Content-Type", "application/json")

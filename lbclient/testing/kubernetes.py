@@ -111,6 +111,9 @@ class KubernetesTestServer:
         self.forbidden_namespaces: set[str] = set()
         self.watch_gate = threading.Event()
         self.watch_gate.set()
+        self.expired_as_http_410 = False
+        """True: answer a too-old watch with an HTTP 410 Status instead of the ERROR event on
+        a 200 stream (what some proxies and old servers do; clients must handle both)."""
         self.expired_watches = 0
         """How many watches were answered with the ERROR 410 event."""
         self.store = Store()

@@ -82,9 +82,11 @@ async def test_scale_up_then_down_through_the_async_transport(
     assert gone.requests == before
 
 
+@pytest.mark.parametrize("variant", ["error_event", "http_410"])
 async def test_history_compacted_while_watching_relists(
-    api: KubernetesTestServer, backends: list[HTTPBackend], lb: LoadBalancer
+    api: KubernetesTestServer, backends: list[HTTPBackend], lb: LoadBalancer, variant: str
 ) -> None:
+    api.expired_as_http_410 = variant == "http_410"
     api.scale(NS, "orders", [b.address for b in backends[:3]])
     await lb.aservice("orders")
     assert len(usable(lb)) == 3

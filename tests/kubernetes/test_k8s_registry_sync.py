@@ -140,9 +140,32 @@ def test_several_slices_are_merged_with_zone_and_node(
     assert len(state.endpoints) == 2
 
 
-def test_history_compacted_while_watching_relists_without_losing_or_duplicating(
+def test_a_closed_stream_resumes_from_the_last_version_without_a_list(
     api: KubernetesTestServer, backends: list[HTTPBackend], lb: LoadBalancer
 ) -> None:
+    api.scale(NS, "orders", [b.address for b in backends[:2]])
+    assert len(usable(lb)) == 2
+    api.scale(NS, "orders", [b.address for b in backends[:3]])
+    wait_for(lambda: len(usable(lb)) == 3)
+    (added,) = [
+        s for s in api.slices(NS, "orders") if s["metadata"]["name"].endswith(str(backends[2].port))
+    ]
+    lists, watches = len(api.list_requests()), len(api.watch_requests())
+    api.close_watches()  # as a server does after its 30-60 minute watch timeout
+    wait_for(lambda: len(api.watch_requests()) > watches)
+    resumed = api.watch_requests()[-1]
+    assert int(resumed["resourceVersion"]) >= int(added["metadata"]["resourceVersion"])
+    assert resumed["allowWatchBookmarks"] == "true"
+    assert len(api.list_requests()) == lists
+    api.scale(NS, "orders", [b.address for b in backends[:4]])
+    wait_for(lambda: len(usable(lb)) == 4)
+
+
+@pytest.mark.parametrize("variant", ["error_event", "http_410"])
+def test_history_compacted_while_watching_relists_without_losing_or_duplicating(
+    api: KubernetesTestServer, backends: list[HTTPBackend], lb: LoadBalancer, variant: str
+) -> None:
+    api.expired_as_http_410 = variant == "http_410"
     api.scale(NS, "orders", [b.address for b in backends[:3]])
     assert len(usable(lb)) == 3
     lists_before = len(api.list_requests())

@@ -277,3 +277,16 @@ def test_relabelling_a_slice_is_deleted_for_old_watchers_and_added_for_new(
     assert added["type"] == "ADDED"
     assert deleted["object"]["metadata"]["resourceVersion"] == str(api.resource_version - 2)
     assert api.endpoints_object(NS, "orders") is None
+
+
+def test_the_http_410_variant_of_an_expired_watch(api: KubernetesTestServer) -> None:
+    old = api.resource_version
+    api.scale(NS, "orders", ["127.0.0.1:8001"])
+    api.compact()
+    api.expired_as_http_410 = True
+    response, conn = watch(api, f"{selector('orders')}&resourceVersion={old}")
+    body = json.loads(response.read())
+    conn.close()
+    assert response.status == 410
+    assert body["code"] == 410
+    assert body["reason"] == "Expired"
