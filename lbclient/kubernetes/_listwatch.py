@@ -23,7 +23,7 @@ from typing import Any
 
 from lbclient._exceptions import RegistryUnavailable
 from lbclient._instance import ServiceInstance
-from lbclient.kubernetes._errors import Expired, status_message
+from lbclient.kubernetes._errors import status_message
 
 Objects = Callable[[Iterable[Mapping[str, Any]]], tuple[ServiceInstance, ...]]
 
@@ -120,9 +120,6 @@ class ListWatch:
             return
         self._empty_streams += 1
         if error is not None or self._empty_streams >= 2:
-            if isinstance(error, Expired):
-                self._need_list = True
-                return
             raise RegistryUnavailable(
                 f"the watch of {self.service!r} ended before delivering anything"
                 + (f": {type(error).__name__}: {error}" if error else "")

@@ -106,16 +106,22 @@ class SyncDriver:
             raise
 
     def _watch(self, state: ListWatch) -> None:
+        # The request is made outside the lock so that shutdown() never waits for a slow
+        # connect; a stream that opens after shutdown is closed here instead of being read.
+        if self._closed:
+            raise Stopped()
+        try:
+            stream = _Stream(self._call(**self.plan.watch_params(state)))
+        except Expired:
+            state.expired()
+            return
         with self._lock:
-            if self._closed:
-                raise Stopped()
-            try:
-                response = self._call(**self.plan.watch_params(state))
-            except Expired:
-                state.expired()
-                return
-            stream = _Stream(response)
-            self._open.add(stream)
+            closed = self._closed
+            if not closed:
+                self._open.add(stream)
+        if closed:
+            stream.close()
+            raise Stopped()
         state.opened(stream)
 
     def _read(self, state: ListWatch) -> None:

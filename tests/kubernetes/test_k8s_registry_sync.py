@@ -249,7 +249,10 @@ def test_service_names_unknown_services_and_passthrough(
 ) -> None:
     lb = LoadBalancer(registry(configuration))
     with pytest.raises(NoAvailableInstance, match="lists no instance"):
-        lb.pick("missing")  # a Service without slices: empty, not an error
+        lb.pick("later")  # a Service without slices (yet): empty, not an error
+    api.scale(NS, "later", [backends[3].address])  # scaled up from zero: picked up by the watch
+    wait_for(lambda: bool(lb.service("later").usable))
+    lb.pick("later").done()
     with pytest.raises(ServiceNotFound, match="not a Kubernetes Service name"):
         lb.pick("api.example.com")
     outside = backends[4]
