@@ -1,0 +1,161 @@
+"""httpx overhead: requests per second through the load-balanced transports vs plain httpx.
+
+    python benchmarks/bench_http.py [--rounds 21] [--requests 100]
+
+One HTTP backend runs in a child process (lbclient.testing.BackendProcess), so it does not
+share this interpreter's lock. Each round sends ``--requests`` GETs over keep-alive
+connections with a plain client and with a balanced client (default settings, one instance),
+in alternating order, and the ratio of their rates is taken per round: slow drifts of a shared
+machine hit both sides of a round alike, and the median over many short rounds discards the
+rounds a neighbour's burst landed on. Two ratios are reported: requests per wall-clock second
+(>= 0.95 is the target: the balancer costs under 5% of a loopback request) and requests per
+CPU-second of this process (the client's own cost, which is what the balancer adds to; far
+less sensitive to other load on the machine). Sync (httpx.Client) and async
+(httpx.AsyncClient, one task, and 8 concurrent tasks) are measured the same way.
+Bounded: about (rounds + 1) x 6 x requests requests in all; stops by itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import time
+from collections.abc import Awaitable, Callable
+
+import httpx
+
+import lbclient
+from lbclient.testing import BackendProcess, BackendSpec
+
+Rates = tuple[float, float]
+"""(requests per wall-clock second, requests per CPU-second of this process)"""
+SyncRun = Callable[[int], Rates]
+AsyncRun = Callable[[int], Awaitable[Rates]]
+
+
+def rates(count: int, wall: float, cpu: float) -> Rates:
+    return count / wall, count / max(cpu, 1e-9)
+
+
+def sync_runner(client: httpx.Client, url: str) -> SyncRun:
+    def run(count: int) -> Rates:
+        wall, cpu = time.perf_counter(), time.process_time()
+        for _ in range(count):
+            client.get(url).raise_for_status()
+        return rates(count, time.perf_counter() - wall, time.process_time() - cpu)
+
+    return run
+
+
+def async_runner(client: httpx.AsyncClient, url: str, tasks: int) -> AsyncRun:
+    async def run(count: int) -> Rates:
+        async def worker(share: int) -> None:
+            for _ in range(share):
+                (await client.get(url)).raise_for_status()
+
+        wall, cpu = time.perf_counter(), time.process_time()
+        await asyncio.gather(*(worker(count // tasks) for _ in range(tasks)))
+        done = count // tasks * tasks
+        return rates(done, time.perf_counter() - wall, time.process_time() - cpu)
+
+    return run
+
+
+Ratios = list[tuple[float, float]]
+
+
+def ratio(balanced: Rates, plain: Rates) -> tuple[float, float]:
+    return balanced[0] / plain[0], balanced[1] / plain[1]
+
+
+def rounds_sync(plain: SyncRun, balanced: SyncRun, rounds: int, count: int) -> Ratios:
+    plain(count // 3), balanced(count // 3)  # warm up connections and code paths
+    ratios = []
+    for index in range(rounds):
+        if index % 2:
+            b, p = balanced(count), plain(count)
+        else:
+            p, b = plain(count), balanced(count)
+        ratios.append(ratio(b, p))
+    return ratios
+
+
+async def rounds_async(plain: AsyncRun, balanced: AsyncRun, rounds: int, count: int) -> list[float]:
+    await plain(count // 3)
+    await balanced(count // 3)
+    ratios = []
+    for index in range(rounds):
+        if index % 2:
+            b = await balanced(count)
+            p = await plain(count)
+        else:
+            p = await plain(count)
+            b = await balanced(count)
+        ratios.append(ratio(b, p))
+    return ratios
+
+
+def report(name: str, ratios: Ratios) -> str:
+    wall = [r[0] for r in ratios]
+    cpu = [r[1] for r in ratios]
+    median = statistics.median(wall)
+    verdict = "yes" if median >= 0.95 else "NO"
+    quartiles = statistics.quantiles(wall, n=4)
+    return (
+        f"| {name} | {median:.3f} | {quartiles[0]:.3f}-{quartiles[2]:.3f} | "
+        f"{statistics.median(cpu):.3f} | {verdict} |"
+    )
+
+
+async def measure_async(address: str, rounds: int, count: int, tasks: int) -> Ratios:
+    lb = lbclient.LoadBalancer({"bench": [address]})
+    async with (
+        httpx.AsyncClient() as plain_client,
+        httpx.AsyncClient(transport=lbclient.AsyncLoadBalancedTransport(lb)) as lb_client,
+    ):
+        plain = async_runner(plain_client, f"http://{address}/bench", tasks)
+        balanced = async_runner(lb_client, "http://bench/bench", tasks)
+        ratios = await rounds_async(plain, balanced, rounds, count)
+    lb.close()
+    return ratios
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=21)
+    parser.add_argument("--requests", type=int, default=100)
+    args = parser.parse_args()
+
+    with BackendProcess([BackendSpec("bench")]) as servers:
+        address = servers.addresses["bench"]
+        lb = lbclient.LoadBalancer({"bench": [address]})
+        with (
+            httpx.Client() as plain_client,
+            httpx.Client(transport=lbclient.LoadBalancedTransport(lb)) as lb_client,
+        ):
+            sync = rounds_sync(
+                sync_runner(plain_client, f"http://{address}/bench"),
+                sync_runner(lb_client, "http://bench/bench"),
+                args.rounds,
+                args.requests,
+            )
+        lb.close()
+        single = asyncio.run(measure_async(address, args.rounds, args.requests, 1))
+        concurrent = asyncio.run(measure_async(address, args.rounds, args.requests, 8))
+
+    print(
+        f"Balanced / plain httpx, requests per second ({args.rounds} alternating rounds of "
+        f"{args.requests} requests, one loopback backend in a child process)\n"
+    )
+    print(
+        "| client | req/s ratio (median) | req/s ratio (quartiles) | CPU ratio (median) | >= 0.95 |"
+    )
+    print("|---|---|---|---|---|")
+    print(report("httpx.Client (sync)", sync))
+    print(report("httpx.AsyncClient, 1 task", single))
+    print(report("httpx.AsyncClient, 8 tasks", concurrent))
+
+
+if __name__ == "__main__":
+    main()
