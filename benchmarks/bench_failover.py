@@ -178,6 +178,15 @@ def section(results: list[Result]) -> str:
             "",
             table(results),
             "",
+            (
+                "Reading it: retries hide the crash from callers in every configuration. Without "
+                "outlier detection round robin keeps sending a fifth of all attempts to the dead "
+                "backend, each a connect error plus a retry; passive ejection stops that after 5 "
+                "consecutive failures. The default ejection (Envoy's 30 s base) keeps a restarted "
+                "backend out until it expires; with an active health check a passing probe "
+                "readmits it within about one probe interval."
+            ),
+            "",
         ]
     )
 
