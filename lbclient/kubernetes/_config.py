@@ -6,6 +6,8 @@ token refresh hook included, so there is one source of truth and one discovery p
 
 from __future__ import annotations
 
+import functools
+import importlib
 import os
 from pathlib import Path
 from typing import Any
@@ -62,6 +64,16 @@ def default_namespace() -> str:
         return NAMESPACE_FILE.read_text().strip() or "default"
     except OSError:
         return "default"
+
+
+@functools.cache
+def aio_available() -> bool:
+    """True when the installed ``kubernetes`` ships ``kubernetes.aio`` (37.x and later)."""
+    try:
+        importlib.import_module("kubernetes.aio.client")
+    except ImportError:
+        return False
+    return True
 
 
 def aio_configuration(configuration: Any) -> Any:

@@ -12,6 +12,7 @@ from lbclient._exceptions import ConfigurationError, ServiceNotFound, require
 from lbclient._instance import ServiceInstance
 from lbclient.kubernetes._async import AsyncDriver, AsyncSliceWatch
 from lbclient.kubernetes._config import (
+    aio_available,
     aio_configuration,
     default_namespace,
     host_of,
@@ -40,7 +41,9 @@ class KubernetesRegistry(Registry):
     ``lb.pick("orders")`` lists the EndpointSlices labelled ``kubernetes.io/service-name=orders``
     in ``namespace``, merges them, then watches from the list's resourceVersion (with
     bookmarks) in the background: a thread for sync users, a task on the running event loop
-    (``kubernetes.aio``) when the balancer is first used from asyncio code.
+    (``kubernetes.aio``) when the balancer is first used from asyncio code. With a
+    ``kubernetes`` older than 37, which has no ``kubernetes.aio``, asyncio users get the
+    thread too (the event loop is never blocked either way).
 
     - ``port``: the port by name (``"http"``) or by number (the pods' port); None takes the
       only port. ``ports`` overrides it per service.
@@ -119,6 +122,8 @@ class KubernetesRegistry(Registry):
         return instances
 
     async def aresolve(self, service: str) -> Sequence[ServiceInstance]:
+        if not aio_available():
+            return await asyncio.to_thread(self.resolve, service)
         driver = AsyncDriver(self._plan(service), aio_configuration(self.configuration))
         try:
             instances, state = await driver.resolve()
@@ -137,12 +142,11 @@ class KubernetesRegistry(Registry):
         )
         # Resume from the list resolve() just made: no second list, no gap.
         policy.cursor = self._primed.pop(service, None)
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            driver = SyncDriver(plan, self._api_client)
-            return ThreadWatch(policy, driver.poll, on_close=driver.shutdown)
-        return AsyncSliceWatch(policy, AsyncDriver(plan, aio_configuration(self.configuration)))
+        if _in_event_loop() and aio_available():
+            driver = AsyncDriver(plan, aio_configuration(self.configuration))
+            return AsyncSliceWatch(policy, driver)
+        sync = SyncDriver(plan, self._api_client)
+        return ThreadWatch(policy, sync.poll, on_close=sync.shutdown)
 
     def close(self) -> None:
         self._primed.clear()
@@ -215,6 +219,14 @@ class KubernetesRegistry(Registry):
             fallback_to_terminating=_flag(options, "fallback_to_terminating"),
             legacy_endpoints=_flag(options, "legacy_endpoints"),
         )
+
+
+def _in_event_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 def _flag(options: Mapping[str, str], name: str) -> bool:

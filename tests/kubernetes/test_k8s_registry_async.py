@@ -147,3 +147,25 @@ async def test_access_denied_and_close_leave_no_task(
     assert len(watch_tasks()) == 1
     await balancer.aclose()
     await await_for(lambda: not watch_tasks())
+
+
+async def test_without_kubernetes_aio_the_watch_runs_in_a_thread(
+    api: KubernetesTestServer,
+    backends: list[HTTPBackend],
+    configuration: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """kubernetes < 37 has no kubernetes.aio: asyncio users get the sync watch in a thread."""
+    import threading
+
+    from lbclient.kubernetes import _registry
+
+    monkeypatch.setattr(_registry, "aio_available", lambda: False)
+    api.scale(NS, "orders", [backends[0].address])
+    balancer = LoadBalancer(registry(configuration))
+    (await balancer.apick("orders")).done()
+    assert not watch_tasks()
+    assert any(t.name.startswith("lbclient-watch-k8s") for t in threading.enumerate())
+    api.scale(NS, "orders", [b.address for b in backends[:2]])
+    await await_for(lambda: len(usable(balancer)) == 2)
+    await balancer.aclose()
