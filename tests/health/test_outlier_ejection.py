@@ -13,7 +13,7 @@ from lbclient import Failure
 from lbclient.filters import OutlierDetection
 from lbclient.testing import HTTPBackend
 
-from .conftest import client, row, usable_ids, wait_until
+from .conftest import FileRegistry, client, row, usable_ids, wait_until
 
 Make = Callable[[int], list[HTTPBackend]]
 
@@ -250,3 +250,61 @@ def test_a_passing_probe_readmits_an_ejected_instance(backends: Make) -> None:
         a.start()  # long before the 300 s ejection ends, the probe brings it back
         wait_until(lambda: a.address in usable_ids(lb, "svc"))
         assert row(lb, "svc", a.address)["ejected"] is False
+
+
+def test_concurrent_feedback_keeps_counts_and_caps_consistent() -> None:
+    import random
+    import threading
+
+    addresses = [f"127.0.0.1:{port}" for port in range(1, 11)]
+    lb = lbclient.LoadBalancer(
+        {"svc": addresses},
+        outlier=OutlierDetection(consecutive_5xx=3, base_ejection_time=0.01, interval=0.01),
+        panic_threshold=0.0,
+        scheduler="random",
+    )
+    with lb:
+        state = lb.service("svc")
+
+        def hammer(seed: int) -> None:
+            rng = random.Random(seed)
+            for _ in range(400):
+                try:
+                    handle = state.pick()
+                except lbclient.NoAvailableInstance:
+                    continue
+                with handle:
+                    if rng.random() < 0.5:
+                        handle.done(rng.choice([Failure.SERVER, Failure.GATEWAY, Failure.RESET]))
+
+        def ejected_now() -> int:
+            return sum(bool(r["ejected"]) for r in state.stats()["instances"])
+
+        peaks: list[int] = []
+        threads = [threading.Thread(target=hammer, args=(n,)) for n in range(8)]
+        for thread in threads:
+            thread.start()
+        while True:
+            peaks.append(ejected_now())
+            if not any(t.is_alive() for t in threads):
+                break
+        for thread in threads:
+            thread.join()
+        assert max(peaks) <= 5  # max_ejection_percent=50 of 10, never overshot
+        assert all(e.in_flight == 0 for e in state.endpoints.values())
+        wait_until(lambda: ejected_now() == 0)  # every ejection ends and is accounted for
+
+
+def test_removing_an_ejected_instance_frees_its_ejection_slot(file_registry: FileRegistry) -> None:
+    file_registry.write("svc", ["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"])
+    lb = lbclient.LoadBalancer(
+        file_registry.registry(), outlier=OutlierDetection(consecutive_5xx=1), panic_threshold=0
+    )
+    with lb:
+        _finish_on(lb, "127.0.0.1:1", Failure.SERVER)
+        _finish_on(lb, "127.0.0.1:2", Failure.SERVER)
+        assert not row(lb, "svc", "127.0.0.1:2")["ejected"]  # 1 of 3 is the cap
+        file_registry.write("svc", ["127.0.0.1:2", "127.0.0.1:3"])
+        wait_until(lambda: "127.0.0.1:1" not in lb.service("svc").endpoints)
+        _finish_on(lb, "127.0.0.1:2", Failure.SERVER)
+        assert row(lb, "svc", "127.0.0.1:2")["ejected"]
