@@ -18,7 +18,7 @@ from lbclient._exceptions import ConfigurationError
 from lbclient.consul._exit import ExitHook
 from lbclient.consul._health import translate
 from lbclient.consul._registration import HealthCallback, HealthResult, RegistrationCore
-from lbclient.consul._settings import DEFAULT_TIMEOUT, Cert, ConsulSettings
+from lbclient.consul._settings import DEFAULT_TIMEOUT, Cert, ConsulSettings, close_now
 
 log = logging.getLogger("lbclient.consul")
 
@@ -243,7 +243,7 @@ class AsyncConsulRegistrar(_RegistrarBase):
             try:
                 self._raise_if_config(exc)
             except ConfigurationError:
-                await self._client.close()
+                await close_now(self._client)
                 raise
         self._install_hook()
         self._task = asyncio.get_running_loop().create_task(
@@ -304,7 +304,7 @@ class AsyncConsulRegistrar(_RegistrarBase):
         except Exception as exc:
             log.warning("%s: deregistration failed: %s", self.core.service_id, exc)
         self.core.registered = False
-        await self._client.close()
+        await close_now(self._client)
 
     async def __aenter__(self) -> AsyncConsulRegistrar:
         return await self.start()

@@ -17,7 +17,7 @@ from lbclient._instance import ServiceInstance
 from lbclient.consul._abort import AbortableSession
 from lbclient.consul._duration import to_seconds
 from lbclient.consul._health import HealthQuery, translate
-from lbclient.consul._settings import DEFAULT_TIMEOUT, Cert, ConsulSettings
+from lbclient.consul._settings import DEFAULT_TIMEOUT, Cert, ConsulSettings, close_now
 from lbclient.registry._base import Registry, SnapshotSink, Subscription
 from lbclient.registry._watch import TaskWatch, ThreadWatch, WatchPolicy
 
@@ -154,7 +154,7 @@ class ConsulRegistry(Registry):
         except Exception as exc:
             raise translate(exc, service, self.settings.address) from exc
         finally:
-            await client.close()
+            await close_now(client)
         raise self._not_found(service)
 
     def _known(self, service: str, answer: Any) -> bool:
@@ -229,7 +229,7 @@ class ConsulRegistry(Registry):
             except Exception as exc:
                 raise translate(exc, service, settings.address) from exc
             finally:
-                await asyncio.shield(client.close())
+                await close_now(client)
             return query.read(service, answer, cursor)
 
         return TaskWatch(policy, poll)

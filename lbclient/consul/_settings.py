@@ -137,3 +137,14 @@ class ConsulSettings:
             )
         client.token = self.token
         return client
+
+
+async def close_now(client: Any) -> None:
+    """Close a ``consul.aio`` client even from a task being cancelled (twice, as
+    ``asyncio.run`` does at exit): ``ClientSession.close()`` is a coroutine that a second
+    cancel can stop before it starts, leaving sockets open. The connector's ``close()`` shuts
+    every transport synchronously (idle and in-flight alike) and returns what to wait for."""
+    session = client.http._session  # py-consul's aiohttp session (no public accessor)
+    connector = session.connector
+    if connector is not None and not connector.closed:
+        await connector.close()
