@@ -356,3 +356,42 @@ def test_close_leaves_no_watch_thread(
     assert [t for t in threading.enumerate() if t.name.startswith("lbclient-watch-k8s")]
     lb.close()
     assert not [t for t in threading.enumerate() if t.name.startswith("lbclient-watch-k8s")]
+
+
+def test_churn_under_traffic_ends_with_the_exact_final_set(
+    api: KubernetesTestServer, backends: list[HTTPBackend], lb: LoadBalancer, client: httpx.Client
+) -> None:
+    """Pods come and go (removed ones keep running, as during a grace period) under traffic."""
+    import random
+
+    rng = random.Random(6)
+    api.scale(NS, "orders", [b.address for b in backends[:2]])
+    spread(client, 2)
+    failures: list[BaseException] = []
+    done = threading.Event()
+
+    def traffic() -> None:
+        while not done.is_set():
+            try:
+                client.get("http://orders/x").raise_for_status()
+            except Exception as exc:
+                failures.append(exc)
+
+    workers = [threading.Thread(target=traffic) for _ in range(3)]
+    for worker in workers:
+        worker.start()
+    try:
+        for _ in range(30):
+            chosen = rng.sample(backends, rng.randint(1, len(backends)))
+            api.scale(NS, "orders", [b.address for b in chosen])
+            time.sleep(0.01)
+        final = {b.address for b in chosen}
+        wait_for(lambda: usable(lb) == final)
+    finally:
+        done.set()
+        for worker in workers:
+            worker.join()
+    assert failures == []
+    state = lb.service("orders")
+    assert set(state.endpoints) == final
+    assert all(e.in_flight == 0 for e in state.endpoints.values())
