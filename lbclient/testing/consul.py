@@ -20,9 +20,13 @@ run (only TTL checks change on their own); output-only check updates do not move
 or ``"write"`` over every service (``acl_tokens={"secret": "write"}``), anonymous requests get
 ``anonymous_policy`` (default ``"none"``: reads filtered to nothing, writes refused).
 
->>> with ConsulTestServer() as consul:                         # doctest: +SKIP
-...     c = consul_client(port=consul.port)
-...     c.agent.service.register("orders", port=8001)
+>>> with ConsulTestServer() as agent:                                   # doctest: +SKIP
+...     registry = lbclient.ConsulRegistry(port=agent.port)
+...     with lbclient.ConsulRegistrar("orders", 8001, consul_port=agent.port):
+...         registry.resolve("orders")[0].port
+8001
+
+It needs the ``consul`` extra (it shares Go-duration parsing with ``lbclient.consul``).
 
 Test knobs (thread-safe, changeable while it runs): ``fail_next(n, status)``,
 ``slow(delay)``, ``malformed_next(n, body)``, ``down()``/``up()`` (stop and come back on the

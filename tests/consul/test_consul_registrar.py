@@ -102,6 +102,15 @@ def test_survives_a_consul_outage(server, backends):
         wait_until(lambda: reg.core.errors == 0)
 
 
+def test_starts_while_consul_is_down_and_registers_when_it_comes_back(server, backends):
+    server.down()
+    with ConsulRegistrar("orders", backends[0].port, service_id="a", **options(server)):
+        assert server.service_ids() == []
+        server.up()
+        wait_until(lambda: server.service_ids() == ["a"])
+    assert server.service_ids() == []
+
+
 def test_a_refused_token_fails_at_start_with_the_missing_permission(backends):
     with ConsulTestServer(acl_tokens={"reader": "read"}) as srv:
         registrar = ConsulRegistrar("orders", backends[0].port, token="reader", **options(srv))

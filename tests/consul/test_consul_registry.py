@@ -240,8 +240,10 @@ def test_consul_restart_mid_traffic_fails_no_request(server, agent, backends):
         wait_until(lambda: len(seen) > count + 20)  # traffic goes on from the last good list
         server.up()
         wait_until(lambda: lb.stats("orders")["stale_seconds"] is None)
+        server.slow(0.2)  # a slow agent delays news, never requests
         agent.agent.service.deregister("a")  # and the watch follows changes again
         wait_until(lambda: current(lb) == ["b"])
+        server.slow(0)
     finally:
         stop.set()
         worker.join()  # any failed request would have raised in the worker and stopped it
