@@ -2,20 +2,28 @@
 
 Follows gRPC's client-side health checking (A17): SERVING is healthy, any other status is
 not, and a server that does not implement the health service (UNIMPLEMENTED) counts as
-healthy, so enabling the check never takes out servers that simply lack it. We poll Check
-rather than hold a Watch stream open: a stream per instance would pin a thread or socket per
-instance, which the bounded probe pool exists to prevent.
+healthy, so enabling the check never takes out servers that simply lack it.
+
+We poll Check rather than hold Watch streams: a Watch is a long-lived stream, hence an open
+connection (and, in grpcio's blocking API, a thread) per instance for as long as it lives,
+which is exactly what the bounded probe pool exists to prevent for large services. Channels
+are kept in a small LRU cache (``CHANNEL_CACHE`` or the check's concurrency, whichever is
+larger): a small service reuses its connections, a large one never holds more open.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import threading
+from collections import OrderedDict
 from typing import Any
 
 from lbclient._exceptions import require
 from lbclient._instance import ServiceInstance
 from lbclient.health._checks import HealthCheck, Prober, ProbeResult
+
+CHANNEL_CACHE = 16
+"""At least this many probe channels stay open for reuse (one per recently probed instance)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,13 +59,19 @@ class _GrpcProber:
     def __init__(self, check: GrpcHealthCheck) -> None:
         self._check = check
         self._grpc, self._pb2, self._pb2_grpc = _modules()
-        self._stubs: dict[str, tuple[Any, Any]] = {}
+        self._stubs: OrderedDict[str, tuple[Any, Any]] = OrderedDict()
+        self._capacity = max(CHANNEL_CACHE, check.concurrency)
+        self._busy: set[str] = set()
         self._lock = threading.Lock()
 
     def _stub(self, instance: ServiceInstance) -> Any:
+        evicted = []
         with self._lock:
+            self._busy.add(instance.id)
             entry = self._stubs.get(instance.id)
-            if entry is None:
+            if entry is not None:
+                self._stubs.move_to_end(instance.id)
+            else:
                 host = f"[{instance.host}]" if ":" in instance.host else instance.host
                 target = f"{host}:{self._check.port or instance.port}"
                 if instance.secure:
@@ -68,7 +82,12 @@ class _GrpcProber:
                     channel = self._grpc.insecure_channel(target)
                 entry = (channel, self._pb2_grpc.HealthStub(channel))
                 self._stubs[instance.id] = entry
-            return entry[1]
+                idle = [i for i in self._stubs if i not in self._busy]
+                for old in idle[: max(0, len(self._stubs) - self._capacity)]:
+                    evicted.append(self._stubs.pop(old)[0])
+        for channel in evicted:  # idle: no probe of that instance is out
+            channel.close()
+        return entry[1]
 
     def probe(self, instance: ServiceInstance) -> ProbeResult:
         request = self._pb2.HealthCheckRequest(service=self._check.service)
@@ -81,6 +100,9 @@ class _GrpcProber:
             return ProbeResult(False, f"gRPC {code.name}")
         except Exception as exc:
             return ProbeResult(False, f"{type(exc).__name__}: {exc}")
+        finally:
+            with self._lock:
+                self._busy.discard(instance.id)
         status = self._pb2.HealthCheckResponse.ServingStatus.Name(response.status)
         return ProbeResult(response.status == self._pb2.HealthCheckResponse.SERVING, status)
 
@@ -92,6 +114,6 @@ class _GrpcProber:
 
     def close(self) -> None:
         with self._lock:
-            entries, self._stubs = list(self._stubs.values()), {}
+            entries, self._stubs = list(self._stubs.values()), OrderedDict()
         for channel, _ in entries:
             channel.close()

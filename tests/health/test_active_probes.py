@@ -238,6 +238,22 @@ def test_grpc_probe_follows_the_health_service(grpc_server: tuple[str, Any]) -> 
         assert row(lb, "svc", "127.0.0.1:1")["last_probe"] == "gRPC UNAVAILABLE"
 
 
+def test_grpc_probe_channels_stay_bounded(grpc_server: tuple[str, Any]) -> None:
+    from lbclient.filters import HealthCheckFilter
+    from lbclient.health._grpc import CHANNEL_CACHE
+
+    address, _ = grpc_server
+    host, port = address.rsplit(":", 1)
+    entries = [{"host": host, "port": int(port), "id": f"i{n}"} for n in range(40)]
+    check = GrpcHealthCheck("orders.Orders", concurrency=2, **FAST_PROBE)
+    lb = lbclient.LoadBalancer({"svc": entries}, health_check=check)
+    with lb:
+        state = lb.service("svc")
+        wait_until(lambda: all(row(lb, "svc", f"i{n}")["healthy"] for n in range(40)))
+        (probe_filter,) = [f for f in state.filters if isinstance(f, HealthCheckFilter)]
+        assert len(probe_filter._prober._stubs) <= CHANNEL_CACHE  # type: ignore[union-attr]
+
+
 def test_grpc_unknown_service_is_unhealthy(grpc_server: tuple[str, Any]) -> None:
     address, _ = grpc_server
     check = GrpcHealthCheck("nope.Nope", **FAST_PROBE)
