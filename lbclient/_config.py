@@ -71,16 +71,15 @@ class ServiceConfig:
 
 
 def _check_health_settings(config: ServiceConfig) -> None:
-    checks: list[tuple[str, object, type | tuple[type, ...]]] = [
-        ("health_check", config.health_check, HealthCheck),
-        ("outlier", config.outlier, OutlierDetection),
-        ("slow_start", config.slow_start, SlowStart),
+    checks: list[tuple[str, object, type, str]] = [
+        ("health_check", config.health_check, HealthCheck, "lbclient.HttpHealthCheck('/health')"),
+        ("outlier", config.outlier, OutlierDetection, "lbclient.OutlierDetection()"),
+        ("slow_start", config.slow_start, SlowStart, "lbclient.SlowStart(window=30)"),
     ]
-    for name, value, kind in checks:
+    for name, value, kind, example in checks:
         if value is not None and not isinstance(value, kind):
             raise ConfigurationError(
-                f"{name} must be a {kind.__name__ if isinstance(kind, type) else kind} or None, "
-                f"got {value!r} (e.g. health_check=lbclient.HttpHealthCheck('/health'))"
+                f"{name} must be a {kind.__name__} or None, got {value!r}; e.g. {name}={example}"
             )
     if not 0.0 <= config.panic_threshold <= 1.0:
         raise ConfigurationError(
