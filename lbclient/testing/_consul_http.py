@@ -196,24 +196,9 @@ class ConsulHandler(BaseHTTPRequestHandler):
         dc = params.get("dc", [""])[0]
         if dc and dc != self.consul.state.datacenter:
             raise ConsulHTTPError(500, "No path to datacenter")
-        wait = DEFAULT_WAIT
-        if "wait" in params:
-            try:
-                wait = parse_go_duration(params["wait"][0])
-            except ValueError:
-                raise ConsulHTTPError(400, "Invalid wait time") from None
-            if wait <= 0:
-                wait = DEFAULT_WAIT
-            wait = min(wait, MAX_WAIT)
-        index = 0
-        if "index" in params:
-            text = params["index"][0]
-            if not text.isdigit():
-                raise ConsulHTTPError(400, "Invalid index")
-            index = int(text)
+        index, wait = blocking_options(params)
         if index <= 0:
             return
-        wait += random.uniform(0, wait / 16)
         state = self.consul.state
         with state.cond:
             if not state.wait_for_change(name, index, wait):
@@ -352,6 +337,29 @@ def _decode_check(raw: Any) -> dict[str, Any]:
             check["DeregisterCriticalServiceAfter"], "DeregisterCriticalServiceAfter"
         )
     return check
+
+
+def blocking_options(
+    params: Mapping[str, list[str]], rng: random.Random | None = None
+) -> tuple[int, float]:
+    """``(index, seconds to hold)`` as Consul reads them: no index or 0 answers at once; a
+    missing or non-positive wait is 5 min, above 10 min is clamped, plus up to wait/16."""
+    wait = DEFAULT_WAIT
+    if "wait" in params:
+        try:
+            wait = parse_go_duration(params["wait"][0])
+        except ValueError:
+            raise ConsulHTTPError(400, "Invalid wait time") from None
+        if wait <= 0:
+            wait = DEFAULT_WAIT
+        wait = min(wait, MAX_WAIT)
+    index = 0
+    if "index" in params:
+        text = params["index"][0]
+        if not text.isdigit():
+            raise ConsulHTTPError(400, "Invalid index")
+        index = int(text)
+    return index, wait + (rng or random).uniform(0, wait / 16)
 
 
 def _parse_passing(params: Mapping[str, list[str]]) -> bool:

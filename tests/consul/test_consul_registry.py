@@ -72,7 +72,12 @@ def test_entries_map_to_instances(server, agent):
     assert ids(tagged.resolve("orders")) == ["warn"]
     filtered = ConsulRegistry(port=server.port, filter='Service.ID == "plain"')
     assert ids(filtered.resolve("orders")) == ["plain"]
-    for each in (registry, strict, tagged, filtered):
+    elsewhere = ConsulRegistry(port=server.port, node_meta={"rack": "r2"})
+    assert elsewhere.resolve("orders") == ()  # known service, no node matches
+    wrong_dc = ConsulRegistry(port=server.port, dc="dc9")
+    with pytest.raises(lbclient.ConfigurationError, match="datacenter"):
+        wrong_dc.resolve("orders")
+    for each in (registry, strict, tagged, filtered, elsewhere, wrong_dc):
         each.close()
 
 

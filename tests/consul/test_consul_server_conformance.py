@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 import threading
 import time
 
@@ -10,6 +11,7 @@ import httpx
 import pytest
 from consul_helpers import wait_until
 
+from lbclient.testing._consul_http import blocking_options
 from lbclient.testing.consul import ConsulTestServer
 
 CONFLICT = "conflicting semantics."
@@ -127,6 +129,17 @@ def test_tags_node_meta_dc_and_filter(http):
 def test_documented_400_answers(http, params, text):
     response = health(http, **params)
     assert (response.status_code, response.text) == (400, text)
+
+
+@pytest.mark.parametrize(
+    ("wait", "base"), [(None, 300.0), ("0s", 300.0), ("-1s", 300.0), ("30s", 30.0), ("20m", 600.0)]
+)
+def test_blocking_wait_default_clamp_and_stagger(wait, base):
+    params = {"index": ["5"]} | ({"wait": [wait]} if wait else {})
+    for seed in range(20):
+        index, hold = blocking_options(params, random.Random(seed))
+        assert index == 5
+        assert base <= hold <= base + base / 16
 
 
 def test_blocking_query_wakes_on_change(http):
