@@ -4,9 +4,13 @@ A sub-channel lives as long as its instance is in the registry's list. The pool 
 change of the list without any hook into the balancer: the service's scheduler is an
 immutable object replaced whenever the list changes (grpc-go's picker), so comparing its
 identity on each lease is enough, and the sweep runs only after a change. A sub-channel
-whose instance left is retired: closed at once when idle, otherwise when its last call ends,
+whose instance left is retired: closed at once when idle, otherwise after its last call ends,
 so a deploy never cuts a streaming call short. An instance that is merely ejected or
 unhealthy keeps its sub-channel (and its connection) for when it comes back.
+
+A drained sub-channel is closed by the next ``acquire`` (or by ``close``), never by
+``release``: release runs in grpcio's completion callbacks, and closing a sync channel
+from its own callback thread deadlocks the calls still waiting on that thread.
 
 The pool does no I/O itself: ``create`` and ``discard`` are the sync or aio edge's.
 """
@@ -52,6 +56,7 @@ class SubChannelPool(Generic[C]):
         self._discard = discard
         self._leases: dict[str, Lease[C]] = {}
         self._draining: set[Lease[C]] = set()
+        self._drained: list[C] = []
         self._seen: object = None
         self._lock = threading.Lock()
         self.closed = False
@@ -69,6 +74,9 @@ class SubChannelPool(Generic[C]):
         with self._lock:
             if self.closed:
                 raise PoolClosed()
+            if self._drained:
+                idle += self._drained
+                self._drained.clear()
             if state.scheduler is not self._seen:
                 self._seen = state.scheduler
                 current = state.endpoints
@@ -89,13 +97,12 @@ class SubChannelPool(Generic[C]):
         return lease
 
     def release(self, lease: Lease[C]) -> None:
-        """A call on ``lease`` ended; close a retired sub-channel with its last call."""
+        """A call on ``lease`` ended; a retired sub-channel's last call makes it closable."""
         with self._lock:
             lease.active -= 1
-            if not (lease.retired and lease.active == 0 and lease in self._draining):
-                return
-            self._draining.discard(lease)
-        self._discard(lease.channel)
+            if lease.retired and lease.active == 0 and lease in self._draining:
+                self._draining.discard(lease)
+                self._drained.append(lease.channel)
 
     @staticmethod
     def _same_address(lease: Lease[C], instance: ServiceInstance) -> bool:
@@ -118,6 +125,8 @@ class SubChannelPool(Generic[C]):
             self.closed = True
             channels = [lease.channel for lease in self._leases.values()]
             channels += [lease.channel for lease in self._draining]
+            channels += self._drained
             self._leases.clear()
             self._draining.clear()
+            self._drained.clear()
         return channels

@@ -17,6 +17,7 @@ import lbclient.grpc.aio
 from lbclient import Failure, LBError, LoadBalancerListener, Outcome, RetryPolicy
 
 UNARY = "/lbtest.Echo/Unary"
+S = grpc.StatusCode
 
 
 class Outcomes(LoadBalancerListener):
@@ -182,8 +183,10 @@ async def test_deadline_is_a_timeout_and_bounds_retries(echo, backends, make_lb,
         backend.abort_code = grpc.StatusCode.UNAVAILABLE
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await stub.Unary(echo.pb2.Request(), timeout=0.25)
-    assert caught.value.code() is grpc.StatusCode.UNAVAILABLE
-    assert 3 <= sum(b.calls for b in backends) <= 4  # 1 above + 2-3 attempts in 0.25 s
+    # the last attempt gets only what is left of the deadline, so on a slow machine it may
+    # end with DEADLINE_EXCEEDED; either way 0.1 s pauses fit at most 3 attempts in 0.25 s
+    assert caught.value.code() in (S.UNAVAILABLE, S.DEADLINE_EXCEEDED)
+    assert 2 <= sum(b.calls for b in backends) <= 4  # 1 above + 1-3 attempts
 
 
 async def test_cancellation_releases_the_instance_without_blaming_it(

@@ -210,9 +210,13 @@ def test_retries_stay_within_the_callers_deadline(echo, backends, make_lb):
     stub = stub_for(echo, lb, idempotent="all", retry=retry)
     with pytest.raises(grpc.RpcError) as caught:
         stub.Unary(echo.pb2.Request(), timeout=0.25)
-    assert caught.value.code() is grpc.StatusCode.UNAVAILABLE
-    assert 2 <= sum(b.calls for b in backends) <= 3  # 0.1 s pauses inside 0.25 s
-    assert any("attempt(s)" in note for note in caught.value.__notes__)
+    # the last attempt gets only what is left of the deadline: on a slow machine it may end
+    # with DEADLINE_EXCEEDED; either way 0.1 s pauses fit at most 3 attempts in 0.25 s
+    code = caught.value.code()
+    assert code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+    assert 1 <= sum(b.calls for b in backends) <= 3
+    if code is grpc.StatusCode.UNAVAILABLE:
+        assert any("attempt(s)" in note for note in caught.value.__notes__)
 
 
 def test_cancelled_stream_releases_its_instance_without_blaming_it(echo, backends, make_lb):
@@ -304,12 +308,16 @@ def test_instance_leaving_closes_its_subchannel_after_its_last_call(echo, backen
             break
         candidate.cancel()
     assert stream is not None
+    retired = channel.pool._leases["c"].channel
     state = lb.service("echo")
     state.publish([e.instance for e in state.endpoints.values() if e.id != "c"])
     assert {stub.Unary(echo.pb2.Request()).backend for _ in range(4)} == {"a", "b"}
     assert channel.pool.addresses() == sorted([backends[0].address, backends[1].address])
     assert [r.index for r in stream] == [1, 2, 3, 4], "the retired sub-channel must drain"
     assert wait_until(lambda: in_flight(lb) == 0)
+    stub.Unary(echo.pb2.Request())  # the next call closes what has drained
+    with pytest.raises(ValueError, match="closed channel"):
+        retired.unary_unary(UNARY)(b"")
     channel.close()
 
 

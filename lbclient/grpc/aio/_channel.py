@@ -6,6 +6,11 @@ instance. Streaming calls make one attempt and return grpcio's own call object; 
 callback reports the outcome, so iterating costs nothing extra. Interceptors given to the
 channel are installed on every sub-channel: they run once per attempt and see the instance
 the call really goes to.
+
+The service is resolved on first use. A unary call does that without blocking the loop; a
+streaming call cannot wait, so with a registry that needs the network (Consul, Kubernetes)
+``await channel.channel_ready()`` once before the first streaming call. A streaming call
+that finds no instance raises ``NoInstanceAioRpcError`` when it is made.
 """
 
 from __future__ import annotations
@@ -88,7 +93,7 @@ class LoadBalancedAioChannel(Balancing, grpc.aio.Channel):
         )
 
     def _discard(self, channel: grpc.aio.Channel) -> None:
-        # Retired from a call's completion, inside the loop: close in the background and let
+        # Retired while a call starts, inside the loop: close in the background and let
         # close() wait for it.
         task = asyncio.get_running_loop().create_task(channel.close(None))
         self._closing.add(task)
