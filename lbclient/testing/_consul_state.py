@@ -219,6 +219,18 @@ class ConsulState:
             self._set_status(check, status, output, self._clock())
             self.cond.notify_all()  # the clock recomputes its next deadline
 
+    def reset(self) -> None:
+        """Knob: forget every service and check and restart the index at 1, as a dev agent
+        restarted without its data does (clients then see the index go backwards)."""
+        with self.cond:
+            for service in self.services.values():
+                for cid in service.checks:
+                    self.checks.pop(cid, None)
+            self.services.clear()
+            self.name_index.clear()
+            self.index = 1
+            self.cond.notify_all()
+
     def set_node_status(self, status: str) -> None:
         """Knob: the node's serfHealth check (``passing`` by default)."""
         with self.cond:

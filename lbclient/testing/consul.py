@@ -30,7 +30,8 @@ It needs the ``consul`` extra (it shares Go-duration parsing with ``lbclient.con
 
 Test knobs (thread-safe, changeable while it runs): ``fail_next(n, status)``,
 ``slow(delay)``, ``malformed_next(n, body)``, ``down()``/``up()`` (stop and come back on the
-same port, state kept), ``set_node_status(status)``, and the constructor's ``reap_interval``
+same port, state kept), ``reset()`` (lose all state, index back to 1),
+``set_node_status(status)``, and the constructor's ``reap_interval``
 and ``min_deregister`` (Consul: 30 s and 1 min) to make the reaper testable.
 """
 
@@ -175,6 +176,11 @@ class ConsulTestServer:
             self._malformed += n
             if body is not None:
                 self.malformed_body = body
+
+    def reset(self) -> None:
+        """Lose all state and restart the index at 1 (pair with ``down``/``up`` to mimic a
+        dev agent restart); registrars re-register on their next heartbeat's 404."""
+        self.state.reset()
 
     def set_node_status(self, status: str) -> None:
         """Set the node's serfHealth check (it fails every ``?passing`` query when not passing)."""

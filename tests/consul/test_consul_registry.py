@@ -258,6 +258,28 @@ def test_consul_restart_mid_traffic_fails_no_request(server, agent, backends):
     assert [] not in recorder.lists
 
 
+def test_a_catalog_that_went_back_in_time_is_followed_after_the_index_goes_back(
+    server, agent, backends, caplog
+):
+    a, b = backends
+    register(agent, a)
+    for _ in range(20):  # move the index well past where a fresh agent starts
+        agent.agent.check.ttl_fail("service:a")
+        agent.agent.check.ttl_pass("service:a")
+    lb = lbclient.LoadBalancer(ConsulRegistry(port=server.port, wait="500ms"))
+    assert current(lb) == []
+    lb.service("orders")
+    assert current(lb) == ["a"]
+    reads = ("GET", "/v1/health/service/orders")
+    wait_until(lambda: server.requests[reads] >= 3)  # resolve, a fresh read, then it blocks
+    with caplog.at_level(logging.INFO, logger="lbclient.consul"):
+        server.reset()  # a snapshot restore: same connections, older data, lower index
+        register(agent, b)  # only b now, at an index below the watch's
+        wait_until(lambda: current(lb) == ["b"])
+    assert "index went backwards" in caplog.text
+    lb.close()
+
+
 @pytest.mark.parametrize("mode", ["sync", "async"])
 def test_malformed_answers_keep_the_snapshot_and_the_watcher(server, agent, backends, mode, caplog):
     a, b = backends
