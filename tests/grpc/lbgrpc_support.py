@@ -16,8 +16,15 @@ import lbclient
 class EchoBackend:
     """One Echo server; ``abort_code`` fails every call; ``stop``/``start`` keep the port."""
 
-    def __init__(self, name: str, echo: SimpleNamespace, port: int = 0) -> None:
+    def __init__(
+        self,
+        name: str,
+        echo: SimpleNamespace,
+        port: int = 0,
+        credentials: grpc.ServerCredentials | None = None,
+    ) -> None:
         self.name = name
+        self.credentials = credentials
         self.echo = echo
         self.port = port
         self.abort_code: grpc.StatusCode | None = None
@@ -34,7 +41,11 @@ class EchoBackend:
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=8),
                              options=[("grpc.so_reuseport", 0)])  # fmt: skip
         self.echo.pb2_grpc.add_EchoServicer_to_server(_Servicer(self), server)
-        self.port = server.add_insecure_port(f"127.0.0.1:{self.port}")
+        address = f"127.0.0.1:{self.port}"
+        if self.credentials is None:
+            self.port = server.add_insecure_port(address)
+        else:
+            self.port = server.add_secure_port(address, self.credentials)
         server.start()
         self._server = server
         return self
@@ -118,3 +129,39 @@ def wait_until(predicate: Any, timeout: float = 5.0) -> bool:
             return True
         time.sleep(0.005)
     return bool(predicate())
+
+
+def self_signed_certificate() -> tuple[bytes, bytes]:
+    """(certificate PEM, private key PEM) for 127.0.0.1, valid for a day."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "lbclient-test")])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    return certificate.public_bytes(serialization.Encoding.PEM), key_pem
