@@ -273,3 +273,21 @@ async def test_channel_state_and_close_with_a_retired_subchannel(echo, backends,
     with pytest.raises(lbclient.ConfigurationError, match="closed"):
         await stub.Unary(echo.pb2.Request())
     assert in_flight(lb) == 0
+
+
+async def test_hash_key_from_metadata_pins_calls(echo, backends, make_lb, open_channel):
+    stub = echo.pb2_grpc.EchoStub(open_channel(make_lb(backends, scheduler="ring_hash")))
+    for user in ("alice", "bob", "carol"):
+        replies = [
+            await stub.Unary(echo.pb2.Request(), metadata=(("lb-key", user),)) for _ in range(4)
+        ]
+        assert len({r.backend for r in replies}) == 1
+
+
+async def test_a_call_nobody_awaits_still_runs_and_reports(echo, backends, make_lb, open_channel):
+    lb = make_lb(backends)
+    stub = echo.pb2_grpc.EchoStub(open_channel(lb))
+    call = stub.Unary(echo.pb2.Request())
+    assert await eventually(call.done)
+    assert await settled(lb)
+    assert sum(r["successes"] for r in lb.stats("echo")["instances"]) == 1
