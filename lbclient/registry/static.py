@@ -80,7 +80,12 @@ class StaticRegistry(Registry):
                 return None, current
             return parse_instances(service, _read_file(path).get(service, ())), current
 
-        return ThreadWatch(WatchPolicy(f"static:{service}", sink, min_interval=interval), poll)
+        # A local file is cheap to re-read: after a bad edit (or a read that caught a write
+        # half done), try again at the reload pace instead of WatchPolicy's 30 s default.
+        policy: WatchPolicy[float] = WatchPolicy(
+            f"static:{service}", sink, min_interval=interval, max_backoff=max(interval, 1.0)
+        )
+        return ThreadWatch(policy, poll)
 
     @classmethod
     def from_env(

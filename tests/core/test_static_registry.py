@@ -110,9 +110,12 @@ def wait_for(condition: object, timeout: float = 10.0) -> None:
 
 
 def rewrite(path: Path, services: dict[str, list[str]], bump: float) -> None:
-    path.write_text(json.dumps(services))
+    """Replace the file the way deployment tools do: write aside, then rename over it."""
+    staged = path.with_suffix(".tmp")
+    staged.write_text(json.dumps(services))
     stamp = path.stat().st_mtime + bump  # coarse file-system clocks must still see a change
-    os.utime(path, (stamp, stamp))
+    os.utime(staged, (stamp, stamp))
+    os.replace(staged, path)
 
 
 def test_reload_interval_follows_edits_and_stops_on_close(tmp_path: Path) -> None:
@@ -134,7 +137,8 @@ def test_reload_interval_follows_edits_and_stops_on_close(tmp_path: Path) -> Non
     wait_for(lambda: lb.stats("orders")["registry_error"] is not None)
     assert ports() == {2, 3}
     rewrite(path, {"orders": ["127.0.0.1:4"]}, 3)
-    # ConfigurationError backs off to max_backoff, so recovery is checked only by the error.
+    wait_for(lambda: ports() == {4})  # a fixed file is read again at the reload pace (>= 1 s)
+    assert lb.stats("orders")["registry_error"] is None
     lb.close()
     watchers = [t for t in threading.enumerate() if t.name.startswith("lbclient-watch-")]
     assert watchers == []
