@@ -5,6 +5,12 @@ for an instance and runs on that instance's sub-channel (see ``_pool.py``); its 
 reported when it ends. Unary-request calls made with ``__call__``/``with_call`` are retried
 on another instance as ``_core.py`` decides; streaming calls and ``future()`` make one
 attempt and return grpcio's own call object untouched, so iterating them costs nothing extra.
+
+Why streams are not retried: a request stream cannot be replayed, and a response stream
+could only hide a retry behind a per-message wrapper. The price: an instance that dies can
+fail the streaming calls that reach it until outlier detection ejects it (after
+``consecutive_local_origin_failure`` = 5 connection failures by default) or an active
+health check marks it down; streaming-heavy services should enable one of the two.
 """
 
 from __future__ import annotations
