@@ -126,6 +126,8 @@ class ConsulRegistry(Registry):
         self._client: Any = None
         self._lock = threading.Lock()
         self._watches: list[Subscription] = []
+        self._resolved: dict[str, int | None] = {}
+        """The index of each service's last resolve: its watch starts blocking from there."""
 
     def __repr__(self) -> str:
         tags = f", tags={list(self.query.tags)}" if self.query.tags else ""
@@ -137,8 +139,9 @@ class ConsulRegistry(Registry):
         client = self._shared_client()
         try:
             answer = client.health.service(service, **self.query.kwargs(None, self._rng))
-            instances, _ = self.query.read(service, answer, None)
+            instances, index = self.query.read(service, answer, None)
             if instances or self._known(service, client.catalog.services(dc=self.query.dc)):
+                self._resolved[service] = index
                 return instances or ()
         except Exception as exc:
             raise translate(exc, service, self.settings.address) from exc
@@ -148,8 +151,9 @@ class ConsulRegistry(Registry):
         client = self.settings.async_client()
         try:
             answer = await client.health.service(service, **self.query.kwargs(None, self._rng))
-            instances, _ = self.query.read(service, answer, None)
+            instances, index = self.query.read(service, answer, None)
             if instances or self._known(service, await client.catalog.services(dc=self.query.dc)):
+                self._resolved[service] = index
                 return instances or ()
         except Exception as exc:
             raise translate(exc, service, self.settings.address) from exc
@@ -191,6 +195,7 @@ class ConsulRegistry(Registry):
             max_backoff=self.max_backoff,
             rng=self._rng,
         )
+        policy.cursor = self._resolved.pop(service, None)
         try:
             asyncio.get_running_loop()
         except RuntimeError:

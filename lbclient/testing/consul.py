@@ -12,7 +12,8 @@ It implements, from Consul's own API docs (see reference/consul.md):
   Consul's default ids and names; checks start critical), ``/v1/agent/service/deregister/<id>``,
   ``/v1/agent/check/pass|warn|fail/<id>?note=`` and ``/v1/agent/check/update/<id>``;
 - TTL expiry to critical with Consul's Output, and the DeregisterCriticalServiceAfter reaper;
-- ACL tokens from ``X-Consul-Token``, ``Authorization: Bearer`` or ``?token=``.
+- ACL tokens from ``X-Consul-Token``, ``Authorization: Bearer`` or ``?token=``;
+- HTTPS when given an ``ssl_context`` (server side, with its certificate loaded).
 
 Simplifications, all documented: one node; HTTP/TCP/gRPC/script checks are stored but never
 run (only TTL checks change on their own); output-only check updates do not move the index
@@ -39,6 +40,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import ssl
 import threading
 from collections import Counter
 from collections.abc import Mapping
@@ -73,8 +75,10 @@ class ConsulTestServer:
         anonymous_policy: str = "none",
         reap_interval: float = 30.0,
         min_deregister: float = 60.0,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.host = host
+        self.ssl_context = ssl_context
         self.port = port
         self.state = ConsulState(
             address=host,
@@ -102,7 +106,8 @@ class ConsulTestServer:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        scheme = "https" if self.ssl_context is not None else "http"
+        return f"{scheme}://{self.host}:{self.port}"
 
     @property
     def running(self) -> bool:
@@ -124,6 +129,8 @@ class ConsulTestServer:
             if self._server is not None:
                 return self
             server = _Server((self.host, self.port), ConsulHandler)
+            if self.ssl_context is not None:
+                server.socket = self.ssl_context.wrap_socket(server.socket, server_side=True)
             server.consul = self
             self.port = server.server_address[1]
             self._server = server

@@ -1,0 +1,65 @@
+"""ConsulRegistry and ConsulRegistrar over HTTPS: the CA given by argument or CONSUL_* variables."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import lbclient
+from lbclient.consul import ConsulRegistrar, ConsulRegistry
+from lbclient.testing.consul import ConsulTestServer
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1, its own CA."""
+    directory = tmp_path_factory.mktemp("consul-tls")
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+         "-nodes", "-days", "1", "-subj", "/CN=consul", "-keyout", str(key), "-out", str(cert),
+         "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    return cert, key
+
+
+@pytest.fixture
+def tls_server(certificate: tuple[Path, Path]) -> Iterator[ConsulTestServer]:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(*certificate)
+    with ConsulTestServer(ssl_context=context) as server:
+        yield server
+
+
+def test_https_with_a_ca_file_sync_async_and_from_the_environment(tls_server, certificate):
+    ca = str(certificate[0])
+    assert tls_server.url.startswith("https://")
+    with ConsulRegistrar("orders", 8001, service_id="o1", address="127.0.0.1",
+                         consul_port=tls_server.port, scheme="https", verify=ca,
+                         handle_sigterm=False):  # fmt: skip
+        registry = ConsulRegistry(port=tls_server.port, scheme="https", verify=ca)
+        assert [i.port for i in registry.resolve("orders")] == [8001]
+        assert [i.port for i in asyncio.run(registry.aresolve("orders"))] == [8001]
+        registry.close()
+        environ = {
+            "CONSUL_HTTP_ADDR": f"127.0.0.1:{tls_server.port}",
+            "CONSUL_HTTP_SSL": "true",
+            "CONSUL_CACERT": ca,
+        }
+        from_env = ConsulRegistry(environ=environ)
+        assert [i.port for i in from_env.resolve("orders")] == [8001]
+        from_env.close()
+
+
+def test_verification_is_on_by_default(tls_server):
+    registry = ConsulRegistry(port=tls_server.port, scheme="https")
+    with pytest.raises(lbclient.RegistryUnavailable, match="CERTIFICATE_VERIFY_FAILED"):
+        registry.resolve("orders")
+    registry.close()
