@@ -309,6 +309,10 @@ class ConsulHandler(BaseHTTPRequestHandler):
         return service, [_decode_check(c) for c in raw_checks]
 
 
+_RUN_KINDS = ("HTTP", "TCP", "GRPC", "H2PING", "UDP", "Args", "ScriptArgs")
+"""Checks the agent would run itself; stored with their status, never run here."""
+
+
 def _decode_check(raw: Any) -> dict[str, Any]:
     if not isinstance(raw, dict):
         raise ConsulHTTPError(400, "Request decode failed: a check must be a JSON object")
@@ -320,14 +324,10 @@ def _decode_check(raw: Any) -> dict[str, Any]:
         if check["TTL"] <= 0:
             raise ConsulHTTPError(400, "Invalid check: TTL must be > 0 for TTL checks")
         check["Type"] = "ttl"
-    elif any(check.get(k) for k in ("HTTP", "TCP", "GRPC", "Args", "ScriptArgs", "H2PING", "UDP")):
+    elif kind := next((k for k in _RUN_KINDS if check.get(k)), None):
         if not check.get("Interval"):
             raise ConsulHTTPError(400, "Invalid check: Interval is required")
-        check["Type"] = (
-            next(k.lower() for k in ("HTTP", "TCP", "GRPC", "H2PING", "UDP") if check.get(k))
-            if any(check.get(k) for k in ("HTTP", "TCP", "GRPC", "H2PING", "UDP"))
-            else "script"
-        )
+        check["Type"] = "script" if kind in ("Args", "ScriptArgs") else kind.lower()
     else:
         raise ConsulHTTPError(
             400, "Invalid check: TTL must be > 0 for TTL checks, or give HTTP/TCP/GRPC/Args"
