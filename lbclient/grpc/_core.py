@@ -23,7 +23,8 @@ INVALID_ARGUMENT, PERMISSION_DENIED, RESOURCE_EXHAUSTED, UNIMPLEMENTED, ...): th
 did its job. UNAVAILABLE is split by grpc-core's wording of the status details, which is
 the only signal Python gets: "failed to connect" means nothing was sent, anything else is
 treated as possibly sent (the safe side). Only calls whose request can be resent (unary
-requests) and that have delivered no response message yet are retried.
+requests) and that have delivered no response message yet are retried: unary-unary calls,
+and unary-stream calls up to their first message.
 """
 
 from __future__ import annotations
@@ -202,9 +203,13 @@ class ChannelCore:
         self, handle: PickHandle, retry: RetryState, error: grpc.RpcError, deadline: Deadline
     ) -> float | None:
         """Report a failed attempt; return the pause before the next one, or None to give up."""
+        report(handle, error.code(), error.details())
+        return self.pause(retry, error, deadline)
+
+    def pause(self, retry: RetryState, error: grpc.RpcError, deadline: Deadline) -> float | None:
+        """The pause before retrying after ``error`` (already reported), or None to give up."""
         code: grpc.StatusCode = error.code()
         details: str | None = error.details()
-        report(handle, code, details)
         if code is not _UNAVAILABLE:
             return None
         failure = failure_for_code(code, details)

@@ -3,14 +3,14 @@
 Stubs and ``grpc.intercept_channel`` take it like any channel. Each call asks the balancer
 for an instance and runs on that instance's sub-channel (see ``_pool.py``); its outcome is
 reported when it ends. Unary-request calls made with ``__call__``/``with_call`` are retried
-on another instance as ``_core.py`` decides; streaming calls and ``future()`` make one
-attempt and return grpcio's own call object untouched, so iterating them costs nothing extra.
+on another instance as ``_core.py`` decides, unary-stream calls too until their first
+message (``_stream.py``). Request-streaming calls and ``future()`` make one attempt and
+return grpcio's own call object untouched.
 
-Why streams are not retried: a request stream cannot be replayed, and a response stream
-could only hide a retry behind a per-message wrapper. The price: an instance that dies can
-fail the streaming calls that reach it until outlier detection ejects it (after
-``consecutive_local_origin_failure`` = 5 connection failures by default) or an active
-health check marks it down; streaming-heavy services should enable one of the two.
+Why request streams are not retried: they cannot be replayed. The price: an instance that
+dies can fail the client- and bidi-streaming calls that reach it until outlier detection
+ejects it (after ``consecutive_local_origin_failure`` = 5 connection failures by default) or
+an active health check marks it down; such services should enable one of the two.
 """
 
 from __future__ import annotations
@@ -22,10 +22,10 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import grpc
 
-from lbclient._balancer import LoadBalancer
+from lbclient._balancer import LoadBalancer, ServiceState
 from lbclient._handle import PickHandle
 from lbclient._instance import ServiceInstance
-from lbclient._retry import RetryPolicy
+from lbclient._retry import RetryPolicy, RetryState
 from lbclient.grpc._base import Balancing, Method
 from lbclient.grpc._core import (
     DEFAULT_KEY_METADATA,
@@ -36,6 +36,7 @@ from lbclient.grpc._core import (
 )
 from lbclient.grpc._errors import NoInstanceRpcError
 from lbclient.grpc._pool import Lease, SubChannelPool
+from lbclient.grpc._stream import RetryingResponseStream
 
 ChannelOptions = Collection[tuple[str, Any]]
 
@@ -251,9 +252,13 @@ class _MultiCallable:
         try:
             state = channel._state()
             retry = channel._core.start(state, self._method.name, None, metadata, replayable=False)
-            handle, lease = channel._begin(state, retry)
+            return self._attempt(state, retry, invoke)
         except NoInstanceRpcError as error:
             return error  # a finished, failed call: raised from result() / next(), as in grpcio
+
+    def _attempt(self, state: ServiceState, retry: RetryState, invoke: Callable[[Any], Any]) -> Any:
+        channel = self._channel
+        handle, lease = channel._begin(state, retry)
         try:
             call = invoke(self._method.on(lease))
         except BaseException as exc:
@@ -339,12 +344,27 @@ class _UnaryStream(_MultiCallable, _UnaryStreamBase):
         wait_for_ready: bool | None = None,
         compression: grpc.Compression | None = None,
     ) -> Any:
-        return self._started(
-            lambda inner: inner(
-                request, timeout, metadata, credentials, wait_for_ready, compression
-            ),
-            metadata,
-        )
+        channel = self._channel
+        deadline = Deadline(timeout)
+
+        def attempt(remaining: float | None) -> Any:
+            return self._attempt(
+                state,
+                retry,
+                lambda inner: inner(
+                    request, remaining, metadata, credentials, wait_for_ready, compression
+                ),
+            )
+
+        try:
+            state = channel._state()
+            retry = channel._core.start(
+                state, self._method.name, request, metadata, replayable=True
+            )
+            first = attempt(timeout)
+        except NoInstanceRpcError as error:
+            return error  # a finished, failed call: raised from next(), as in grpcio
+        return RetryingResponseStream(first, attempt, channel._core, retry, deadline)
 
 
 class _StreamUnary(_MultiCallable, _StreamUnaryBase):

@@ -380,3 +380,37 @@ def test_wait_for_ready_and_compression_reach_the_subchannel(echo, backends, mak
         stub.Unary(echo.pb2.Request(), timeout=0.3, wait_for_ready=True)
     assert caught.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED  # waited for a connection
     assert in_flight(lb) == 0
+
+
+def test_server_stream_moves_to_another_instance_until_its_first_message(echo, backends, make_lb):
+    listener = Outcomes()
+    lb = make_lb(backends, listeners=[listener], outlier=None)
+    backends[0].abort_code = grpc.StatusCode.UNAVAILABLE
+    backends[1].stop()
+    stub = stub_for(echo, lb, idempotent={"/lbtest.Echo/ServerStream"})
+    for _ in range(6):
+        call = stub.ServerStream(echo.pb2.Request(count=3))
+        replies = list(call)
+        assert [r.index for r in replies] == [0, 1, 2]
+        assert {r.backend for r in replies} == {"c"}
+        assert call.code() is grpc.StatusCode.OK
+    failures = {(i, o.failure) for i, o in listener.seen if o.failure is not None}
+    assert failures == {("a", Failure.GATEWAY), ("b", Failure.CONNECT)}
+    assert wait_until(lambda: in_flight(lb) == 0)
+
+
+def test_server_stream_of_other_methods_is_resent_only_when_never_sent(echo, backends, make_lb):
+    lb = make_lb(backends, outlier=None)
+    backends[1].stop()  # connection refused: safe to resend anything
+    stub = stub_for(echo, lb)
+    assert all(len(list(stub.ServerStream(echo.pb2.Request(count=2)))) == 2 for _ in range(6))
+    backends[0].abort_code = grpc.StatusCode.UNAVAILABLE  # answered: not resent
+    codes = set()
+    for _ in range(6):
+        try:
+            list(stub.ServerStream(echo.pb2.Request(count=2)))
+            codes.add(grpc.StatusCode.OK)
+        except grpc.RpcError as exc:
+            codes.add(exc.code())
+    assert grpc.StatusCode.UNAVAILABLE in codes
+    assert wait_until(lambda: in_flight(lb) == 0)
