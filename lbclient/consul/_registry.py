@@ -174,7 +174,8 @@ class ConsulRegistry(Registry):
         where = f" in datacenter {self.query.dc!r}" if self.query.dc else ""
         return ServiceNotFound(
             f"Consul at {self.settings.address} has no service {service!r}{where}; check the "
-            "name, or that the service registered",
+            "name, that the service registered, and that the ACL token may read it (Consul "
+            "hides what a token cannot read)",
             service=service,
         )
 
