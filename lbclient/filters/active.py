@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import random
 import threading
+import weakref
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
@@ -59,6 +60,8 @@ class HealthCheckFilter(TimedFilter):
         self._pool = ThreadPoolExecutor(
             self.check.concurrency, thread_name_prefix=f"lbclient-probe-{state.name}"
         )
+        # Dropped without close(): still release the pool and the prober's connections.
+        self._release_probes = weakref.finalize(self, _release, self._pool, self._prober)
 
     def on_membership(self, added: Sequence[Endpoint], removed: Sequence[Endpoint]) -> None:
         with self._lock:
@@ -155,5 +158,9 @@ class HealthCheckFilter(TimedFilter):
                     probed.call.cancel()
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
-        if self._prober is not None:
-            self._prober.close()
+            self._release_probes()
+
+
+def _release(pool: ThreadPoolExecutor, prober: Prober) -> None:
+    pool.shutdown(wait=False, cancel_futures=True)
+    prober.close()
