@@ -291,3 +291,24 @@ async def test_a_call_nobody_awaits_still_runs_and_reports(echo, backends, make_
     assert await eventually(call.done)
     assert await settled(lb)
     assert sum(r["successes"] for r in lb.stats("echo")["instances"]) == 1
+
+
+async def test_server_stream_moves_until_its_first_message(echo, backends, make_lb, open_channel):
+    listener = Outcomes()
+    lb = make_lb(backends, listeners=[listener], outlier=None)
+    backends[0].abort_code = grpc.StatusCode.UNAVAILABLE
+    backends[1].stop()
+    stub = echo.pb2_grpc.EchoStub(open_channel(lb, idempotent={"/lbtest.Echo/ServerStream"}))
+    for _ in range(3):
+        call = stub.ServerStream(echo.pb2.Request(count=3))
+        replies = [r async for r in call]
+        assert [(r.backend, r.index) for r in replies] == [("c", 0), ("c", 1), ("c", 2)]
+        assert await call.code() is grpc.StatusCode.OK
+    for _ in range(3):  # read() style
+        call = stub.ServerStream(echo.pb2.Request(count=2))
+        assert (await call.read()).backend == "c"
+        assert (await call.read()).index == 1
+        assert await call.read() is grpc.aio.EOF
+    failures = {(i, o.failure) for i, o in listener.seen if o.failure is not None}
+    assert failures == {("a", Failure.GATEWAY), ("b", Failure.CONNECT)}
+    assert await settled(lb)

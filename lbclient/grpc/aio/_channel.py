@@ -2,8 +2,9 @@
 
 Unary-unary calls run their attempts in one task (a ``grpc.aio.UnaryUnaryCall`` whose
 ``await`` gives the response of the last attempt), so they can be retried on another
-instance. Streaming calls make one attempt and return grpcio's own call object; its done
-callback reports the outcome, so iterating costs nothing extra. Interceptors given to the
+instance; unary-stream calls can move until their first message (``_stream.py``).
+Request-streaming calls make one attempt and return grpcio's own call object. Every
+attempt's outcome is reported by grpcio's done callback. Interceptors given to the
 channel are installed on every sub-channel: they run once per attempt and see the instance
 the call really goes to.
 
@@ -28,11 +29,12 @@ from lbclient._balancer import LoadBalancer, ServiceState
 from lbclient._exceptions import LBError
 from lbclient._handle import PickHandle
 from lbclient._instance import ServiceInstance
-from lbclient._retry import RetryPolicy
+from lbclient._retry import RetryPolicy, RetryState
 from lbclient.grpc._base import Balancing, Method
 from lbclient.grpc._core import DEFAULT_KEY_METADATA, ChannelCore, Deadline, KeyFunction, report
 from lbclient.grpc._errors import NoInstanceAioRpcError
 from lbclient.grpc._pool import Lease, SubChannelPool
+from lbclient.grpc.aio._stream import RetryingAioResponseStream
 
 ChannelOptions = Collection[tuple[str, Any]]
 _STATE_POLL = 0.05
@@ -201,6 +203,10 @@ class _MultiCallable:
         channel = self._channel
         state = channel._state()
         retry = channel._core.start(state, self._method.name, None, metadata, replayable=False)
+        return self._attempt(state, retry, invoke)
+
+    def _attempt(self, state: ServiceState, retry: RetryState, invoke: Callable[[Any], Any]) -> Any:
+        channel = self._channel
         handle, lease = channel._begin(state, retry)
         try:
             call = invoke(self._method.on(lease))
@@ -387,16 +393,26 @@ class _UnaryStream(_MultiCallable, grpc.aio.UnaryStreamMultiCallable[Any, Any]):
         wait_for_ready: bool | None = None,
         compression: grpc.Compression | None = None,
     ) -> Any:
-        return self._started(
-            lambda inner: inner(
-                request,
-                timeout=timeout,
-                metadata=metadata,
-                credentials=credentials,
-                wait_for_ready=wait_for_ready,
-                compression=compression,
-            ),
-            metadata,
+        channel = self._channel
+
+        def attempt(remaining: float | None) -> Any:
+            return self._attempt(
+                state,
+                retry,
+                lambda inner: inner(
+                    request,
+                    timeout=remaining,
+                    metadata=metadata,
+                    credentials=credentials,
+                    wait_for_ready=wait_for_ready,
+                    compression=compression,
+                ),
+            )
+
+        state = channel._state()
+        retry = channel._core.start(state, self._method.name, request, metadata, replayable=True)
+        return RetryingAioResponseStream(
+            attempt(timeout), attempt, channel._core, retry, Deadline(timeout)
         )
 
 
