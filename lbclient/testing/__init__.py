@@ -4,4 +4,20 @@ API test servers, so you can test your own services without a cluster."""
 from lbclient.testing._http import BackendProcess, BackendSpec, HTTPBackend, free_port
 from lbclient.testing.kubernetes import KubernetesTestServer
 
-__all__ = ["BackendProcess", "BackendSpec", "HTTPBackend", "KubernetesTestServer", "free_port"]
+__all__ = [
+    "BackendProcess",
+    "BackendSpec",
+    "ConsulTestServer",
+    "HTTPBackend",
+    "KubernetesTestServer",
+    "free_port",
+]
+
+
+def __getattr__(name: str) -> object:
+    # Imported on first use: the Consul test server lives beside the [consul] extra.
+    if name == "ConsulTestServer":
+        from lbclient.testing.consul import ConsulTestServer
+
+        return ConsulTestServer
+    raise AttributeError(f"module 'lbclient.testing' has no attribute {name!r}")
