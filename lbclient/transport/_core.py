@@ -138,20 +138,24 @@ class TransportCore:
         instance = handle.instance
         scheme = instance.scheme if instance.scheme in ("http", "https") else request.url.scheme
         url = self._origins.rewrite(request.url, scheme, instance.host, instance.port)
-        headers = request.headers.copy()
+        # httpx.Request copies the headers and the extensions it is given: change the copies.
+        prepared = httpx.Request(
+            request.method,
+            url,
+            headers=request.headers,
+            stream=request.stream,
+            extensions=request.extensions,
+        )
         if self.host_header == "instance":
-            headers["Host"] = instance.address
+            prepared.headers["Host"] = instance.address
         elif self.host_header != "service":
-            headers["Host"] = self.host_header
-        extensions = dict(request.extensions)
+            prepared.headers["Host"] = self.host_header
         if scheme == "https":
             if self.tls_server_name == "service":
-                extensions["sni_hostname"] = request.url.host
+                prepared.extensions["sni_hostname"] = request.url.host
             elif self.tls_server_name != "instance":
-                extensions["sni_hostname"] = self.tls_server_name
-        return httpx.Request(
-            request.method, url, headers=headers, stream=request.stream, extensions=extensions
-        )
+                prepared.extensions["sni_hostname"] = self.tls_server_name
+        return prepared
 
     def on_error(
         self, handle: PickHandle, retry: RetryState, exc: httpx.TransportError
