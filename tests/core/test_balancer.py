@@ -319,3 +319,19 @@ def test_exclude_avoids_instances_while_any_is_left() -> None:
     assert {lb.pick("orders", context).instance.port for _ in range(20)} == {8002}
     everything = PickContext(exclude=frozenset({"127.0.0.1:8001", "127.0.0.1:8002"}))
     assert lb.pick("orders", everything).instance.port in (8001, 8002)  # better than nothing
+
+
+def test_the_negative_cache_expires(monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    import lbclient._balancer
+
+    monkeypatch.setattr(lbclient._balancer, "NOT_FOUND_TTL", 0.05)
+    registry = CountingRegistry({"orders": ["127.0.0.1:1"]})
+    lb = lbclient.LoadBalancer(registry)
+    with pytest.raises(ServiceNotFound):
+        lb.pick("payments")
+    time.sleep(0.1)
+    with pytest.raises(ServiceNotFound):
+        lb.pick("payments")
+    assert registry.resolves == 2  # asked again once the answer was stale

@@ -207,3 +207,12 @@ def test_fast_url_rewrite_matches_copy_with(url: str, scheme: str, host: str, po
             expected.raw_path,
         )
     assert original == httpx.URL(url)  # the caller's URL is untouched
+
+
+def test_no_instance_through_the_transport(mode: Mode) -> None:
+    lb = lbclient.LoadBalancer({"orders": []})
+    with pytest.raises(lbclient.NoAvailableInstance, match=r"'orders'.*lists no instance"):
+        send(mode, lb, "GET", "http://orders/")
+    lb.close()
+    with pytest.raises(lbclient.NoAvailableInstance, match="closed"):
+        send(mode, lb, "GET", "http://orders/")
