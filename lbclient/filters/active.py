@@ -31,12 +31,15 @@ log = logging.getLogger("lbclient.health")
 
 
 class _Probed:
-    __slots__ = ("call", "endpoint", "gone", "running", "verdict")
+    __slots__ = ("call", "endpoint", "gone", "running", "seq", "verdict")
 
     def __init__(self, endpoint: Endpoint) -> None:
         self.endpoint = endpoint
         self.verdict = ProbeVerdict()
         self.call: Call | None = None
+        self.seq = 0
+        """Generation of the live schedule: a call from an older one is void, so a pushed
+        change (gRPC Watch) never leaves two probe schedules running for one instance."""
         self.running = False
         self.gone = False
 
@@ -50,7 +53,7 @@ class HealthCheckFilter(TimedFilter):
         self.check = check
         self._rng = rng or random.Random()
         self._probed: dict[str, _Probed] = {}
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._pool: ThreadPoolExecutor | None = None
         self._prober: Prober | None = None
 
@@ -62,6 +65,9 @@ class HealthCheckFilter(TimedFilter):
         )
         # Dropped without close(): still release the pool and the prober's connections.
         self._release_probes = weakref.finalize(self, _release, self._pool, self._prober)
+        subscribe = getattr(self._prober, "subscribe", None)
+        if subscribe is not None:  # a prober that is told of changes (gRPC Watch)
+            subscribe(weakref.WeakMethod(self._pushed))
 
     def on_membership(self, added: Sequence[Endpoint], removed: Sequence[Endpoint]) -> None:
         with self._lock:
@@ -74,8 +80,7 @@ class HealthCheckFilter(TimedFilter):
             for endpoint in added:
                 probed = _Probed(endpoint)
                 self._probed[endpoint.id] = probed
-                first = self._rng.uniform(0, self.check.jitter * self.check.interval)
-                probed.call = self.later(first, self._due, probed)
+                self._plan(probed, self._rng.uniform(0, self.check.jitter * self.check.interval))
         if self._prober is not None:
             for endpoint in removed:
                 self._prober.forget(endpoint.instance)
@@ -84,9 +89,22 @@ class HealthCheckFilter(TimedFilter):
         probed = self._probed
         return [e for e in endpoints if (p := probed.get(e.id)) is None or p.verdict.usable]
 
-    def _due(self, probed: _Probed) -> None:
+    def _plan(self, probed: _Probed, delay: float) -> None:
+        with self._lock:
+            if probed.call is not None:
+                probed.call.cancel()
+            probed.seq += 1
+            probed.call = self.later(delay, self._due, probed, probed.seq)
+
+    def _pushed(self, instance_id: str) -> None:
+        """The prober learned of a change by itself: probe now instead of at the next tick."""
+        probed = self._probed.get(instance_id)
+        if probed is not None and not probed.gone:
+            self._plan(probed, 0.0)
+
+    def _due(self, probed: _Probed, seq: int) -> None:
         # On the timer thread: hand the probe to the pool, never run it here.
-        if probed.gone or self._closed or self._pool is None:
+        if seq != probed.seq or probed.gone or self._closed or self._pool is None:
             return
         if probed.running:  # the previous probe is still out (timeout > interval)
             self._schedule(probed)
@@ -133,8 +151,7 @@ class HealthCheckFilter(TimedFilter):
 
     def _schedule(self, probed: _Probed) -> None:
         spread = self.check.jitter * self.check.interval
-        delay = self.check.interval + self._rng.uniform(-spread, spread)
-        probed.call = self.later(delay, self._due, probed)
+        self._plan(probed, self.check.interval + self._rng.uniform(-spread, spread))
 
     def stats(self, endpoint: Endpoint) -> dict[str, Any]:
         probed = self._probed.get(endpoint.id)

@@ -4,9 +4,9 @@ Follows gRPC's client-side health checking (A17): SERVING is healthy, any other 
 not, and a server that does not implement the health service (UNIMPLEMENTED) counts as
 healthy, so enabling the check never takes out servers that simply lack it.
 
-We poll Check rather than hold Watch streams: a Watch is a long-lived stream, hence an open
-connection (and, in grpcio's blocking API, a thread) per instance for as long as it lives,
-which is exactly what the bounded probe pool exists to prevent for large services. Channels
+By default we poll Check rather than hold Watch streams: a Watch is a long-lived stream,
+hence an open connection per instance for as long as it lives, which is what the bounded
+probe pool exists to prevent for large services. ``watch=True`` opts in (``_grpc_watch``). Channels
 are kept in a small LRU cache (``CHANNEL_CACHE`` or the check's concurrency, whichever is
 larger): a small service reuses its connections, a large one never holds more open.
 """
@@ -39,12 +39,20 @@ class GrpcHealthCheck(HealthCheck):
 
     service: str = ""
     port: int | None = None
+    watch: bool = False
+    """Stream status changes with Watch instead of polling Check (see ``_grpc_watch``): a
+    change is seen at once, at the price of one open connection per instance. The
+    thresholds still count probe results; set them to 1 to follow the stream exactly."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
         _modules()  # fail now, where the user configures it, not in a background thread
 
     def open(self) -> Prober:
+        if self.watch:
+            from lbclient.health._grpc_watch import GrpcWatchProber
+
+            return GrpcWatchProber(self, _modules())
         return _GrpcProber(self)
 
 

@@ -254,6 +254,52 @@ def test_grpc_probe_channels_stay_bounded(grpc_server: tuple[str, Any]) -> None:
         assert len(probe_filter._prober._stubs) <= CHANNEL_CACHE  # type: ignore[union-attr]
 
 
+def test_grpc_watch_pushes_changes_without_waiting_for_the_interval(
+    grpc_server: tuple[str, Any],
+) -> None:
+    from grpc_health.v1 import health_pb2
+
+    address, servicer = grpc_server
+    check = GrpcHealthCheck(
+        "orders.Orders",
+        watch=True,
+        interval=60,
+        jitter=0.0,
+        timeout=2.0,
+        healthy_threshold=1,
+        unhealthy_threshold=1,
+    )
+    lb = lbclient.LoadBalancer({"svc": [address, "127.0.0.1:1"]}, health_check=check)
+    with lb:
+        wait_until(lambda: row(lb, "svc", address)["healthy"] is True)
+        assert "lbclient-grpc-watch" in lbclient_threads()
+        # the interval is a minute: only the stream can make these changes visible now
+        servicer.set("orders.Orders", health_pb2.HealthCheckResponse.NOT_SERVING)
+        wait_until(lambda: row(lb, "svc", address)["healthy"] is False)
+        assert row(lb, "svc", address)["last_probe"] == "NOT_SERVING"
+        servicer.set("orders.Orders", health_pb2.HealthCheckResponse.SERVING)
+        wait_until(lambda: row(lb, "svc", address)["healthy"] is True)
+        assert row(lb, "svc", "127.0.0.1:1")["healthy"] is False
+    assert "lbclient-grpc-watch" not in lbclient_threads()
+
+
+def test_grpc_watch_on_a_server_without_health_service_counts_as_healthy() -> None:
+    import grpc
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        address = f"127.0.0.1:{port}"
+        check = GrpcHealthCheck(watch=True, **FAST_PROBE)
+        lb = lbclient.LoadBalancer({"svc": [address]}, health_check=check)
+        with lb:
+            wait_until(lambda: row(lb, "svc", address)["healthy"] is True)
+            assert "not implemented" in str(row(lb, "svc", address)["last_probe"])
+    finally:
+        server.stop(None)
+
+
 def test_grpc_unknown_service_is_unhealthy(grpc_server: tuple[str, Any]) -> None:
     address, _ = grpc_server
     check = GrpcHealthCheck("nope.Nope", **FAST_PROBE)
