@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-from collections.abc import Awaitable, Callable, Collection, Coroutine, Generator, Sequence
+from collections.abc import Callable, Collection, Coroutine, Sequence
 from typing import Any, Literal
 
 import grpc
@@ -35,6 +35,7 @@ from lbclient.grpc._core import DEFAULT_KEY_METADATA, ChannelCore, Deadline, Key
 from lbclient.grpc._errors import NoInstanceAioRpcError
 from lbclient.grpc._pool import Lease, SubChannelPool
 from lbclient.grpc.aio._stream import RetryingAioResponseStream
+from lbclient.grpc.aio._unary import RetryingUnaryCall
 
 ChannelOptions = Collection[tuple[str, Any]]
 _STATE_POLL = 0.05
@@ -265,7 +266,7 @@ class _UnaryUnary(_MultiCallable, grpc.aio.UnaryUnaryMultiCallable[Any, Any]):
         credentials: grpc.CallCredentials | None = None,
         wait_for_ready: bool | None = None,
         compression: grpc.Compression | None = None,
-    ) -> _UnaryUnaryCall:
+    ) -> RetryingUnaryCall:
         def attempt(inner: Any, remaining: float | None) -> Any:
             return inner(
                 request,
@@ -276,111 +277,7 @@ class _UnaryUnary(_MultiCallable, grpc.aio.UnaryUnaryMultiCallable[Any, Any]):
                 compression=compression,
             )
 
-        return _UnaryUnaryCall(self._channel, self._method, request, metadata, timeout, attempt)
-
-
-class _UnaryUnaryCall(grpc.aio.UnaryUnaryCall[Any, Any]):
-    """One logical unary call: its attempts run in a task; Call methods read the last one."""
-
-    def __init__(
-        self,
-        channel: LoadBalancedAioChannel,
-        method: Method,
-        request: Any,
-        metadata: Any,
-        timeout: float | None,
-        attempt: Callable[[Any, float | None], Any],
-    ) -> None:
-        self._channel = channel
-        self._method = method
-        self._deadline = Deadline(timeout)
-        self._call: Any = None
-        self._error: BaseException | None = None
-        self._task = asyncio.get_running_loop().create_task(self._run(request, metadata, attempt))
-
-    async def _run(
-        self, request: Any, metadata: Any, attempt: Callable[[Any, float | None], Any]
-    ) -> Any:
-        channel = self._channel
-        core = channel._core
-        pool = channel._pool
-        deadline = self._deadline
-        try:
-            state = core.state or await channel._astate()
-            retry = core.start(state, self._method.name, request, metadata, replayable=True)
-            while True:
-                handle, lease = channel._begin(state, retry)
-                try:
-                    self._call = call = attempt(self._method.on(lease), deadline.remaining())
-                    response = await call
-                except grpc.RpcError as error:
-                    pause = core.after_error(handle, retry, error, deadline)
-                    pool.release(lease)
-                    if pause is None:
-                        if retry.attempt > 1:
-                            error.add_note(core.describe(retry))
-                        raise
-                    await asyncio.sleep(pause)
-                    continue
-                except BaseException as exc:
-                    handle.__exit__(type(exc), exc, None)
-                    pool.release(lease)
-                    raise
-                handle.done()
-                pool.release(lease)
-                return response
-        except BaseException as exc:
-            self._error = exc
-            raise
-
-    def __await__(self) -> Generator[Any, None, Any]:
-        return self._task.__await__()
-
-    async def _settled(self) -> None:
-        await asyncio.wait([self._task])
-
-    def cancelled(self) -> bool:
-        return self._task.cancelled()
-
-    def done(self) -> bool:
-        return self._task.done()
-
-    def time_remaining(self) -> float | None:
-        return self._deadline.remaining()
-
-    def cancel(self) -> bool:
-        return self._task.cancel()
-
-    def add_done_callback(self, callback: Callable[[Any], None]) -> None:
-        self._task.add_done_callback(lambda _: callback(self))
-
-    async def _from_call(self, name: str, fallback: Any) -> Any:
-        await self._settled()
-        if isinstance(self._error, grpc.RpcError) and self._call is None:
-            return getattr(self._error, name)()  # no attempt ran: our own error
-        if self._call is None:
-            return fallback
-        value: Awaitable[Any] = getattr(self._call, name)()
-        return await value
-
-    async def initial_metadata(self) -> Any:
-        return await self._from_call("initial_metadata", None)
-
-    async def trailing_metadata(self) -> Any:
-        return await self._from_call("trailing_metadata", None)
-
-    async def code(self) -> grpc.StatusCode:
-        if self._task.cancelled() and self._call is None:
-            return grpc.StatusCode.CANCELLED
-        code: grpc.StatusCode = await self._from_call("code", grpc.StatusCode.UNKNOWN)
-        return code
-
-    async def details(self) -> str:
-        details: str = await self._from_call("details", "")
-        return details
-
-    async def wait_for_connection(self) -> None:
-        await self._settled()
+        return RetryingUnaryCall(self._channel, self._method, request, metadata, timeout, attempt)
 
 
 class _UnaryStream(_MultiCallable, grpc.aio.UnaryStreamMultiCallable[Any, Any]):

@@ -1,0 +1,127 @@
+"""RetryingUnaryCall: one logical aio unary call, its attempts driven by one task.
+
+The task picks an instance, awaits grpcio's call on that instance's sub-channel and, when
+``_core.py`` allows, starts again elsewhere after a pause, within the caller's deadline.
+``await`` gives the last attempt's response (grpcio's own UnaryUnaryCall also runs in a
+task); the Call methods (``code()``, ``details()``, metadata) answer for the last attempt,
+or for the channel's own error when no attempt could start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Generator
+from typing import TYPE_CHECKING, Any
+
+import grpc
+import grpc.aio
+
+from lbclient.grpc._base import Method
+from lbclient.grpc._core import Deadline
+
+if TYPE_CHECKING:
+    from lbclient.grpc.aio._channel import LoadBalancedAioChannel
+
+
+class RetryingUnaryCall(grpc.aio.UnaryUnaryCall[Any, Any]):
+    """One logical unary call: its attempts run in a task; Call methods read the last one."""
+
+    def __init__(
+        self,
+        channel: LoadBalancedAioChannel,
+        method: Method,
+        request: Any,
+        metadata: Any,
+        timeout: float | None,
+        attempt: Callable[[Any, float | None], Any],
+    ) -> None:
+        self._channel = channel
+        self._method = method
+        self._deadline = Deadline(timeout)
+        self._call: Any = None
+        self._error: BaseException | None = None
+        self._task = asyncio.get_running_loop().create_task(self._run(request, metadata, attempt))
+
+    async def _run(
+        self, request: Any, metadata: Any, attempt: Callable[[Any, float | None], Any]
+    ) -> Any:
+        channel = self._channel
+        core = channel._core
+        pool = channel._pool
+        deadline = self._deadline
+        try:
+            state = core.state or await channel._astate()
+            retry = core.start(state, self._method.name, request, metadata, replayable=True)
+            while True:
+                handle, lease = channel._begin(state, retry)
+                try:
+                    self._call = call = attempt(self._method.on(lease), deadline.remaining())
+                    response = await call
+                except grpc.RpcError as error:
+                    pause = core.after_error(handle, retry, error, deadline)
+                    pool.release(lease)
+                    if pause is None:
+                        if retry.attempt > 1:
+                            error.add_note(core.describe(retry))
+                        raise
+                    await asyncio.sleep(pause)
+                    continue
+                except BaseException as exc:
+                    handle.__exit__(type(exc), exc, None)
+                    pool.release(lease)
+                    raise
+                handle.done()
+                pool.release(lease)
+                return response
+        except BaseException as exc:
+            self._error = exc
+            raise
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        return self._task.__await__()
+
+    async def _settled(self) -> None:
+        await asyncio.wait([self._task])
+
+    def cancelled(self) -> bool:
+        return self._task.cancelled()
+
+    def done(self) -> bool:
+        return self._task.done()
+
+    def time_remaining(self) -> float | None:
+        return self._deadline.remaining()
+
+    def cancel(self) -> bool:
+        return self._task.cancel()
+
+    def add_done_callback(self, callback: Callable[[Any], None]) -> None:
+        self._task.add_done_callback(lambda _: callback(self))
+
+    async def _from_call(self, name: str, fallback: Any) -> Any:
+        await self._settled()
+        if isinstance(self._error, grpc.RpcError) and self._call is None:
+            return getattr(self._error, name)()  # no attempt ran: our own error
+        if self._call is None:
+            return fallback
+        value: Awaitable[Any] = getattr(self._call, name)()
+        return await value
+
+    async def initial_metadata(self) -> Any:
+        return await self._from_call("initial_metadata", None)
+
+    async def trailing_metadata(self) -> Any:
+        return await self._from_call("trailing_metadata", None)
+
+    async def code(self) -> grpc.StatusCode:
+        if self._task.cancelled() and self._call is None:
+            return grpc.StatusCode.CANCELLED
+        code: grpc.StatusCode = await self._from_call("code", grpc.StatusCode.UNKNOWN)
+        return code
+
+    async def details(self) -> str:
+        details: str = await self._from_call("details", "")
+        return details
+
+    async def wait_for_connection(self) -> None:
+        await self._settled()
