@@ -29,6 +29,8 @@ class Scheduler(ABC):
 
     name: ClassVar[str]
     aliases: ClassVar[tuple[str, ...]] = ()
+    rotates: ClassVar[bool] = False
+    """True for rotations (round robin, wrr): a retry must not advance the shared position."""
     uses_key: ClassVar[bool] = False
     """True for key-based schedulers (ring_hash, maglev, ...): they read ``PickContext.key``."""
 
@@ -53,6 +55,13 @@ class Scheduler(ABC):
 
     def pick(self, context: PickContext) -> Endpoint:
         """Pick one endpoint, avoiding ``context.exclude`` when anything else is left."""
+        if context.exclude and self.rotates:
+            # A retry that moved the rotation would skew it: with A failing, A's retry takes
+            # the next slot (B), so the next request lands on A again, and A would receive
+            # every first attempt. Retries of a rotation go around it instead.
+            remaining = [e for e in self.endpoints if e.id not in context.exclude]
+            if remaining:
+                return remaining[int(self.rng.random() * len(remaining))]
         chosen = self.choose(context)
         if not context.exclude or chosen.id not in context.exclude:
             return chosen

@@ -19,6 +19,7 @@ class RoundRobinScheduler(Scheduler):
     """Rotate through the instances, ignoring weights and load."""
 
     name = "round_robin"
+    rotates = True
     aliases = ("rr",)
 
     def __init__(self, endpoints: Any, **kwargs: Any) -> None:

@@ -25,6 +25,7 @@ class WeightedRoundRobinScheduler(Scheduler):
     """Rotate through a precomputed, smoothly interleaved weighted schedule."""
 
     name = "weighted_round_robin"
+    rotates = True
     aliases = ("wrr",)
 
     def __init__(

@@ -119,3 +119,20 @@ def test_overflow_capacity_scales_the_weight() -> None:
     assert scheduler.pick(CTX) is big
     load(big, 1)
     assert scheduler.pick(CTX) is small
+
+
+def test_retries_do_not_move_the_rotation() -> None:
+    # One of two instances always fails and every failure is retried elsewhere: the failing
+    # instance must still get only its share of first attempts, not all of them.
+    for name in ("round_robin", "weighted_round_robin"):
+        items = endpoints([1.0, 1.0])
+        failing = items[0]
+        scheduler = build(name, items, 7)
+        first_attempts = Counter()
+        for _ in range(100):
+            first = scheduler.pick(CTX)
+            first_attempts[first.id] += 1
+            if first is failing:
+                retry = scheduler.pick(CTX.excluding(failing.id))
+                assert retry is not failing
+        assert first_attempts[failing.id] == 50, (name, first_attempts)
