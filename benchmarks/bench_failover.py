@@ -1,6 +1,6 @@
 """Failover: 5 backends under closed-loop load, one crashes mid-run and comes back.
 
-    python benchmarks/bench_failover.py            # three configurations, about 60 s
+    python benchmarks/bench_failover.py            # four configurations, about 70 s
     python benchmarks/bench_failover.py --write    # also rewrite "## Failover" in README.md
 
 Each backend is its own process (lbclient.testing.ControlledBackend), so a crash is real:
@@ -15,7 +15,8 @@ later. Reported per configuration, all in the same run:
 - time from the restart until the backend answered a request again.
 
 Configurations: no outlier detection (the baseline: round robin keeps trying the dead one),
-the defaults (passive outlier ejection, Envoy's 30 s base ejection), and the defaults plus
+least_request without it (a dead backend fails fast, so it always looks least loaded), the
+defaults (passive outlier ejection, Envoy's 30 s base ejection), and the defaults plus
 an HTTP health check every 0.5 s (a passing probe readmits an ejected instance at once).
 
 Last, the price of having outlier detection on by default: the CPU time of one pick plus its
@@ -204,7 +205,10 @@ def section(results: list[Result], cost: tuple[float, float]) -> str:
             (
                 "Reading it: retries hide the crash from callers in every configuration. Without "
                 "outlier detection round robin keeps sending a fifth of all attempts to the dead "
-                "backend, each a connect error plus a retry; passive ejection stops that after 5 "
+                "backend, each a connect error plus a retry, and least_request does no better (a "
+                "dead backend fails at once, so it rarely has requests in flight to count against "
+                "it; when retries outrun the retry budget, callers see the errors); passive "
+                "ejection stops that after 5 "
                 "consecutive failures. The default ejection (Envoy's 30 s base) keeps a restarted "
                 "backend out until it expires; with an active health check a passing probe "
                 "readmits it within about one probe interval."
@@ -235,6 +239,7 @@ def main() -> None:
     args = parser.parse_args()
     results = [
         run("no outlier detection (baseline)", outlier=None),
+        run("least_request, no outlier detection", outlier=None, scheduler="least_request"),
         run("defaults: outlier ejection"),
         run(
             "defaults + HttpHealthCheck every 0.5 s",
