@@ -44,7 +44,9 @@ def main() -> None:
             for backend in (one, two)
         ]  # fmt: skip
         with registrars[0], registrars[1]:
-            lb = lbclient.LoadBalancer(lbclient.ConsulRegistry(port=port, tags=["v1"]))
+            lb = lbclient.LoadBalancer(
+                lbclient.ConsulRegistry(port=port, tags=["v1"]), scheduler="round_robin"
+            )
             with httpx.Client(transport=lbclient.LoadBalancedTransport(lb)) as client:
                 counts = Counter(client.get("http://orders/").json()["backend"] for _ in range(20))
                 print("both registered:", dict(sorted(counts.items())))

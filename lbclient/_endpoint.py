@@ -72,10 +72,13 @@ class Endpoint:
             if outcome.failure is None:
                 self.successes += 1
                 self.last_success = now
+                self._observe(outcome.latency, now)
             else:
                 self.failures += 1
                 self.last_failure = now
-            self._observe(outcome.latency, now)
+                # A fast failure (connection refused, an instant 503) must never make an
+                # instance look faster to latency-aware schedulers: it only counts as a peak.
+                self._observe(max(outcome.latency, self._cost), now)
 
     def _observe(self, rtt: float, now: float) -> None:
         # Peak EWMA (Finagle): jump up to a peak at once, decay towards new samples slowly.

@@ -26,6 +26,9 @@ class SnapshotSink(Protocol):
     def fail(self, error: BaseException) -> None:
         """The registry could not be read; the sink keeps its last good list."""
 
+    def heartbeat(self, instance_id: str) -> None:
+        """The registry saw a sign of life of ``instance_id`` (e.g. a Consul TTL pass)."""
+
 
 class Subscription(Protocol):
     """A running watch; ``close`` stops it and returns once it no longer publishes."""

@@ -2,12 +2,14 @@
 API test servers, so you can test your own services without a cluster."""
 
 from lbclient.testing._http import BackendProcess, BackendSpec, HTTPBackend, free_port
+from lbclient.testing._process import ControlledBackend
 from lbclient.testing.kubernetes import KubernetesTestServer
 
 __all__ = [
     "BackendProcess",
     "BackendSpec",
     "ConsulTestServer",
+    "ControlledBackend",
     "HTTPBackend",
     "KubernetesTestServer",
     "free_port",
