@@ -125,6 +125,7 @@ async def _await(predicate: Callable[[], object]) -> None:
 
 def test_no_probe_or_timer_thread_survives_close(backends: Make) -> None:
     servers = backends(3)
+    gc.collect()  # balancers other tests dropped without close() release their holds now
     holders, threads = timer_holders(), set(lbclient_threads())
     lb = lbclient.LoadBalancer(
         {"svc": [s.address for s in servers], "other": [servers[0].address]},
@@ -146,6 +147,7 @@ def test_no_probe_or_timer_thread_survives_close(backends: Make) -> None:
 
 def test_a_balancer_dropped_without_close_stops_its_background_work(backends: Make) -> None:
     (a,) = backends(1)
+    gc.collect()  # balancers other tests dropped without close() release their holds now
     holders = timer_holders()
 
     def use_and_forget() -> None:
