@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
+from lbclient._channels import ChannelProviders
 from lbclient._config import ServiceConfig
 from lbclient._context import EMPTY_CONTEXT, PickContext
 from lbclient._endpoint import Endpoint
@@ -80,8 +81,11 @@ class ServiceState:
         self._feedback = tuple(
             f for f in self.filters if type(f).on_complete is not Filter.on_complete
         )
-        for f in self.filters:
-            f.bind(self)
+        self.channels = ChannelProviders()
+        """Sync gRPC channels of this service, lending their connections to its probes."""
+        with self.channels.binding():  # a prober opened in bind() finds self.channels
+            for f in self.filters:
+                f.bind(self)
 
     # -- writers ---------------------------------------------------------------------------
 
