@@ -8,6 +8,7 @@ across its attempts. The transports only sleep and resend; every decision is mad
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import threading
 import time
 from collections.abc import Callable
@@ -73,7 +74,25 @@ class RetryBudget:
     Each request deposits ``ratio`` tokens, each retry spends one, and ``min_per_second``
     tokens trickle in regardless so that a quiet service can still retry. The balance is
     capped at ten seconds' worth, so an idle period cannot bank an unbounded retry storm.
+
+    Deposits happen on every request, withdrawals only on retries: a deposit only advances an
+    ``itertools.count`` (atomic under CPython, no lock), and the deposits are folded into the
+    balance, under the lock, when a retry or ``balance`` reads it. Since everything between
+    two withdrawals is an addition, capping once when folding gives the same balance as
+    capping after each deposit.
     """
+
+    __slots__ = (
+        "_balance",
+        "_deposits",
+        "_folded",
+        "_lock",
+        "_stamp",
+        "cap",
+        "exhausted",
+        "min_per_second",
+        "ratio",
+    )
 
     def __init__(self, ratio: float = 0.2, min_per_second: float = 10.0) -> None:
         self.ratio = ratio
@@ -82,17 +101,26 @@ class RetryBudget:
         self._balance = self.cap
         self._stamp = time.monotonic()
         self._lock = threading.Lock()
+        self._deposits = itertools.count()
+        self._folded = 0
         self.exhausted = 0
 
     def deposit(self) -> None:
-        with self._lock:
-            self._balance = min(self.cap, self._balance + self.ratio)
+        next(self._deposits)
+
+    def _fold(self, now: float | None) -> None:
+        """Add the deposits made since the last fold (and the trickle up to ``now``); locked."""
+        mark = next(self._deposits)  # this read takes a number too: skip it next time
+        balance = self._balance + (mark - self._folded) * self.ratio
+        self._folded = mark + 1
+        if now is not None:
+            balance += (now - self._stamp) * self.min_per_second
+            self._stamp = now
+        self._balance = min(self.cap, balance)
 
     def try_withdraw(self) -> bool:
         with self._lock:
-            now = time.monotonic()
-            self._balance = min(self.cap, self._balance + (now - self._stamp) * self.min_per_second)
-            self._stamp = now
+            self._fold(time.monotonic())
             if self._balance >= 1.0:
                 self._balance -= 1.0
                 return True
@@ -101,11 +129,15 @@ class RetryBudget:
 
     @property
     def balance(self) -> float:
-        return self._balance
+        with self._lock:
+            self._fold(None)
+            return self._balance
 
 
 class RetryState:
     """One logical request across its attempts: what to avoid next and whether to go again."""
+
+    __slots__ = ("attempt", "budget", "context", "method", "policy", "replayable", "tried")
 
     def __init__(
         self,
