@@ -13,6 +13,10 @@ A drained sub-channel is closed by the next ``acquire`` (or by ``close``), never
 from its own callback thread deadlocks the calls still waiting on that thread.
 
 The pool does no I/O itself: ``create`` and ``discard`` are the sync or aio edge's.
+
+Health probes lease sub-channels too (``borrow``, through the sync channel's ``lend``), so a
+probed instance has one connection, not two; a probe counts as a call, so a retired
+sub-channel outlives the probe that uses it, while ``close`` cuts it like any call.
 """
 
 from __future__ import annotations
@@ -95,6 +99,20 @@ class SubChannelPool(Generic[C]):
         for channel in idle:
             self._discard(channel)
         return lease
+
+    def borrow(self, state: ServiceState, instance: ServiceInstance) -> Lease[C] | None:
+        """``acquire`` for a health probe of ``instance``: busy until ``release`` like a call.
+
+        None when the pool is closed or the service no longer lists ``instance`` at that
+        address (it left or moved while the probe was due): the prober then uses its own.
+        """
+        endpoint = state.endpoints.get(instance.id)
+        if endpoint is None or endpoint.instance.address != instance.address:
+            return None
+        try:
+            return self.acquire(state, endpoint)
+        except PoolClosed:
+            return None
 
     def release(self, lease: Lease[C]) -> None:
         """A call on ``lease`` ended; a retired sub-channel's last call makes it closable."""

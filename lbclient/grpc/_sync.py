@@ -7,6 +7,10 @@ on another instance as ``_core.py`` decides, unary-stream calls too until their 
 message (``_stream.py``). Request-streaming calls and ``future()`` make one attempt and
 return grpcio's own call object untouched.
 
+A ``GrpcHealthCheck`` on the same balancer probes each instance through its sub-channel
+(``lend``): the channel registers in ``ServiceState.channels`` once it resolves the service
+and leaves on ``close()``, after which the probes use channels of their own again.
+
 Why request streams are not retried: they cannot be replayed. The price: an instance that
 dies can fail the client- and bidi-streaming calls that reach it until outlier detection
 ejects it (after ``consecutive_local_origin_failure`` = 5 connection failures by default) or
@@ -15,9 +19,10 @@ an active health check marks it down; such services should enable one of the two
 
 from __future__ import annotations
 
+import contextlib
 import time
 import weakref
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterator
 from typing import TYPE_CHECKING, Any, Literal
 
 import grpc
@@ -74,6 +79,10 @@ class LoadBalancedChannel(Balancing, grpc.Channel):
         self._options = tuple(options or ())
         self._compression = compression
         self._pool: SubChannelPool[grpc.Channel] = SubChannelPool(self._subchannel, _close)
+        state = lb.services.get(service)
+        if state is not None:  # already resolved (its probes may be running): lend at once
+            self._core.resolved(state)
+            state.channels.add(self)
 
     def __repr__(self) -> str:
         return f"<LoadBalancedChannel {self._core.service!r} sub-channels={len(self._pool)}>"
@@ -86,6 +95,37 @@ class LoadBalancedChannel(Balancing, grpc.Channel):
     def pool(self) -> SubChannelPool[grpc.Channel]:
         """The per-instance sub-channels (read-only use: addresses, size)."""
         return self._pool
+
+    def _state(self) -> ServiceState:
+        state = self._core.state
+        if state is None:
+            state = super()._state()
+            state.channels.add(self)
+            if self._pool.closed:  # closed while resolving: close() found nothing to remove
+                state.channels.discard(self)
+        return state
+
+    @property
+    def closed(self) -> bool:
+        """True after ``close()`` (ChannelProvider: a lent sub-channel may have been cut)."""
+        return self._pool.closed
+
+    @contextlib.contextmanager
+    def lend(self, instance: ServiceInstance) -> Iterator[grpc.Channel | None]:
+        """The sub-channel of ``instance`` for a health probe, leased until the block ends.
+
+        Made if no call made it yet, so the probe and the calls share one connection;
+        ``None`` when this channel is closed or no longer lists ``instance``.
+        """
+        state = self._core.state
+        lease = None if state is None else self._pool.borrow(state, instance)
+        if lease is None:
+            yield None
+            return
+        try:
+            yield lease.channel
+        finally:
+            self._pool.release(lease)
 
     def _subchannel(self, instance: ServiceInstance) -> grpc.Channel:
         if self._credentials is None:
@@ -185,6 +225,8 @@ class LoadBalancedChannel(Balancing, grpc.Channel):
 
     def close(self) -> None:
         """Close every sub-channel; calls still running end with CANCELLED (as in grpcio)."""
+        if self._core.state is not None:
+            self._core.state.channels.discard(self)
         for channel in self._pool.close():
             _close(channel)
 

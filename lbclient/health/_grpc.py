@@ -9,15 +9,28 @@ hence an open connection per instance for as long as it lives, which is what the
 probe pool exists to prevent for large services. ``watch=True`` opts in (``_grpc_watch``). Channels
 are kept in a small LRU cache (``CHANNEL_CACHE`` or the check's concurrency, whichever is
 larger): a small service reuses its connections, a large one never holds more open.
+
+When the balancer also serves the service through a sync ``lbclient.grpc`` channel, Check
+probes go through that channel's sub-channel for the instance (``ServiceState.channels``):
+one connection per instance instead of two, and the probe sees what calls see (credentials,
+options). A probe cut because that channel closed under it is rerun on a channel of our own,
+so closing a channel never marks instances down. Probes on another ``port`` keep their own
+channels, and so does Watch mode (its streams share one asyncio loop, where a sync channel
+cannot be read without a blocked thread per stream); grpc.aio channels never lend theirs,
+since they belong to their event loop and probes run on threads.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import threading
+import time
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
+from lbclient._channels import ChannelProviders
 from lbclient._exceptions import require
 from lbclient._instance import ServiceInstance
 from lbclient.health._checks import HealthCheck, Prober, ProbeResult
@@ -53,7 +66,7 @@ class GrpcHealthCheck(HealthCheck):
             from lbclient.health._grpc_watch import GrpcWatchProber
 
             return GrpcWatchProber(self, _modules())
-        return _GrpcProber(self)
+        return _GrpcProber(self, ChannelProviders.current())
 
 
 def _modules() -> tuple[Any, Any, Any]:
@@ -64,8 +77,9 @@ def _modules() -> tuple[Any, Any, Any]:
 
 
 class _GrpcProber:
-    def __init__(self, check: GrpcHealthCheck) -> None:
+    def __init__(self, check: GrpcHealthCheck, providers: ChannelProviders | None) -> None:
         self._check = check
+        self._providers = providers if check.port is None else None
         self._grpc, self._pb2, self._pb2_grpc = _modules()
         self._stubs: OrderedDict[str, tuple[Any, Any]] = OrderedDict()
         self._capacity = max(CHANNEL_CACHE, check.concurrency)
@@ -98,9 +112,29 @@ class _GrpcProber:
         return entry[1]
 
     def probe(self, instance: ServiceInstance) -> ProbeResult:
+        deadline = time.monotonic() + self._check.timeout
+        for provider in self._providers.providers() if self._providers is not None else ():
+            with provider.lend(instance) as channel:
+                if channel is None:
+                    continue
+                self.forget(instance)  # the shared connection replaces our own
+                stub = functools.partial(self._pb2_grpc.HealthStub, channel)
+                result = self._check_on(stub, self._check.timeout)
+            # A closed provider may have cut the probe: ask again on our own channel.
+            if not provider.closed or deadline - time.monotonic() <= 0:
+                return result
+        try:
+            return self._check_on(
+                functools.partial(self._stub, instance), deadline - time.monotonic()
+            )
+        finally:
+            with self._lock:
+                self._busy.discard(instance.id)
+
+    def _check_on(self, stub: Callable[[], Any], timeout: float) -> ProbeResult:
         request = self._pb2.HealthCheckRequest(service=self._check.service)
         try:
-            response = self._stub(instance).Check(request, timeout=self._check.timeout)
+            response = stub().Check(request, timeout=timeout)
         except self._grpc.RpcError as exc:
             code = exc.code()
             if code == self._grpc.StatusCode.UNIMPLEMENTED:
@@ -108,9 +142,6 @@ class _GrpcProber:
             return ProbeResult(False, f"gRPC {code.name}")
         except Exception as exc:
             return ProbeResult(False, f"{type(exc).__name__}: {exc}")
-        finally:
-            with self._lock:
-                self._busy.discard(instance.id)
         status = self._pb2.HealthCheckResponse.ServingStatus.Name(response.status)
         return ProbeResult(response.status == self._pb2.HealthCheckResponse.SERVING, status)
 

@@ -11,6 +11,12 @@ and retries with exponential backoff, reset by every message.
 ``probe()`` does no I/O once a stream runs: it returns the last status streamed (waiting up
 to the check's timeout for the first one). When a status changes, the subscriber (the
 HealthCheckFilter) is told at once and probes immediately instead of at its next tick.
+
+Watch streams always use channels of their own, even when a sync ``lbclient.grpc`` channel
+lends its sub-channels to Check probes (``ServiceState.channels``): a sync channel's stream
+can only be read by a thread blocked on it, one per instance, which this loop exists to avoid,
+and a grpc.aio channel belongs to its own event loop. So no Watch stream ever holds a
+load-balanced channel's sub-channel open, or is cut when that channel closes.
 """
 
 from __future__ import annotations
