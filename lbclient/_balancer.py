@@ -186,17 +186,25 @@ class ServiceState:
         endpoint = scheduler.pick(context)
         endpoint.begin()
         handle = PickHandle(self, endpoint, context)
-        for listener in self.listeners:
-            try:
-                listener.on_pick(self.name, endpoint.instance, context)
-            except Exception:
-                log.exception("listener %r failed in on_pick", listener)
+        if self.listeners:
+            self._notify_pick(endpoint, context)
         return handle
 
     def complete(self, endpoint: Endpoint, outcome: Outcome) -> None:
         endpoint.finish(outcome)
         for f in self._feedback:
             f.on_complete(endpoint, outcome)
+        if self.listeners:
+            self._notify_complete(endpoint, outcome)
+
+    def _notify_pick(self, endpoint: Endpoint, context: PickContext) -> None:
+        for listener in self.listeners:
+            try:
+                listener.on_pick(self.name, endpoint.instance, context)
+            except Exception:
+                log.exception("listener %r failed in on_pick", listener)
+
+    def _notify_complete(self, endpoint: Endpoint, outcome: Outcome) -> None:
         for listener in self.listeners:
             try:
                 listener.on_complete(self.name, endpoint.instance, outcome)

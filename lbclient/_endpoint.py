@@ -69,25 +69,23 @@ class Endpoint:
             self.in_flight -= 1
             if outcome.cancelled:
                 return
+            rtt = outcome.latency
             if outcome.failure is None:
                 self.successes += 1
                 self.last_success = now
-                self._observe(outcome.latency, now)
             else:
                 self.failures += 1
                 self.last_failure = now
                 # A fast failure (connection refused, an instant 503) must never make an
                 # instance look faster to latency-aware schedulers: it only counts as a peak.
-                self._observe(max(outcome.latency, self._cost), now)
-
-    def _observe(self, rtt: float, now: float) -> None:
-        # Peak EWMA (Finagle): jump up to a peak at once, decay towards new samples slowly.
-        if rtt > self._cost:
-            self._cost = rtt
-        else:
-            w = math.exp(-(now - self._stamp) / self.decay)
-            self._cost = self._cost * w + rtt * (1.0 - w)
-        self._stamp = now
+                rtt = max(rtt, self._cost)
+            # Peak EWMA (Finagle): jump up to a peak at once, decay towards new samples slowly.
+            if rtt > self._cost:
+                self._cost = rtt
+            else:
+                w = math.exp((self._stamp - now) / self.decay)
+                self._cost = self._cost * w + rtt * (1.0 - w)
+            self._stamp = now
 
     @property
     def latency(self) -> float:

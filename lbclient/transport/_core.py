@@ -102,6 +102,7 @@ class TransportCore:
         self.tls_server_name = tls_server_name
         self._host_header = host_header.encode()
         self._origins = _Origins()
+        self._bare_contexts: dict[str | None, PickContext] = {}
 
     def retrying(self, retry: RetryState) -> dict[str, Any]:
         """The tenacity settings of the retry loop (shared by the sync and async twins)."""
@@ -114,12 +115,17 @@ class TransportCore:
 
     def start(self, request: httpx.Request, state: ServiceState) -> RetryState:
         policy = self.retry or state.config.retry
-        context = PickContext(
-            key=self.key(request),
-            source=self.source,
-            zone=state.config.zone,
-            attributes={"request": request},
-        )
+        key = self.key(request)
+        zone = state.config.zone
+        if key is None and not state.listeners and _ignores_attributes(state.scheduler):
+            # Nothing can see this request's attributes: share one context per zone.
+            context = self._bare_contexts.get(zone)
+            if context is None:
+                context = self._bare_contexts[zone] = PickContext(source=self.source, zone=zone)
+        else:
+            context = PickContext(
+                key=key, source=self.source, zone=zone, attributes={"request": request}
+            )
         replayable = isinstance(request.stream, httpx.ByteStream)
         return RetryState(
             policy,
@@ -170,6 +176,20 @@ class TransportCore:
             handle.done(failure_for_status(status), status=status)
             return True
         return False
+
+
+def _ignores_attributes(scheduler: object) -> bool:
+    """True for lbclient's own schedulers, which read a context's key, source, zone and
+    exclusions but never its ``attributes`` (custom schedulers may: they get the request)."""
+    cls = type(scheduler)
+    known = _IGNORES_ATTRIBUTES.get(cls)
+    if known is None:
+        known = _IGNORES_ATTRIBUTES[cls] = cls.__module__.startswith("lbclient.schedulers.")
+    return known
+
+
+_IGNORES_ATTRIBUTES: dict[type, bool] = {}
+"""Per scheduler class (no scheduler yet, None, is not one of ours: a full context is built)."""
 
 
 class _Origin:
