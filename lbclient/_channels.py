@@ -50,9 +50,6 @@ class ChannelProviders:
         self._refs: tuple[weakref.ref[ChannelProvider], ...] = ()
         self._lock = threading.Lock()
 
-    def __len__(self) -> int:
-        return len(self.providers())
-
     def providers(self) -> list[ChannelProvider]:
         """The live providers, oldest first (readers never lock: the tuple is swapped)."""
         return [p for ref in self._refs if (p := ref()) is not None]

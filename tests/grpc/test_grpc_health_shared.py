@@ -28,7 +28,8 @@ from lbclient.health import GrpcHealthCheck
 
 AGENT = "lbtest-pool"
 OPTIONS = [("grpc.primary_user_agent", AGENT)]
-PROBE = {"interval": 0.05, "jitter": 0.1, "timeout": 2.0}
+PROBE = {"interval": 0.05, "jitter": 0.1, "timeout": 10.0}
+"""A long timeout: a probe parked by a test must be cut by close(), never time out first."""
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 SERVING = health_pb2.HealthCheckResponse.SERVING
 
@@ -77,7 +78,7 @@ class _Health(health.HealthServicer):  # type: ignore[misc]
         self.server.checks.append((context.peer(), str(agent)))
         if self.server.hold:
             self.server.held.set()
-            self.server.release.wait(5)
+            self.server.release.wait(15)
         return super().Check(request, context)
 
 
