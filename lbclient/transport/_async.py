@@ -69,7 +69,7 @@ class AsyncLoadBalancedTransport(httpx.AsyncBaseTransport):
             raise RetryAttempt()
         # Hand back the inner response itself, its body wrapped to release the handle on
         # close: cheaper than building a new Response (which copies every header).
-        response.stream = _ReleasingStream(response.stream, Release(handle, response.status_code))
+        response.stream = _ReleasingStream(response.stream, handle, response.status_code)
         response.request = request
         return response
 
@@ -77,21 +77,19 @@ class AsyncLoadBalancedTransport(httpx.AsyncBaseTransport):
         await self._inner.aclose()
 
 
-class _ReleasingStream(httpx.AsyncByteStream):
-    def __init__(self, stream: httpx.AsyncByteStream | Any, release: Release) -> None:
-        self._stream = stream
-        self._release = release
+class _ReleasingStream(Release, httpx.AsyncByteStream):
+    """The inner response body; closing it completes the attempt's handle."""
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         try:
             async for chunk in self._stream:
                 yield chunk
         except BaseException as exc:
-            self._release.broken(exc)
+            self.broken(exc)
             raise
 
     async def aclose(self) -> None:
         try:
             await self._stream.aclose()
         finally:
-            self._release.close()
+            self.release()

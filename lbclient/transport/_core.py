@@ -117,7 +117,10 @@ class TransportCore:
         policy = self.retry or state.config.retry
         key = self.key(request)
         zone = state.config.zone
-        if key is None and not state.listeners and _ignores_attributes(state.scheduler):
+        ignores = _IGNORES_ATTRIBUTES.get(type(state.scheduler))
+        if ignores is None:
+            ignores = _ignores_attributes(state.scheduler)
+        if key is None and ignores and not state.listeners:
             # Nothing can see this request's attributes: share one context per zone.
             context = self._bare_contexts.get(zone)
             if context is None:
@@ -182,14 +185,13 @@ def _ignores_attributes(scheduler: object) -> bool:
     """True for lbclient's own schedulers, which read a context's key, source, zone and
     exclusions but never its ``attributes`` (custom schedulers may: they get the request)."""
     cls = type(scheduler)
-    known = _IGNORES_ATTRIBUTES.get(cls)
-    if known is None:
-        known = _IGNORES_ATTRIBUTES[cls] = cls.__module__.startswith("lbclient.schedulers.")
+    known = _IGNORES_ATTRIBUTES[cls] = cls.__module__.startswith("lbclient.schedulers.")
     return known
 
 
 _IGNORES_ATTRIBUTES: dict[type, bool] = {}
-"""Per scheduler class (no scheduler yet, None, is not one of ours: a full context is built)."""
+"""``_ignores_attributes`` per scheduler class, looked up first on the request path (no
+scheduler yet, None, is not one of ours: a full context is built)."""
 
 
 class _Origin:
@@ -309,11 +311,16 @@ _ParseResult: Any = type(httpx.URL("http://h/")._uri_reference) if _FAST_MODELS 
 
 
 class Release:
-    """Completes a handle when the response body is closed, so in-flight covers the body."""
+    """Completes a handle when the response body is closed, so in-flight covers the body.
 
-    __slots__ = ("failure", "handle", "status")
+    The base of the sync and async body wrappers (``_ReleasingStream``): one object per
+    response holds the wrapped stream and what to report when it closes.
+    """
 
-    def __init__(self, handle: PickHandle, status: int) -> None:
+    __slots__ = ("_stream", "failure", "handle", "status")
+
+    def __init__(self, stream: Any, handle: PickHandle, status: int) -> None:
+        self._stream = stream
         self.handle = handle
         self.status = status
         self.failure = failure_for_status(status)
@@ -322,7 +329,7 @@ class Release:
         if isinstance(exc, httpx.TransportError):
             self.failure = classify(exc)[0]
 
-    def close(self) -> None:
+    def release(self) -> None:
         self.handle.done(self.failure, status=self.status)
 
 

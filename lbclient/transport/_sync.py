@@ -76,7 +76,7 @@ class LoadBalancedTransport(httpx.BaseTransport):
             raise RetryAttempt()
         # Hand back the inner response itself, its body wrapped to release the handle on
         # close: cheaper than building a new Response (which copies every header).
-        response.stream = _ReleasingStream(response.stream, Release(handle, response.status_code))
+        response.stream = _ReleasingStream(response.stream, handle, response.status_code)
         response.request = request
         return response
 
@@ -84,20 +84,18 @@ class LoadBalancedTransport(httpx.BaseTransport):
         self._inner.close()
 
 
-class _ReleasingStream(httpx.SyncByteStream):
-    def __init__(self, stream: httpx.SyncByteStream | Any, release: Release) -> None:
-        self._stream = stream
-        self._release = release
+class _ReleasingStream(Release, httpx.SyncByteStream):
+    """The inner response body; closing it completes the attempt's handle."""
 
     def __iter__(self) -> Iterator[bytes]:
         try:
             yield from self._stream
         except BaseException as exc:
-            self._release.broken(exc)
+            self.broken(exc)
             raise
 
     def close(self) -> None:
         try:
             self._stream.close()
         finally:
-            self._release.close()
+            self.release()
