@@ -14,9 +14,9 @@ from its own callback thread deadlocks the calls still waiting on that thread.
 
 The pool does no I/O itself: ``create`` and ``discard`` are the sync or aio edge's.
 
-Health probes lease sub-channels too (``borrow``, through the sync channel's ``lend``), so a
-probed instance has one connection, not two; a probe counts as a call, so a retired
-sub-channel outlives the probe that uses it, while ``close`` cuts it like any call.
+Health probes lease the sub-channels calls opened (``borrow``, through the sync channel's
+``lend``), so a probed instance has one connection, not two; a probe counts as a call, so a
+retired sub-channel outlives the probe that uses it, while ``close`` cuts it like any call.
 """
 
 from __future__ import annotations
@@ -100,19 +100,20 @@ class SubChannelPool(Generic[C]):
             self._discard(channel)
         return lease
 
-    def borrow(self, state: ServiceState, instance: ServiceInstance) -> Lease[C] | None:
-        """``acquire`` for a health probe of ``instance``: busy until ``release`` like a call.
+    def borrow(self, instance: ServiceInstance) -> Lease[C] | None:
+        """The live sub-channel of ``instance`` for a health probe, busy until ``release``.
 
-        None when the pool is closed or the service no longer lists ``instance`` at that
-        address (it left or moved while the probe was due): the prober then uses its own.
+        Never made for the probe: an instance no call has reached yet is probed on the
+        prober's own (bounded) channels, so a large service's pool holds only the
+        connections its calls use. None as well when the pool is closed or the sub-channel
+        is retired or points elsewhere (the instance left or moved).
         """
-        endpoint = state.endpoints.get(instance.id)
-        if endpoint is None or endpoint.instance.address != instance.address:
-            return None
-        try:
-            return self.acquire(state, endpoint)
-        except PoolClosed:
-            return None
+        with self._lock:
+            lease = self._leases.get(instance.id)
+            if self.closed or lease is None or lease.address != instance.address:
+                return None
+            lease.active += 1
+            return lease
 
     def release(self, lease: Lease[C]) -> None:
         """A call on ``lease`` ended; a retired sub-channel's last call makes it closable."""

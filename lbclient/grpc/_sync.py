@@ -114,11 +114,10 @@ class LoadBalancedChannel(Balancing, grpc.Channel):
     def lend(self, instance: ServiceInstance) -> Iterator[grpc.Channel | None]:
         """The sub-channel of ``instance`` for a health probe, leased until the block ends.
 
-        Made if no call made it yet, so the probe and the calls share one connection;
-        ``None`` when this channel is closed or no longer lists ``instance``.
+        ``None`` when no call opened one yet (the probe then uses its own channel, and moves
+        here once a call has), or when this channel is closed or no longer lists ``instance``.
         """
-        state = self._core.state
-        lease = None if state is None else self._pool.borrow(state, instance)
+        lease = self._pool.borrow(instance)
         if lease is None:
             yield None
             return

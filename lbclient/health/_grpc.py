@@ -11,10 +11,11 @@ are kept in a small LRU cache (``CHANNEL_CACHE`` or the check's concurrency, whi
 larger): a small service reuses its connections, a large one never holds more open.
 
 When the balancer also serves the service through a sync ``lbclient.grpc`` channel, Check
-probes go through that channel's sub-channel for the instance (``ServiceState.channels``):
-one connection per instance instead of two, and the probe sees what calls see (credentials,
-options). A probe cut because that channel closed under it is rerun on a channel of our own,
-so closing a channel never marks instances down. Probes on another ``port`` keep their own
+probes go through that channel's sub-channel for the instance once a call has opened it
+(``ServiceState.channels``): one connection per instance instead of two, and the probe sees
+what calls see (credentials, options); instances no call reaches keep the bounded cache.
+A probe cut because that channel closed under it is rerun on a channel of our own, so
+closing a channel never marks instances down. Probes on another ``port`` keep their own
 channels, and so does Watch mode (its streams share one asyncio loop, where a sync channel
 cannot be read without a blocked thread per stream); grpc.aio channels never lend theirs,
 since they belong to their event loop and probes run on threads.

@@ -157,6 +157,27 @@ def test_probes_run_over_the_sub_channel_of_the_load_balanced_channel(
         assert len(channel.pool) == 2
 
 
+def test_probes_never_open_sub_channels_that_no_call_uses(
+    echo: SimpleNamespace, servers: list[_Server], lb: lbclient.LoadBalancer
+) -> None:
+    a, b = servers
+    lb.service("echo")  # resolved first: the channel registers when it is built
+    with lbclient.grpc.insecure_channel("echo", lb, options=OPTIONS) as channel:
+        assert lb.service("echo").channels.providers() == [channel]
+        count = len(b.checks)
+        assert wait_until(lambda: len(b.checks) >= count + 3)
+        assert len(channel.pool) == 0  # no call yet: the prober's own bounded channels
+        assert b.pool_checks() == []
+        # one call opens one sub-channel: that instance's probes move onto it, not the other's
+        reply = echo.pb2_grpc.EchoStub(channel).Unary(echo.pb2.Request(text="x"))
+        served, other = (a, b) if reply.backend == "a" else (b, a)
+        assert wait_until(lambda: served.pool_checks())
+        assert channel.pool.addresses() == [served.address]
+        count = len(other.checks)
+        assert wait_until(lambda: len(other.checks) >= count + 3)
+        assert other.pool_checks() == []
+
+
 def test_not_serving_takes_the_instance_out_of_the_load_balanced_channel(
     echo: SimpleNamespace, servers: list[_Server], lb: lbclient.LoadBalancer
 ) -> None:
