@@ -218,8 +218,8 @@ class _Origin:
         ref = url._uri_reference
         rewritten = httpx.URL.__new__(httpx.URL)
         origin = self.parsed
-        rewritten._uri_reference = _ParseResult(
-            origin[0], ref[1], origin[2], origin[3], ref[4], ref[5], ref[6]
+        rewritten._uri_reference = tuple.__new__(
+            _ParseResult, (origin[0], ref[1], origin[2], origin[3], ref[4], ref[5], ref[6])
         )
         return rewritten
 
@@ -278,8 +278,9 @@ def _copy_request(request: httpx.Request, url: httpx.URL, host: bytes | None) ->
                 entry = None
         if entry is not None:
             replaced.append(entry)
-    headers = httpx.Headers()
+    headers = httpx.Headers.__new__(httpx.Headers)
     headers._list = replaced if host is not None else list(items)
+    headers._encoding = None  # as in a copy: worked out again from the bytes when asked
     prepared = httpx.Request.__new__(httpx.Request)
     prepared.method = request.method
     prepared.url = url
@@ -300,6 +301,7 @@ def _fast_models_supported() -> bool:
         return (
             type(reference)._fields == fields
             and headers._list == [(b"Host", b"host", b"h")]
+            and vars(httpx.Headers()) == {"_list": [], "_encoding": None}
             and set(vars(request)) == {"method", "url", "headers", "extensions", "stream"}
         )
     except Exception:  # pragma: no cover - a future httpx
