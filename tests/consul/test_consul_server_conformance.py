@@ -144,10 +144,15 @@ def test_blocking_wait_default_clamp_and_stagger(wait, base):
 
 def test_blocking_query_wakes_on_change(http):
     index = int(health(http).headers["X-Consul-Index"])
-    threading.Timer(
-        0.1, put, (http, "/v1/agent/service/register", {"Name": "orders", "Port": 1})
-    ).start()
+
+    def register() -> None:  # its own client: the shared one is busy blocking
+        with httpx.Client(base_url=str(http.base_url), timeout=10) as other:
+            put(other, "/v1/agent/service/register", {"Name": "orders", "Port": 1})
+
+    registrar = threading.Timer(0.1, register)
+    registrar.start()
     response = health(http, index=index, wait="30s")
+    registrar.join()
     assert int(response.headers["X-Consul-Index"]) > index
     assert [e["Service"]["ID"] for e in response.json()] == ["orders"]
 
