@@ -211,7 +211,6 @@ class Handler(BaseHTTPRequestHandler):
     ) -> None:
         owner = self.server.owner
         store: Store = owner.store
-        kind, api_version = KINDS[resource]
         version_text = query.get("resourceVersion", "")
         if version_text not in ("", "0") and not version_text.isdigit():
             self._fail(400, "BadRequest", f"invalid resource version: {version_text!r}")
@@ -233,14 +232,43 @@ class Handler(BaseHTTPRequestHandler):
                         f"too old resource version: {version_text} ({store.compacted})",
                     )
                     return
-        generation = store.generation  # before answering: close_watches() may follow at once
+        with store.changed:  # before answering: close_watches() may follow at once
+            generation = store.generation
+            held = not owner.watch_gate.is_set()  # only watches asked for while held wait
+            store.open_watches += 1  # last: whoever sees it knows the two above are decided
+        try:
+            self._stream_events(
+                store, resource, namespace, labels, fields, version_text, bookmarks, timeout,
+                generation, held,
+            )  # fmt: skip
+        finally:
+            with store.changed:
+                store.open_watches -= 1
+
+    def _stream_events(
+        self,
+        store: Store,
+        resource: str,
+        namespace: str | None,
+        labels: Any,
+        fields: Any,
+        version_text: str,
+        bookmarks: bool,
+        timeout: float,
+        generation: int,
+        held: bool,
+    ) -> None:
+        """Serve one watch stream until it ends (timeout, close_watches, shutdown)."""
+        owner = self.server.owner
+        kind, api_version = KINDS[resource]
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Cache-Control", "no-cache, private")
         self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
         pending: list[dict[str, Any]] = []
-        owner.watch_gate.wait()
+        if held:
+            owner.watch_gate.wait()
         with store.changed:
             if version_text in ("", "0"):
                 # "Start at most recent": synthetic ADDED events for the current state first.

@@ -144,6 +144,8 @@ class Store:
         self.objects: dict[tuple[str, str, str], dict[str, Any]] = {}
         self.history: list[Event] = []
         self.generation = 0
+        self.open_watches = 0
+        """Watch streams being served now (tests wait for one before closing it)."""
         """Bumped by ``close_watches`` (and by a restart): watch streams end when it moves."""
         self.changed = threading.Condition()
 

@@ -344,6 +344,12 @@ class KubernetesTestServer:
         """End every open watch stream (clients reconnect from their last version)."""
         self.store.close_watches()
 
+    @property
+    def open_watches(self) -> int:
+        """How many watch streams are being served right now."""
+        with self.store.changed:
+            return self.store.open_watches
+
     @contextlib.contextmanager
     def watches_held(self) -> Iterator[None]:
         """New watch requests wait (headers sent, no events) until the block exits.

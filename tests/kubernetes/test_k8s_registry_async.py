@@ -90,6 +90,7 @@ async def test_history_compacted_while_watching_relists(
     api.scale(NS, "orders", [b.address for b in backends[:3]])
     await lb.aservice("orders")
     assert len(usable(lb)) == 3
+    await await_for(lambda: api.open_watches == 1)  # the watch after the list is being served
     watches = len(api.watch_requests())
     with api.watches_held():
         api.close_watches()

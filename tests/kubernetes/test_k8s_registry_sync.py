@@ -150,6 +150,7 @@ def test_a_closed_stream_resumes_from_the_last_version_without_a_list(
     (added,) = [
         s for s in api.slices(NS, "orders") if s["metadata"]["name"].endswith(str(backends[2].port))
     ]
+    wait_for(lambda: api.open_watches == 1)  # the client's next watch is being served
     lists, watches = len(api.list_requests()), len(api.watch_requests())
     api.close_watches()  # as a server does after its 30-60 minute watch timeout
     wait_for(lambda: len(api.watch_requests()) > watches)
@@ -168,6 +169,7 @@ def test_history_compacted_while_watching_relists_without_losing_or_duplicating(
     api.expired_as_http_410 = variant == "http_410"
     api.scale(NS, "orders", [b.address for b in backends[:3]])
     assert len(usable(lb)) == 3
+    wait_for(lambda: api.open_watches == 1)  # the watch after the list is being served
     lists_before = len(api.list_requests())
     watches_before = len(api.watch_requests())
     with api.watches_held():
