@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import os
 import random
 import socket
 import ssl
@@ -21,6 +22,12 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+if __package__:
+    from lbclient.testing._server import LoopbackServer, stop_child
+else:  # BackendProcess runs this file as a script, standard library only: load the sibling.
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from _server import LoopbackServer, stop_child  # type: ignore[import-not-found,no-redef]
 
 
 class _Server(ThreadingHTTPServer):
@@ -114,7 +121,7 @@ class _Handler(BaseHTTPRequestHandler):
     do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = do_PATCH = do_OPTIONS = _serve
 
 
-class HTTPBackend:
+class HTTPBackend(LoopbackServer[_Server]):
     """A real HTTP server on ``127.0.0.1`` (random port unless given), run in a thread.
 
     Knobs, changeable while it runs: ``delay`` (seconds per request), ``fail_rate`` (share of
@@ -139,9 +146,8 @@ class HTTPBackend:
         seed: int | None = None,
         tls: ssl.SSLContext | None = None,
     ) -> None:
+        super().__init__(host, port)
         self.name = name
-        self.host = host
-        self.port = port
         self.delay = delay
         self.fail_rate = fail_rate
         self.fail_status = fail_status
@@ -155,8 +161,6 @@ class HTTPBackend:
         """The TLS server name of each handshake (None when the client sent none)."""
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
 
     def answer(self, method: str, path: str, headers: dict[str, str], body: bytes) -> int:
         """Count the request and decide its status (called by the handler)."""
@@ -173,20 +177,10 @@ class HTTPBackend:
         return 200
 
     @property
-    def address(self) -> str:
-        return f"{self.host}:{self.port}"
-
-    @property
     def url(self) -> str:
         return f"{'https' if self.tls else 'http'}://{self.address}"
 
-    @property
-    def running(self) -> bool:
-        return self._server is not None
-
-    def start(self) -> HTTPBackend:
-        if self._server is not None:
-            return self
+    def _make_server(self) -> _Server:
         server = _Server((self.host, self.port), _Handler)
         server.backend = self
         if self.tls is not None:
@@ -194,37 +188,18 @@ class HTTPBackend:
             server.socket = self.tls.wrap_socket(
                 server.socket, server_side=True, do_handshake_on_connect=False
             )
-        self.port = server.server_address[1]
-        self._server = server
-        self._thread = threading.Thread(
-            target=server.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name=f"backend-{self.name}",
-            daemon=True,
-        )
-        self._thread.start()
-        return self
+        return server
 
-    def stop(self) -> None:
-        """Stop listening and drop open connections: new requests get connection refused."""
-        server, self._server = self._server, None
-        if server is None:
-            return
-        server.shutdown()
-        server.server_close()
+    def _thread_name(self) -> str:
+        return f"backend-{self.name}"
+
+    def _after_close(self, server: _Server) -> None:
+        # Drop open connections too: new and kept-alive requests alike get refused or reset.
         server.drop_connections()
-        if self._thread is not None:
-            self._thread.join(5)
 
     def _record_sni(self, sock: Any, name: str | None, context: Any) -> None:
         with self._lock:
             self.sni_names.append(name)
-
-    def __enter__(self) -> HTTPBackend:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -289,17 +264,8 @@ class BackendProcess:
     def stop(self) -> None:
         """Ask the child to stop (close its stdin) and wait for it; kill it if it hangs."""
         process, self._process = self._process, None
-        if process is None:
-            return
-        if process.stdin is not None:
-            process.stdin.close()
-        try:
-            process.wait(5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        if process.stdout is not None:
-            process.stdout.close()
+        if process is not None:
+            stop_child(process)
 
     def __enter__(self) -> BackendProcess:
         return self.start()

@@ -20,6 +20,8 @@ import subprocess
 import sys
 import threading
 
+from lbclient.testing._server import stop_child
+
 
 class ControlledBackend:
     """An HTTPBackend (see lbclient.testing.HTTPBackend) served by a child process."""
@@ -95,16 +97,8 @@ class ControlledBackend:
     def stop(self) -> None:
         """Stop it cleanly (the child sees its stdin close); kill it if it hangs."""
         process, self._process = self._process, None
-        if process is None:
-            return
-        if process.stdin is not None:
-            process.stdin.close()
-        try:
-            process.wait(5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        _close_pipes(process)
+        if process is not None:
+            stop_child(process)
 
     def __enter__(self) -> ControlledBackend:
         return self.start()

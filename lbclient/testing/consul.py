@@ -49,6 +49,7 @@ from typing import Any
 
 from lbclient.testing._consul_http import ConsulHandler
 from lbclient.testing._consul_state import ConsulHTTPError, ConsulState
+from lbclient.testing._server import LoopbackServer
 
 MALFORMED_BODY = b'[{"Node": {"Node": "test-node", "Address": '
 """What ``malformed_next`` serves by default: JSON cut off mid-way."""
@@ -61,7 +62,7 @@ class _Server(ThreadingHTTPServer):
     consul: ConsulTestServer
 
 
-class ConsulTestServer:
+class ConsulTestServer(LoopbackServer[_Server]):
     """A Consul agent stand-in on ``127.0.0.1`` (random port unless given), run in threads."""
 
     def __init__(
@@ -77,9 +78,8 @@ class ConsulTestServer:
         min_deregister: float = 60.0,
         ssl_context: ssl.SSLContext | None = None,
     ) -> None:
-        self.host = host
+        super().__init__(host, port)
         self.ssl_context = ssl_context
-        self.port = port
         self.state = ConsulState(
             address=host,
             datacenter=datacenter,
@@ -96,8 +96,6 @@ class ConsulTestServer:
         self._fail: list[int] = []
         self._malformed = 0
         self._connections: set[socket.socket] = set()
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
 
     def __repr__(self) -> str:
         return f"<ConsulTestServer {self.url} {'up' if self.running else 'down'}>"
@@ -108,10 +106,6 @@ class ConsulTestServer:
     def url(self) -> str:
         scheme = "https" if self.ssl_context is not None else "http"
         return f"{scheme}://{self.host}:{self.port}"
-
-    @property
-    def running(self) -> bool:
-        return self._server is not None
 
     def start(self) -> ConsulTestServer:
         """Start the clock (TTL expiry, reaper) and the HTTP listener."""
@@ -125,46 +119,30 @@ class ConsulTestServer:
 
     def up(self) -> ConsulTestServer:
         """Listen again (on the same port after ``down``)."""
-        with self._lock:
-            if self._server is not None:
-                return self
-            server = _Server((self.host, self.port), ConsulHandler)
-            if self.ssl_context is not None:
-                server.socket = self.ssl_context.wrap_socket(server.socket, server_side=True)
-            server.consul = self
-            self.port = server.server_address[1]
-            self._server = server
-            self._thread = threading.Thread(
-                target=server.serve_forever,
-                kwargs={"poll_interval": 0.05},
-                name=f"consul-test-{self.port}",
-                daemon=True,
-            )
-            self._thread.start()
-        return self
+        return super().start()
 
     def down(self) -> None:
         """Refuse connections and reset the open ones, pending blocking queries included."""
+        super().stop()
+
+    def _make_server(self) -> _Server:
+        server = _Server((self.host, self.port), ConsulHandler)
+        if self.ssl_context is not None:
+            server.socket = self.ssl_context.wrap_socket(server.socket, server_side=True)
+        server.consul = self
+        return server
+
+    def _thread_name(self) -> str:
+        return f"consul-test-{self.port}"
+
+    def _after_close(self, server: _Server) -> None:
         with self._lock:
-            server, self._server = self._server, None
             connections = list(self._connections)
-        if server is None:
-            return
-        server.shutdown()
-        server.server_close()
         for conn in connections:
             with contextlib.suppress(OSError):
                 conn.shutdown(socket.SHUT_RDWR)
         with self.state.cond:
             self.state.cond.notify_all()
-        if self._thread is not None:
-            self._thread.join(5)
-
-    def __enter__(self) -> ConsulTestServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     # -- knobs ------------------------------------------------------------------------------
 

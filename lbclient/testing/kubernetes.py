@@ -41,6 +41,7 @@ from typing import Any
 from lbclient._instance import split_host_port
 from lbclient.testing._k8s_http import APIServer
 from lbclient.testing._k8s_store import ENDPOINTS, SERVICE_LABEL, SLICES, Store
+from lbclient.testing._server import LoopbackServer
 
 __all__ = ["KubernetesTestServer", "endpoint"]
 
@@ -80,7 +81,7 @@ def endpoint(
     return body
 
 
-class KubernetesTestServer:
+class KubernetesTestServer(LoopbackServer[APIServer]):
     """A Kubernetes API server for tests: ``start()``/``stop()`` or a context manager, ``url``.
 
     Knobs: ``scale`` (the set of pods of a service), ``set_conditions`` (not ready,
@@ -104,8 +105,7 @@ class KubernetesTestServer:
         endpointslices: bool = True,
         user: str = "system:serviceaccount:default:default",
     ) -> None:
-        self.host = host
-        self.port = port
+        super().__init__(host, port)
         self.token = token
         self.bookmark_interval = bookmark_interval
         self.watch_timeout = watch_timeout
@@ -123,8 +123,6 @@ class KubernetesTestServer:
         self.store = Store()
         self.requests: list[tuple[str, str, dict[str, str], bool]] = []
         self._requests_lock = threading.Lock()
-        self._server: APIServer | None = None
-        self._thread: threading.Thread | None = None
 
     def __repr__(self) -> str:  # never shows the token
         return f"<KubernetesTestServer {self.url} running={self.running}>"
@@ -135,38 +133,20 @@ class KubernetesTestServer:
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
-    @property
-    def running(self) -> bool:
-        return self._server is not None
+    def _make_server(self) -> APIServer:
+        return APIServer((self.host, self.port), self)
 
-    def start(self) -> KubernetesTestServer:
-        if self._server is not None:
-            return self
-        server = APIServer((self.host, self.port), self)
-        self.port = server.server_address[1]
-        self._server = server
-        self._thread = threading.Thread(
-            target=server.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name="k8s-test-api",
-            daemon=True,
-        )
-        self._thread.start()
-        return self
+    def _thread_name(self) -> str:
+        return "k8s-test-api"
 
-    def stop(self) -> None:
-        """Stop listening and cut every connection, watch streams included."""
-        server, self._server = self._server, None
-        if server is None:
-            return
+    def _before_close(self, server: APIServer) -> None:
+        # Stopping cuts every connection, watch streams (and watches held at the gate) included.
         server.stopping = True
         self.watch_gate.set()
         self.store.close_watches()
-        server.shutdown()
-        server.server_close()
+
+    def _after_close(self, server: APIServer) -> None:
         server.drop_connections()
-        if self._thread is not None:
-            self._thread.join(5)
 
     def down(self) -> None:
         """The API server goes away: connections refused until ``up()``. State is kept."""
@@ -175,12 +155,6 @@ class KubernetesTestServer:
     def up(self) -> KubernetesTestServer:
         """Come back on the same port with the same objects and versions."""
         return self.start()
-
-    def __enter__(self) -> KubernetesTestServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     def record(self, method: str, path: str, query: dict[str, str], auth: str | None) -> None:
         with self._requests_lock:
