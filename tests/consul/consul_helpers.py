@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
 from collections.abc import Callable
@@ -24,6 +25,9 @@ def wait_until(predicate: Callable[[], object], timeout: float = 10.0) -> float:
 
 
 def lbclient_threads() -> list[str]:
+    """lbclient's threads still running. Balancers that other tests dropped without close()
+    release theirs when collected, so collect first: only what is still referenced counts."""
+    gc.collect()
     return [t.name for t in threading.enumerate() if t.name.startswith("lbclient-")]
 
 
