@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -16,18 +15,9 @@ from lbclient.testing.consul import ConsulTestServer
 
 
 @pytest.fixture(scope="module")
-def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+def certificate(self_signed: Callable[..., tuple[Path, Path]]) -> tuple[Path, Path]:
     """A self-signed certificate for 127.0.0.1, its own CA."""
-    directory = tmp_path_factory.mktemp("consul-tls")
-    cert, key = directory / "cert.pem", directory / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-         "-nodes", "-days", "1", "-subj", "/CN=consul", "-keyout", str(key), "-out", str(cert),
-         "-addext", "subjectAltName=IP:127.0.0.1"],
-        check=True,
-        capture_output=True,
-    )  # fmt: skip
-    return cert, key
+    return self_signed("consul", "IP:127.0.0.1")
 
 
 @pytest.fixture

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import ssl
-import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -53,18 +52,9 @@ def test_host_header(mode: Mode, host_header: str, expected: str | None) -> None
 
 
 @pytest.fixture(scope="module")
-def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+def certificate(self_signed: Callable[..., tuple[Path, Path]]) -> tuple[Path, Path]:
     """A self-signed certificate valid for the service name, a literal name and 127.0.0.1."""
-    directory = tmp_path_factory.mktemp("tls")
-    cert, key = directory / "cert.pem", directory / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-         "-nodes", "-days", "1", "-subj", "/CN=orders", "-keyout", str(key), "-out", str(cert),
-         "-addext", "subjectAltName=DNS:orders,DNS:orders.internal,IP:127.0.0.1"],
-        check=True,
-        capture_output=True,
-    )  # fmt: skip
-    return cert, key
+    return self_signed("orders", "DNS:orders", "DNS:orders.internal", "IP:127.0.0.1")
 
 
 @pytest.fixture
