@@ -26,7 +26,6 @@ completion (the request path's own work, no I/O) with and without it, as a ratio
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 import threading
 import time
@@ -36,13 +35,13 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import _readme
 import httpx
 
 import lbclient
 from lbclient.health import HttpHealthCheck
 from lbclient.testing._process import ControlledBackend
 
-README = Path(__file__).resolve().parent / "README.md"
 HEADING = "## Failover"
 BACKENDS = 5
 THREADS = 4
@@ -224,13 +223,7 @@ def section(results: list[Result], cost: tuple[float, float]) -> str:
 
 
 def write_section(text: str) -> None:
-    current = README.read_text() if README.exists() else "# Benchmarks\n"
-    pattern = re.compile(rf"^{re.escape(HEADING)}\n.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(current):
-        updated = pattern.sub(lambda _: text + "\n", current, count=1)
-    else:
-        updated = current.rstrip("\n") + "\n\n" + text
-    README.write_text(updated)
+    _readme.write_section(HEADING, text)
 
 
 def main() -> None:

@@ -19,7 +19,6 @@ import argparse
 import gc
 import itertools
 import random
-import re
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -27,13 +26,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import _readme
+
 from lbclient import Endpoint, Outcome, PickContext, ServiceInstance
 from lbclient.schedulers import Scheduler, available_schedulers, scheduler_class
 
 Cells = dict[tuple[str, int], float]
 Run = Callable[[int], None]
 
-README = Path(__file__).resolve().parent / "README.md"
+README = _readme.README
 HEADING = "## Pick cost"
 
 
@@ -186,13 +187,7 @@ def write_section(body: str, command: str) -> None:
         f"{HEADING}\n\nCommand: `{command}` (Python {sys.version.split()[0]}, "
         f"{time.strftime('%Y-%m-%d', time.gmtime())}).\n\n{body}\n"
     )
-    text = README.read_text() if README.exists() else "# Benchmarks\n"
-    pattern = re.compile(rf"^{re.escape(HEADING)}\n.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(text):
-        text = pattern.sub(lambda _: section + "\n", text, count=1).rstrip("\n") + "\n"
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    README.write_text(text)
+    _readme.write_section(HEADING, section)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import re
 import sys
 import time
 from dataclasses import dataclass
@@ -24,12 +23,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import _readme
 import httpx
 
 import lbclient
 from lbclient.testing._process import ControlledBackend
 
-README = Path(__file__).resolve().parent / "README.md"
 HEADING = "## Slow backend"
 BACKENDS = 10
 BASE_DELAY = 0.02
@@ -141,13 +140,7 @@ def section(results: list[Result]) -> str:
 
 
 def write_section(text: str) -> None:
-    current = README.read_text() if README.exists() else "# Benchmarks\n"
-    pattern = re.compile(rf"^{re.escape(HEADING)}\n.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(current):
-        updated = pattern.sub(lambda _: text + "\n", current, count=1)
-    else:
-        updated = current.rstrip("\n") + "\n\n" + text
-    README.write_text(updated)
+    _readme.write_section(HEADING, text)
 
 
 CONFIGURATIONS = [
