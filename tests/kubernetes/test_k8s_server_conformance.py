@@ -80,7 +80,10 @@ def test_label_selector_subset(api: KubernetesTestServer) -> None:
     assert [i["metadata"]["name"] for i in body["items"]] == ["payments-9001"]
     _, _, body = get(api, f"{SLICES}?labelSelector=kubernetes.io%2Fservice-name")
     assert len(body["items"]) == 2
-    code, _, body = get(api, f"{SLICES}?labelSelector=" + quote("app in (a,b)", safe=""))
+    set_based = quote("kubernetes.io/service-name in (orders,carts)", safe="")
+    _, _, body = get(api, f"{SLICES}?labelSelector={set_based}")
+    assert [i["metadata"]["name"] for i in body["items"]] == ["orders-8001"]
+    code, _, body = get(api, f"{SLICES}?labelSelector=" + quote("=web", safe=""))
     assert code == 400
     assert body["reason"] == "BadRequest"
 
