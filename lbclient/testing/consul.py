@@ -42,23 +42,24 @@ import contextlib
 import socket
 import ssl
 import threading
+import uuid
 from collections import Counter
 from collections.abc import Mapping
-from http.server import ThreadingHTTPServer
 from typing import Any
 
 from lbclient.testing._consul_http import ConsulHandler
 from lbclient.testing._consul_state import ConsulHTTPError, ConsulState
-from lbclient.testing._server import LoopbackServer
+from lbclient.testing._server import LoopbackServer, QuietHTTPServer
 
 MALFORMED_BODY = b'[{"Node": {"Node": "test-node", "Address": '
 """What ``malformed_next`` serves by default: JSON cut off mid-way."""
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    request_queue_size = 128
+ANONYMOUS_ACCESSOR = "00000000-0000-0000-0000-000000000002"
+"""The AccessorID of Consul's anonymous token."""
+
+
+class _Server(QuietHTTPServer):
     consul: ConsulTestServer
 
 
@@ -76,6 +77,8 @@ class ConsulTestServer(LoopbackServer[_Server]):
         anonymous_policy: str = "none",
         reap_interval: float = 30.0,
         min_deregister: float = 60.0,
+        check_update_interval: float = 300.0,
+        delay: float = 0.0,
         ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         super().__init__(host, port)
@@ -86,10 +89,11 @@ class ConsulTestServer(LoopbackServer[_Server]):
             node_meta=node_meta,
             reap_interval=reap_interval,
             min_deregister=min_deregister,
+            check_update_interval=check_update_interval,
         )
         self.acl_tokens = dict(acl_tokens) if acl_tokens is not None else None
         self.anonymous_policy = anonymous_policy
-        self.delay = 0.0
+        self.delay = delay
         self.malformed_body = MALFORMED_BODY
         self.requests: Counter[tuple[str, str]] = Counter()
         self._lock = threading.Lock()
@@ -206,7 +210,15 @@ class ConsulTestServer(LoopbackServer[_Server]):
             else:
                 self._connections.discard(conn)
 
-    def _policy(self, token: str | None) -> str:
+    @staticmethod
+    def accessor_id(token: str | None) -> str:
+        """The AccessorID this server gives a secret (the anonymous one for None)."""
+        if token is None:
+            return ANONYMOUS_ACCESSOR
+        return str(uuid.uuid5(uuid.NAMESPACE_URL, f"consul-test-token:{token}"))
+
+    def resolve(self, token: str | None) -> str:
+        """The policy of ``token``; 403 ``ACL not found`` for a secret no one issued."""
         if self.acl_tokens is None:
             return "write"
         if token is None:
@@ -218,29 +230,28 @@ class ConsulTestServer(LoopbackServer[_Server]):
 
     def can_read(self, token: str | None, service: str | None) -> bool:
         try:
-            return self._policy(token) in ("read", "write")
+            return self.resolve(token) in ("read", "write")
         except ConsulHTTPError:
             return False
 
     def authorize_read(self, token: str | None, service: str | None) -> bool:
         """403 for an unknown token; False (filter the answer) for a token that may not read."""
-        return self._policy(token) in ("read", "write")
+        return self.resolve(token) in ("read", "write")
 
     def authorize(self, token: str | None, level: str, service: str) -> None:
-        policy = self._policy(token)
+        """403 in Consul's words unless ``token`` may ``level`` (read/write) ``service``."""
+        policy = self.resolve(token)
         if policy == "write" or (level == "read" and policy == "read"):
             return
-        who = "anonymous token" if token is None else "provided token"
+        if token is None:
+            raise ConsulHTTPError(
+                403,
+                f"Permission denied: anonymous token lacks permission 'service:{level}' on "
+                f'"{service}". The anonymous token is used implicitly when a request does not '
+                "specify a token.",
+            )
         raise ConsulHTTPError(
-            403, f"Permission denied: {who} lacks permission 'service:{level}' on \"{service}\""
+            403,
+            f"Permission denied: token with AccessorID '{self.accessor_id(token)}' lacks "
+            f"permission 'service:{level}' on \"{service}\"",
         )
-
-    def service_name_of(self, service_id: str) -> str:
-        with self.state.cond:
-            service = self.state.services.get(service_id)
-            return service.data["Service"] if service else service_id
-
-    def service_name_of_check(self, check_id: str) -> str:
-        with self.state.cond:
-            check = self.state.checks.get(check_id)
-            return check.data["ServiceName"] if check else check_id

@@ -113,9 +113,9 @@ class KubernetesTestServer(LoopbackServer[APIServer]):
     terminating), ``apply_slice``/``delete_slice`` (any slice layout), ``compact`` (old
     versions expire), ``close_watches`` (clean end, as at the server's watch timeout),
     ``watches_held`` (make reconnecting watches wait: with ``compact`` they get the 410),
-    ``expired_as_http_410`` (also a constructor argument), ``down``/``up`` (connections cut, same port and state after),
-    ``forbid``/``allow`` (403), ``endpointslices=False`` (a cluster without
-    discovery.k8s.io/v1). ``requests`` records every request as
+    ``expired_as_http_410`` (also a constructor argument), ``down``/``up`` (connections cut,
+    same port and state after), ``forbid``/``allow`` (403), ``endpointslices=False`` (a
+    cluster without discovery.k8s.io/v1), ``too_large_wait``. ``requests`` records every request as
     ``(method, path, query, had_authorization)``; the token itself is never stored.
     """
 
