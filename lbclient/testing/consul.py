@@ -4,22 +4,43 @@ It implements, from Consul's own API docs (see reference/consul.md):
 
 - ``GET /v1/health/service/<name>`` with ``passing`` (over ALL checks, the node's serfHealth
   included), repeatable ``tag`` (all must match, case-insensitive), ``dc``, ``node-meta``,
-  ``filter`` (a go-bexpr subset, see ``_consul_bexpr``), consistency flags, blocking ``index``
-  + ``wait`` (default 5 min, clamped to 10 min, plus a random stagger up to wait/16), and the
-  ``X-Consul-Index`` (never 0), ``X-Consul-KnownLeader``, ``X-Consul-LastContact`` headers;
-- ``GET /v1/catalog/services`` and ``GET /v1/catalog/service/<name>`` (blocking too);
-- ``PUT /v1/agent/service/register`` (keys in any case or snake_case; ``Check``/``Checks`` with
+  ``filter`` (a go-bexpr subset, see ``_consul_bexpr``), ``peer``, consistency flags,
+  blocking ``index`` + ``wait`` (default 5 min, clamped to 10 min, plus a random stagger up
+  to wait/16), and the ``X-Consul-Index`` (never 0), ``X-Consul-KnownLeader``,
+  ``X-Consul-LastContact`` and ``X-Consul-Effective-Consistency`` headers;
+- ``GET /v1/catalog/services`` and ``GET /v1/catalog/service/<name>`` (blocking, ``filter``
+  over the catalog rows, ``tag``, ``node-meta``, ``peer``);
+- ``PUT /v1/agent/service/register`` (keys in any case or snake_case, nested ones too:
+  ``TaggedAddresses``, ``Proxy``, ``Connect``, ``Locality``; ``Check``/``Checks`` with
   Consul's default ids and names; checks start critical), ``/v1/agent/service/deregister/<id>``,
   ``/v1/agent/check/pass|warn|fail/<id>?note=`` and ``/v1/agent/check/update/<id>``;
 - TTL expiry to critical with Consul's Output, and the DeregisterCriticalServiceAfter reaper;
-- ACL tokens from ``X-Consul-Token``, ``Authorization: Bearer`` or ``?token=``;
+  an output-only check change reaches the catalog after ``check_update_interval`` (Consul:
+  5 min, times 0.5 to 1.5), a status change at once;
+- ACL tokens from ``X-Consul-Token``, ``Authorization: Bearer`` or ``?token=``; unknown IDs
+  answer 404 before any permission check, denials use Consul's current wording (AccessorID,
+  the anonymous-token hint), ``X-Consul-Results-Filtered-By-ACLs`` is masked for anonymous;
+- every method reaches the router: ``OPTIONS`` answers 200 with ``Allow``, a wrong method 405
+  ``method X not allowed`` with ``Allow``; request bodies are always read (keep-alive safe);
 - HTTPS when given an ``ssl_context`` (server side, with its certificate loaded).
 
-Simplifications, all documented: one node; HTTP/TCP/gRPC/script checks are stored but never
-run (only TTL checks change on their own); output-only check updates do not move the index
-(Consul defers them by ``check_update_interval``); ACLs are one policy per token, ``"read"``
-or ``"write"`` over every service (``acl_tokens={"secret": "write"}``), anonymous requests get
-``anonymous_policy`` (default ``"none"``: reads filtered to nothing, writes refused).
+Fidelity (S: as Consul; R: refused as Consul refuses; O: out of scope):
+
+=============================================  ===  ============================================
+health/catalog reads, parameters above         S
+``near``                                       S    one node: the order is already the answer
+``cached``                                     S    served fresh (``X-Cache: MISS``), stale
+``ns``, ``partition`` (query or header)        R    400 "... are a Consul Enterprise feature"
+``peer``                                       S    no peerings: every peer is unknown, ``[]``
+agent service and check endpoints above        S    HTTP/TCP/gRPC/script checks stored, not run
+other endpoints (KV, sessions, ...)            O    404 ``404 page not found``
+sidecar registration (Connect.SidecarService)  O    stored as given, no sidecar service created
+=============================================  ===  ============================================
+
+Simplifications, all documented: one node; ACLs are one policy per token, ``"read"``,
+``"write"`` or ``"none"`` over every service (``acl_tokens={"secret": "write"}``), anonymous
+requests get ``anonymous_policy`` (default ``"none"``: reads filtered to nothing, writes
+refused).
 
 >>> with ConsulTestServer() as agent:                                   # doctest: +SKIP
 ...     registry = lbclient.ConsulRegistry(port=agent.port)
@@ -27,13 +48,14 @@ or ``"write"`` over every service (``acl_tokens={"secret": "write"}``), anonymou
 ...         registry.resolve("orders")[0].port
 8001
 
-It needs the ``consul`` extra (it shares Go-duration parsing with ``lbclient.consul``).
+It needs no client library (standard library and lbclient only).
 
 Test knobs (thread-safe, changeable while it runs): ``fail_next(n, status)``,
-``slow(delay)``, ``malformed_next(n, body)``, ``down()``/``up()`` (stop and come back on the
-same port, state kept), ``reset()`` (lose all state, index back to 1),
-``set_node_status(status)``, and the constructor's ``reap_interval``
-and ``min_deregister`` (Consul: 30 s and 1 min) to make the reaper testable.
+``slow(delay)`` (also ``delay=``), ``malformed_next(n, body)``, ``down()``/``up()`` (stop and
+come back on the same port, state kept), ``reset()`` (lose all state, index back to 1),
+``set_node_status(status)``, and the constructor's ``reap_interval``, ``min_deregister``
+(Consul: 30 s and 1 min) and ``check_update_interval`` (Consul: 5 min) to make the reaper
+and deferred output syncs testable.
 """
 
 from __future__ import annotations
