@@ -336,8 +336,8 @@ class ConsulState:
     def health_entries(self, name: str) -> list[dict[str, Any]]:
         """``/v1/health/service/<name>`` before filtering, sorted like Consul (node, then ID)."""
         entries = []
-        for sid in sorted(self.services):
-            service = self.services[sid]
+        node_service = Service(_CONSUL_SERVICE)
+        for service in [node_service, *(self.services[sid] for sid in sorted(self.services))]:
             if service.data["Service"] != name:
                 continue
             checks = [self.checks["serfHealth"], *(self.checks[c] for c in service.checks)]
@@ -353,21 +353,7 @@ class ConsulState:
     def catalog_rows(self, name: str | None = None) -> list[dict[str, Any]]:
         """``/v1/catalog/service/<name>`` rows (None: every service, the ``consul`` service of
         this server node first, as the catalog holds it)."""
-        consul = {
-            "ID": "consul",
-            "Service": "consul",
-            "Tags": [],
-            "Address": "",
-            "Port": 8300,
-            "Meta": {},
-            "Weights": {"Passing": 1, "Warning": 1},
-            "TaggedAddresses": {},
-            "EnableTagOverride": False,
-            "Kind": "",
-            "CreateIndex": 1,
-            "ModifyIndex": 1,
-        }
-        services = [consul] + [self.services[sid].data for sid in sorted(self.services)]
+        services = [_CONSUL_SERVICE] + [self.services[sid].data for sid in sorted(self.services)]
         return [self._row(s) for s in services if name in (None, s["Service"])]
 
     def _row(self, s: dict[str, Any]) -> dict[str, Any]:
@@ -411,6 +397,23 @@ class ConsulState:
             "CreateIndex": self.index,
             "ModifyIndex": self.index,
         }
+
+
+_CONSUL_SERVICE: dict[str, Any] = {
+    "ID": "consul",
+    "Service": "consul",
+    "Tags": [],
+    "Address": "",
+    "Port": 8300,
+    "Meta": {},
+    "Weights": {"Passing": 1, "Warning": 1},
+    "TaggedAddresses": {},
+    "EnableTagOverride": False,
+    "Kind": "",
+    "CreateIndex": 1,
+    "ModifyIndex": 1,
+}
+"""The ``consul`` service every server node of a real cluster carries."""
 
 
 _EMPTY_PROXY: dict[str, Any] = {"Mode": "", "MeshGateway": {}, "Expose": {}}
