@@ -120,7 +120,7 @@ class ConsulHandler(ProtocolHandler):
     ) -> tuple[int, bytes | None, dict[str, str]]:
         endpoint = self._endpoint(path)
         if endpoint is None:
-            raise ConsulHTTPError(404, "404 page not found")
+            raise ConsulHTTPError(404, "")  # Consul's index handler: 404, empty body
         method, handler, argument = endpoint
         allow = {"Allow": f"OPTIONS,{method}"}
         if self.command == "OPTIONS":
@@ -134,13 +134,14 @@ class ConsulHandler(ProtocolHandler):
             if self.headers.get(header):
                 raise ConsulHTTPError(
                     400,
-                    f'Invalid header: "{header}" - {feature} are a Consul Enterprise feature',
+                    f'Bad request: Invalid header: "{header}" - {feature} are a Consul Enterprise '
+                    "feature",
                 )
             if params.get(param, [""])[0]:
                 raise ConsulHTTPError(
                     400,
-                    f'Invalid query parameter: "{param}" - {feature} are a Consul Enterprise '
-                    "feature",
+                    f'Bad request: Invalid query parameter: "{param}" - {feature} are a Consul '
+                    "Enterprise feature",
                 )
         result: tuple[int, bytes | None, dict[str, str]] = handler(
             path, argument, params, self._token(params), body
@@ -148,12 +149,11 @@ class ConsulHandler(ProtocolHandler):
         return result
 
     def _token(self, params: Mapping[str, list[str]]) -> str | None:
-        token = self.headers.get("X-Consul-Token")
+        """Consul's order: ``?token``, then ``X-Consul-Token``, then ``Authorization: Bearer``."""
+        token = params.get("token", [""])[0] or self.headers.get("X-Consul-Token")
         auth = self.headers.get("Authorization", "")
         if not token and auth[:7].lower() == "bearer ":
             token = auth[7:].strip()
-        if not token and params.get("token"):
-            token = params["token"][0]
         return token or None
 
     # -- writes -----------------------------------------------------------------------------
@@ -202,6 +202,12 @@ class ConsulHandler(ProtocolHandler):
                 raise ConsulHTTPError(
                     400, f"Cannot specify ?{flag} with ?consistent, conflicting semantics."
                 )
+        max_stale = params.get("max_stale", [""])[0]
+        if max_stale:
+            try:
+                parse_go_duration(max_stale)
+            except ValueError:
+                raise ConsulHTTPError(400, f'Invalid max_stale value "{max_stale}"') from None
         dc = params.get("dc", [""])[0]
         if dc and dc != self.consul.state.datacenter:
             raise ConsulHTTPError(500, "No path to datacenter")

@@ -31,9 +31,10 @@ health/catalog reads, parameters above         S
 ``near``                                       S    one node: the order is already the answer
 ``cached``                                     S    served fresh (``X-Cache: MISS``), stale
 ``ns``, ``partition`` (query or header)        R    400 "... are a Consul Enterprise feature"
+``max_stale``                                  S    a bad duration: 400, as Consul
 ``peer``                                       S    no peerings: every peer is unknown, ``[]``
 agent service and check endpoints above        S    HTTP/TCP/gRPC/script checks stored, not run
-other endpoints (KV, sessions, ...)            O    404 ``404 page not found``
+other endpoints (KV, sessions, ...)            O    404 with an empty body (Consul's index)
 sidecar registration (Connect.SidecarService)  O    stored as given, no sidecar service created
 =============================================  ===  ============================================
 

@@ -5,6 +5,7 @@ endpoint and parameter the server claims, as the client sends it. What py-consul
 from __future__ import annotations
 
 import http.client
+import json
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -274,11 +275,36 @@ def test_options_answers_200_with_allow(server):
 
 
 def test_effective_consistency_and_the_cache_header(server):
-    for params, expected in (("", "leader"), ("?stale", "stale"), ("?consistent", "consistent")):
+    for params, expected in (
+        ("", "leader"),
+        ("?stale", "stale"),
+        ("?max_stale=5s", "stale"),
+        ("?consistent", "consistent"),
+    ):
         _, headers, _ = raw(server, "GET", f"/v1/health/service/web{params}")
         assert headers["X-Consul-Effective-Consistency"] == expected
     _, headers, _ = raw(server, "GET", "/v1/catalog/services?cached")
     assert headers["X-Cache"] == "MISS"
+    code, _, body = raw(server, "GET", "/v1/catalog/services?max_stale=soon")
+    assert (code, body) == (400, b'Invalid max_stale value "soon"')
+
+
+def test_token_precedence_and_unknown_paths():
+    with ConsulTestServer(acl_tokens={"reader": "read"}) as srv:
+        srv.state.register(
+            {"ID": "w", "Service": "web", "Tags": [], "Address": "", "Port": 1, "Meta": {},
+             "Weights": {"Passing": 1, "Warning": 1}, "TaggedAddresses": {},
+             "EnableTagOverride": False, "Kind": ""},
+            [],
+            replace=False,
+        )  # fmt: skip
+        # ?token wins over the header, as in Consul's parseToken
+        code, _, body = raw(
+            srv, "GET", "/v1/health/service/web?token=reader", **{"X-Consul-Token": "forged"}
+        )
+        assert (code, len(json.loads(body))) == (200, 1)
+        code, _, body = raw(srv, "GET", "/v1/kv/some/key")
+        assert (code, body) == (404, b"")
 
 
 @pytest.mark.parametrize(
@@ -292,7 +318,7 @@ def test_effective_consistency_and_the_cache_header(server):
 def test_enterprise_parameters_are_refused_as_consul_ce_does(server, path, headers, text):
     code, _, body = raw(server, "GET", path, **headers)
     assert code == 400
-    assert body.decode().startswith(text)
+    assert body.decode().startswith(f"Bad request: {text}")
     assert body.decode().endswith("a Consul Enterprise feature")
 
 
