@@ -133,9 +133,8 @@ class Handler(ProtocolHandler):
                 405,
                 "MethodNotAllowed",
                 "the server does not allow this method on the requested resource",
-                {"causes": [{"reason": "UnexpectedServerResponse",
-                             "message": "405: Method Not Allowed"}]},
-            )  # fmt: skip
+                {},
+            )
         options = parse_query(query)
         if name is not None:
             self._get_one(resource, group, namespace or "", name)

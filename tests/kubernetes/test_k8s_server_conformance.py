@@ -394,6 +394,7 @@ def test_every_other_method_gets_a_405_status_and_the_connection_stays_usable(
     assert (response.status, response.getheader("Content-Type")) == (405, "application/json")
     assert (body["kind"], body["reason"]) == ("Status", "MethodNotAllowed")
     assert body["message"] == "the server does not allow this method on the requested resource"
+    assert body["details"] == {}
     conn.request("GET", SLICES, headers=AUTH)  # the same connection, the body was consumed
     response = conn.getresponse()
     assert (response.status, json.loads(response.read())["kind"]) == (200, "EndpointSliceList")
