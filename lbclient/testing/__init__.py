@@ -1,8 +1,12 @@
 """Real servers for tests and demos: HTTP backends and protocol-faithful Consul and Kubernetes
-API test servers, so you can test your own services without a cluster."""
+API test servers, so you can test your own services without a cluster.
+
+Standard library and lbclient only: no client library (py-consul, kubernetes) is needed to
+run them, only to talk to them the way your code does."""
 
 from lbclient.testing._http import BackendProcess, BackendSpec, HTTPBackend, free_port
 from lbclient.testing._process import ControlledBackend
+from lbclient.testing.consul import ConsulTestServer
 from lbclient.testing.kubernetes import KubernetesTestServer
 
 __all__ = [
@@ -14,12 +18,3 @@ __all__ = [
     "KubernetesTestServer",
     "free_port",
 ]
-
-
-def __getattr__(name: str) -> object:
-    # Imported on first use: the Consul test server lives beside the [consul] extra.
-    if name == "ConsulTestServer":
-        from lbclient.testing.consul import ConsulTestServer
-
-        return ConsulTestServer
-    raise AttributeError(f"module 'lbclient.testing' has no attribute {name!r}")

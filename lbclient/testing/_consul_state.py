@@ -10,6 +10,7 @@ query on ``/v1/health/service/<name>`` waits for.
 from __future__ import annotations
 
 import copy
+import random
 import threading
 import time
 import uuid
@@ -17,18 +18,19 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from lbclient.consul._duration import parse_go_duration
+from lbclient._duration import parse_go_duration
 
 STATUSES = ("passing", "warning", "critical")
 
 
 class ConsulHTTPError(Exception):
-    """An answer other than 200: status code and Consul's own text."""
+    """An answer other than 200: status code, Consul's own text, extra headers (``Allow``)."""
 
-    def __init__(self, status: int, text: str) -> None:
+    def __init__(self, status: int, text: str, headers: Mapping[str, str] | None = None) -> None:
         super().__init__(text)
         self.status = status
         self.text = text
+        self.headers = dict(headers or {})
 
 
 @dataclass
@@ -36,10 +38,21 @@ class Check:
     """One health check of the agent; ``ttl`` is None for checks this server does not run."""
 
     data: dict[str, Any]
+    """The agent's own view (what ``/v1/agent/checks`` would show)."""
     ttl: float | None = None
     deadline: float | None = None
     deregister_after: float | None = None
     critical_since: float | None = None
+    catalog_output: str | None = None
+    """While an output-only change waits for its deferred sync: the Output the catalog (and
+    so ``/v1/health/service``) still shows. None: in sync."""
+    sync_at: float | None = None
+
+    def catalog_view(self) -> dict[str, Any]:
+        data = copy.deepcopy(self.data)
+        if self.catalog_output is not None:
+            data["Output"] = self.catalog_output
+        return data
 
 
 @dataclass
@@ -50,7 +63,8 @@ class Service:
 
 class ConsulState:
     """The agent's catalog; test knobs ``reap_interval`` and ``min_deregister`` default to
-    Consul's own 30 s reaper period and 1 min floor for DeregisterCriticalServiceAfter."""
+    Consul's own 30 s reaper period and 1 min floor for DeregisterCriticalServiceAfter, and
+    ``check_update_interval`` to its 5 min deferral of output-only check changes."""
 
     def __init__(
         self,
@@ -61,12 +75,14 @@ class ConsulState:
         node_meta: Mapping[str, str] | None = None,
         reap_interval: float = 30.0,
         min_deregister: float = 60.0,
+        check_update_interval: float = 300.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.cond = threading.Condition()
         self.datacenter = datacenter
         self.reap_interval = reap_interval
         self.min_deregister = min_deregister
+        self.check_update_interval = check_update_interval
         self._clock = clock
         self.node: dict[str, Any] = {
             "ID": str(uuid.uuid4()),
@@ -109,10 +125,16 @@ class ConsulState:
             while not self.closed:
                 now = self._clock()
                 self._expire(now)
+                self._sync_deferred(now)
                 if now >= self._next_reap:
                     self._reap(now)
                     self._next_reap = now + self.reap_interval
-                deadlines = [c.deadline for c in self.checks.values() if c.deadline is not None]
+                deadlines = [
+                    t
+                    for c in self.checks.values()
+                    for t in (c.deadline, c.sync_at)
+                    if t is not None
+                ]
                 wake = min([*deadlines, self._next_reap])
                 self.cond.wait(max(0.0, wake - self._clock()))
 
@@ -190,21 +212,20 @@ class ConsulState:
                 service, [*(c for c in kept if c not in new_ids), *new_ids]
             )
 
-    def deregister(self, service_id: str) -> None:
+    def service_name(self, service_id: str) -> str:
+        """The name of a registered service, or Consul's 404 for an unknown ID."""
         with self.cond:
-            service = self.services.pop(service_id, None)
+            service = self.services.get(service_id)
             if service is None:
                 raise ConsulHTTPError(
                     404,
                     f'Unknown service ID "{service_id}". Ensure that the service ID is passed, '
                     "not the service name.",
                 )
-            for cid in service.checks:
-                self.checks.pop(cid, None)
-            self._bump(service.data["Service"])
+            return str(service.data["Service"])
 
-    def update_check(self, check_id: str, status: str, output: str) -> None:
-        """The TTL endpoints: set status and output, restart the TTL timer."""
+    def check_service_name(self, check_id: str) -> str:
+        """The service name of an agent check, or Consul's 404 for an unknown check ID."""
         with self.cond:
             check = self.checks.get(check_id)
             if check is None or check_id == "serfHealth":
@@ -213,6 +234,21 @@ class ConsulState:
                     f'Unknown check ID "{check_id}". Ensure that the check ID is passed, '
                     "not the check name.",
                 )
+            return str(check.data["ServiceName"])
+
+    def deregister(self, service_id: str) -> None:
+        with self.cond:
+            self.service_name(service_id)
+            service = self.services.pop(service_id)
+            for cid in service.checks:
+                self.checks.pop(cid, None)
+            self._bump(service.data["Service"])
+
+    def update_check(self, check_id: str, status: str, output: str) -> None:
+        """The TTL endpoints: set status and output, restart the TTL timer."""
+        with self.cond:
+            self.check_service_name(check_id)
+            check = self.checks[check_id]
             if check.ttl is None:
                 raise ConsulHTTPError(500, f'CheckID "{check_id}" does not have associated TTL')
             check.deadline = self._clock() + check.ttl
@@ -237,18 +273,41 @@ class ConsulState:
             self._set_status(self.checks["serfHealth"], status, "", self._clock())
 
     def _set_status(self, check: Check, status: str, output: str, now: float) -> None:
-        """Consul syncs status changes at once but defers output-only changes (5 min
-        check_update_interval), so only a status change moves the index."""
-        check.data["Output"] = output
-        if check.data["Status"] == status:
+        """Consul's local state: a status change syncs to the catalog at once; an output-only
+        change is synced after ``check_update_interval`` (half to one and a half of it), so
+        the catalog keeps the old Output until then."""
+        data = check.data
+        if data["Status"] == status and data["Output"] == output:
             return
-        check.data["Status"] = status
+        if data["Status"] == status and self.check_update_interval > 0:
+            if check.sync_at is None:
+                check.catalog_output = data["Output"]
+                stagger = self.check_update_interval * (0.5 + random.random())
+                check.sync_at = now + stagger
+                self.cond.notify_all()  # the clock learns the new deadline
+            data["Output"] = output
+            return
+        data["Output"] = output
+        data["Status"] = status
+        check.catalog_output = check.sync_at = None
         check.critical_since = now if status == "critical" else None
+        self._write_check(check)
+
+    def _write_check(self, check: Check) -> None:
+        """A catalog write of ``check``: its ModifyIndex and its services' indexes move."""
         sid = check.data["ServiceID"]
         names = [self.services[sid].data["Service"]] if sid in self.services else []
         if not sid:
             names = [s.data["Service"] for s in self.services.values()]
         check.data["ModifyIndex"] = self._bump(*names)
+
+    def _sync_deferred(self, now: float) -> None:
+        for check in self.checks.values():
+            if check.sync_at is not None and now >= check.sync_at:
+                stale = check.catalog_output
+                check.catalog_output = check.sync_at = None
+                if stale != check.data["Output"]:
+                    self._write_check(check)
 
     def _expire(self, now: float) -> None:
         for check in list(self.checks.values()):
@@ -277,8 +336,8 @@ class ConsulState:
     def health_entries(self, name: str) -> list[dict[str, Any]]:
         """``/v1/health/service/<name>`` before filtering, sorted like Consul (node, then ID)."""
         entries = []
-        for sid in sorted(self.services):
-            service = self.services[sid]
+        node_service = Service(_CONSUL_SERVICE)
+        for service in [node_service, *(self.services[sid] for sid in sorted(self.services))]:
             if service.data["Service"] != name:
                 continue
             checks = [self.checks["serfHealth"], *(self.checks[c] for c in service.checks)]
@@ -286,46 +345,40 @@ class ConsulState:
                 {
                     "Node": copy.deepcopy(self.node),
                     "Service": _public(service.data),
-                    "Checks": [_public(c.data) for c in checks],
+                    "Checks": [c.catalog_view() for c in checks],
                 }
             )
         return entries
 
-    def catalog_services(self) -> dict[str, list[str]]:
-        result: dict[str, list[str]] = {"consul": []}
-        for service in self.services.values():
-            tags = result.setdefault(service.data["Service"], [])
-            tags.extend(t for t in service.data["Tags"] if t not in tags)
-        return result
+    def catalog_rows(self, name: str | None = None) -> list[dict[str, Any]]:
+        """``/v1/catalog/service/<name>`` rows (None: every service, the ``consul`` service of
+        this server node first, as the catalog holds it)."""
+        services = [_CONSUL_SERVICE] + [self.services[sid].data for sid in sorted(self.services)]
+        return [self._row(s) for s in services if name in (None, s["Service"])]
 
-    def catalog_service(self, name: str) -> list[dict[str, Any]]:
-        rows = []
-        for sid in sorted(self.services):
-            s = self.services[sid].data
-            if s["Service"] != name:
-                continue
-            rows.append(
-                {
-                    "ID": self.node["ID"],
-                    "Node": self.node["Node"],
-                    "Address": self.node["Address"],
-                    "Datacenter": self.datacenter,
-                    "TaggedAddresses": dict(self.node["TaggedAddresses"]),
-                    "NodeMeta": dict(self.node["Meta"]),
-                    "ServiceID": s["ID"],
-                    "ServiceName": s["Service"],
-                    "ServiceAddress": s["Address"],
-                    "ServicePort": s["Port"],
-                    "ServiceTags": list(s["Tags"]),
-                    "ServiceMeta": dict(s["Meta"]),
-                    "ServiceWeights": dict(s["Weights"]),
-                    "ServiceTaggedAddresses": dict(s["TaggedAddresses"]),
-                    "ServiceEnableTagOverride": s["EnableTagOverride"],
-                    "CreateIndex": s["CreateIndex"],
-                    "ModifyIndex": s["ModifyIndex"],
-                }
-            )
-        return rows
+    def _row(self, s: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "ID": self.node["ID"],
+            "Node": self.node["Node"],
+            "Address": self.node["Address"],
+            "Datacenter": self.datacenter,
+            "TaggedAddresses": dict(self.node["TaggedAddresses"]),
+            "NodeMeta": dict(self.node["Meta"]),
+            "ServiceID": s["ID"],
+            "ServiceName": s["Service"],
+            "ServiceAddress": s["Address"],
+            "ServicePort": s["Port"],
+            "ServiceTags": list(s["Tags"]),
+            "ServiceMeta": dict(s["Meta"]),
+            "ServiceWeights": dict(s["Weights"]),
+            "ServiceTaggedAddresses": dict(s["TaggedAddresses"]),
+            "ServiceEnableTagOverride": s["EnableTagOverride"],
+            "ServiceKind": s["Kind"],
+            "ServiceProxy": copy.deepcopy(s.get("Proxy", _EMPTY_PROXY)),
+            **({"ServiceLocality": dict(s["Locality"])} if s.get("Locality") else {}),
+            "CreateIndex": s["CreateIndex"],
+            "ModifyIndex": s["ModifyIndex"],
+        }
 
     def _check_data(
         self, cid: str, name: str, status: str, sid: str, service: dict[str, Any] | None
@@ -346,8 +399,36 @@ class ConsulState:
         }
 
 
+_CONSUL_SERVICE: dict[str, Any] = {
+    "ID": "consul",
+    "Service": "consul",
+    "Tags": [],
+    "Address": "",
+    "Port": 8300,
+    "Meta": {},
+    "Weights": {"Passing": 1, "Warning": 1},
+    "TaggedAddresses": {},
+    "EnableTagOverride": False,
+    "Kind": "",
+    "CreateIndex": 1,
+    "ModifyIndex": 1,
+}
+"""The ``consul`` service every server node of a real cluster carries."""
+
+
+_EMPTY_PROXY: dict[str, Any] = {"Mode": "", "MeshGateway": {}, "Expose": {}}
+"""What Consul serves as the Proxy of a service registered without one."""
+
+
 def _public(data: dict[str, Any]) -> dict[str, Any]:
-    return copy.deepcopy(data)
+    """A service as ``/v1/health/service`` shows it (an empty Kind is left out, as in Go)."""
+    service = copy.deepcopy(data)
+    service.setdefault("Proxy", copy.deepcopy(_EMPTY_PROXY))
+    service.setdefault("Connect", {})
+    service.setdefault("PeerName", "")
+    if not service.get("Kind"):
+        service.pop("Kind", None)
+    return service
 
 
 def parse_ttl(value: Any, what: str) -> float:

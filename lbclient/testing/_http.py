@@ -20,20 +20,26 @@ import subprocess
 import sys
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 if __package__:
-    from lbclient.testing._server import LoopbackServer, stop_child
+    from lbclient.testing._server import (
+        LoopbackServer,
+        ProtocolHandler,
+        QuietHTTPServer,
+        stop_child,
+    )
 else:  # BackendProcess runs this file as a script, standard library only: load the sibling.
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from _server import LoopbackServer, stop_child  # type: ignore[import-not-found,no-redef]
+    from _server import (  # type: ignore[import-not-found,no-redef]
+        LoopbackServer,
+        ProtocolHandler,
+        QuietHTTPServer,
+        stop_child,
+    )
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    request_queue_size = 128
+class _Server(QuietHTTPServer):
     backend: HTTPBackend
 
     def server_activate(self) -> None:
@@ -59,19 +65,9 @@ class _Server(ThreadingHTTPServer):
             with contextlib.suppress(OSError):
                 connection.shutdown(socket.SHUT_RDWR)
 
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        # Clients that time out, cancel or reject our certificate hang up mid-request; that is
-        # what the tests provoke on purpose, not something to print a traceback for.
-        return None
 
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True  # keep-alive without the 40 ms Nagle/delayed-ACK stall
+class _Handler(ProtocolHandler):
     server: _Server
-
-    def log_message(self, format: str, *args: Any) -> None:
-        return None
 
     def setup(self) -> None:
         if isinstance(self.request, ssl.SSLSocket):
@@ -79,9 +75,9 @@ class _Handler(BaseHTTPRequestHandler):
             self.request.do_handshake()
         super().setup()
 
-    def _serve(self) -> None:
+    def serve(self) -> None:
         backend = self.server.backend
-        body = self._read_body()
+        body = self.read_body()
         status = backend.answer(self.command, self.path, dict(self.headers), body)
         delay = backend.delay
         if delay:
@@ -100,33 +96,17 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(payload)))
         self.send_header("X-Backend", backend.name)
         self.end_headers()
-        self.wfile.write(payload)
-
-    def _read_body(self) -> bytes:
-        # A streamed request body comes chunked; leaving it unread would make the next
-        # keep-alive request parse garbage and reset the connection under the client.
-        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            chunks: list[bytes] = []
-            while True:
-                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
-                if size == 0:
-                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
-                        pass  # trailers
-                    return b"".join(chunks)
-                chunks.append(self.rfile.read(size))
-                self.rfile.readline()
-        length = int(self.headers.get("Content-Length") or 0)
-        return self.rfile.read(length) if length else b""
-
-    do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = do_PATCH = do_OPTIONS = _serve
+        if self.command != "HEAD":
+            self.wfile.write(payload)
 
 
 class HTTPBackend(LoopbackServer[_Server]):
     """A real HTTP server on ``127.0.0.1`` (random port unless given), run in a thread.
 
-    Knobs, changeable while it runs: ``delay`` (seconds per request), ``fail_rate`` (share of
-    requests answered ``fail_status``), ``status`` (answer every request with it),
-    ``health_status`` (what ``/health`` answers). ``stop()`` closes the socket so clients get
+    Knobs, constructor arguments and attributes changeable while it runs: ``delay`` (seconds
+    per request), ``fail_rate`` (share of requests answered ``fail_status``), ``status``
+    (answer every request with it; None: the normal answers), ``health_status`` (what
+    ``/health`` answers). ``stop()`` closes the socket so clients get
     connection refused; ``start()`` brings it back on the same port.
 
     >>> with HTTPBackend("a") as backend:                   # doctest: +SKIP
@@ -143,6 +123,8 @@ class HTTPBackend(LoopbackServer[_Server]):
         delay: float = 0.0,
         fail_rate: float = 0.0,
         fail_status: int = 503,
+        status: int | None = None,
+        health_status: int = 200,
         seed: int | None = None,
         tls: ssl.SSLContext | None = None,
     ) -> None:
@@ -151,8 +133,8 @@ class HTTPBackend(LoopbackServer[_Server]):
         self.delay = delay
         self.fail_rate = fail_rate
         self.fail_status = fail_status
-        self.status: int | None = None
-        self.health_status = 200
+        self.status = status
+        self.health_status = health_status
         self.requests = 0
         self.paths: list[str] = []
         self.last_headers: dict[str, str] = {}
@@ -217,6 +199,8 @@ class BackendSpec:
     delay: float = 0.0
     fail_rate: float = 0.0
     fail_status: int = 503
+    status: int | None = None
+    health_status: int = 200
     seed: int | None = None
 
 

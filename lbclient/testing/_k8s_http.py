@@ -13,19 +13,19 @@ import random
 import socket
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
-from lbclient.testing._k8s_store import (
-    ENDPOINTS,
-    KINDS,
-    SLICES,
-    SelectorError,
-    Store,
-    parse_field_selector,
-    parse_selector,
+from lbclient.testing._k8s_options import (
+    Query,
+    Refused,
+    parse_query,
+    query_bool,
+    resource_details,
+    status,
 )
+from lbclient.testing._k8s_store import ENDPOINTS, KINDS, SLICES, Store
+from lbclient.testing._server import ProtocolHandler, QuietHTTPServer
 
 if TYPE_CHECKING:
     from lbclient.testing.kubernetes import KubernetesTestServer
@@ -37,9 +37,7 @@ _ROUTES = {
 }
 
 
-class APIServer(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
+class APIServer(QuietHTTPServer):
     request_queue_size = 64
     owner: KubernetesTestServer
 
@@ -59,28 +57,11 @@ class APIServer(ThreadingHTTPServer):
                 conn.shutdown(socket.SHUT_RDWR)
 
 
-def status(code: int, reason: str, message: str, **details: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "kind": "Status",
-        "apiVersion": "v1",
-        "metadata": {},
-        "status": "Failure",
-        "message": message,
-        "reason": reason,
-        "code": code,
-    }
-    if details:
-        body["details"] = details
-    return body
+_VERBS = {"GET": "get", "HEAD": "get", "POST": "create", "PUT": "update", "PATCH": "patch"}
 
 
-class Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True
+class Handler(ProtocolHandler):
     server: APIServer
-
-    def log_message(self, format: str, *args: Any) -> None:
-        return None
 
     def setup(self) -> None:
         super().setup()
@@ -102,10 +83,8 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Cache-Control", "no-cache, private")
         self.send_header("Content-Length", str(len(payload)))
         self.end_headers()
-        self.wfile.write(payload)
-
-    def _fail(self, code: int, reason: str, message: str, **details: Any) -> None:
-        self._send_json(code, status(code, reason, message, **details))
+        if self.command != "HEAD":
+            self.wfile.write(payload)
 
     def _chunk(self, body: dict[str, Any]) -> None:
         data = json.dumps(body, separators=(",", ":")).encode() + b"\n"
@@ -113,48 +92,56 @@ class Handler(BaseHTTPRequestHandler):
 
     # -- requests ------------------------------------------------------------------------
 
-    def do_GET(self) -> None:
+    def serve(self) -> None:
+        self.read_body()  # refused or not, the body must leave the connection
         owner = self.server.owner
         url = urlsplit(self.path)
-        query = {k: v[-1] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
+        # Go reads the first value of a repeated parameter.
+        query: dict[str, str] = {}
+        for key, value in parse_qsl(url.query, keep_blank_values=True):
+            query.setdefault(key, value)
         owner.record(self.command, url.path, query, self.headers.get("Authorization"))
+        try:
+            self._answer(url.path, query)
+        except Refused as refused:
+            self._send_json(refused.body["code"], refused.body)
+
+    def _answer(self, path: str, query: dict[str, str]) -> None:
+        owner = self.server.owner
         if not self._authorized():
-            self._fail(401, "Unauthorized", "Unauthorized")
-            return
-        route = self._route(url.path)
+            raise Refused(401, "Unauthorized", "Unauthorized")
+        route = self._route(path)
         if route is None:
-            self._fail(404, "NotFound", "the server could not find the requested resource")
-            return
+            raise Refused(404, "NotFound", "the server could not find the requested resource", {})
         resource, group, namespace, name = route
         if namespace is not None and namespace in owner.forbidden_namespaces:
-            verb = "watch" if _truthy(query.get("watch")) else "list"
+            verb = _VERBS.get(self.command, self.command.lower())
+            if self.command == "DELETE":
+                verb = "delete" if name else "deletecollection"
+            elif verb == "get" and name is None:
+                verb = "watch" if query_bool(query.get("watch")) else "list"
             qualified = f"{resource}.{group}" if group else resource
-            self._fail(
+            raise Refused(
                 403,
                 "Forbidden",
                 f'{qualified} is forbidden: User "{owner.user}" cannot {verb} resource '
                 f'"{resource}" in API group "{group}" in the namespace "{namespace}"',
-                group=group,
-                kind=resource,
+                resource_details(group, resource),
             )
-            return
-        try:
-            labels = parse_selector(query.get("labelSelector"))
-            fields = parse_field_selector(query.get("fieldSelector"))
-        except SelectorError as exc:
-            self._fail(400, "BadRequest", f"unable to parse requirement: {exc}")
-            return
+        if self.command != "GET":
+            raise Refused(
+                405,
+                "MethodNotAllowed",
+                "the server does not allow this method on the requested resource",
+                {},
+            )
+        options = parse_query(query)
         if name is not None:
             self._get_one(resource, group, namespace or "", name)
-        elif _truthy(query.get("watch")):
-            self._watch(resource, namespace, labels, fields, query)
+        elif options.watch:
+            self._watch(resource, namespace, options)
         else:
-            self._list(resource, namespace, labels, fields)
-
-    def _unsupported(self) -> None:
-        self._fail(405, "MethodNotAllowed", "the test server only serves get, list and watch")
-
-    do_POST = do_PUT = do_PATCH = do_DELETE = _unsupported
+            self._list(resource, namespace, options)
 
     def _authorized(self) -> bool:
         token = self.server.owner.token
@@ -181,12 +168,23 @@ class Handler(BaseHTTPRequestHandler):
         obj = self.server.owner.store.get(resource, namespace, name)
         if obj is None:
             qualified = f"{resource}.{group}" if group else resource
-            self._fail(404, "NotFound", f'{qualified} "{name}" not found', name=name, kind=resource)
-            return
+            raise Refused(
+                404,
+                "NotFound",
+                f'{qualified} "{name}" not found',
+                resource_details(group, resource, name=name),
+            )
         self._send_json(200, obj)
 
-    def _list(self, resource: str, namespace: str | None, labels: Any, fields: Any) -> None:
-        version, items = self.server.owner.store.query(resource, namespace, labels, fields)
+    def _list(self, resource: str, namespace: str | None, options: Query) -> None:
+        store = self.server.owner.store
+        wanted = options.version or 0
+        if wanted > store.resource_version:
+            self._wait_until_fresh(wanted)
+        version, items = store.query(resource, namespace, options.labels, options.fields)
+        if options.match == "Exact" and wanted != version:
+            # No snapshots here: an older exact version reads as compacted (the client relists).
+            raise Refused(410, "Expired", f"too old resource version: {wanted} ({version})")
         kind, api_version = KINDS[resource]
         for item in items:  # list items carry no kind/apiVersion, as from a real server
             item.pop("kind", None)
@@ -201,46 +199,51 @@ class Handler(BaseHTTPRequestHandler):
             },
         )
 
-    def _watch(
-        self,
-        resource: str,
-        namespace: str | None,
-        labels: Any,
-        fields: Any,
-        query: dict[str, str],
-    ) -> None:
+    def _wait_until_fresh(self, wanted: int) -> None:
+        """A list "not older than" a version the cache has not seen: the watch cache waits a
+        few seconds for it, then answers 504 ResourceVersionTooLarge (retry after 1 s)."""
+        store = self.server.owner.store
+        deadline = time.monotonic() + self.server.owner.too_large_wait
+        with store.changed:
+            while store.resource_version < wanted and not self.server.stopping:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise Refused(
+                        504,
+                        "Timeout",
+                        f"Timeout: Too large resource version: {wanted}, current: "
+                        f"{store.resource_version}",
+                        {
+                            "causes": [{"reason": "ResourceVersionTooLarge",
+                                        "message": "Too large resource version"}],
+                            "retryAfterSeconds": 1,
+                        },
+                    )  # fmt: skip
+                store.changed.wait(left)
+
+    def _watch(self, resource: str, namespace: str | None, options: Query) -> None:
         owner = self.server.owner
         store: Store = owner.store
-        version_text = query.get("resourceVersion", "")
-        if version_text not in ("", "0") and not version_text.isdigit():
-            self._fail(400, "BadRequest", f"invalid resource version: {version_text!r}")
-            return
-        timeout_text = query.get("timeoutSeconds")
         timeout = (
-            float(timeout_text)
-            if timeout_text and timeout_text.isdigit()
+            float(options.timeout)
+            if options.timeout and options.timeout > 0
             else random.uniform(owner.watch_timeout, 2 * owner.watch_timeout)
         )
-        bookmarks = _truthy(query.get("allowWatchBookmarks"))
-        if owner.expired_as_http_410 and version_text.isdigit():
+        if owner.expired_as_http_410 and options.version:
             with store.changed:
-                if int(version_text) < store.compacted:
+                if options.version < store.compacted:
                     owner.expired_watches += 1
-                    self._fail(
+                    raise Refused(
                         410,
                         "Expired",
-                        f"too old resource version: {version_text} ({store.compacted})",
+                        f"too old resource version: {options.version} ({store.compacted})",
                     )
-                    return
         with store.changed:  # before answering: close_watches() may follow at once
             generation = store.generation
             held = not owner.watch_gate.is_set()  # only watches asked for while held wait
             store.open_watches += 1  # last: whoever sees it knows the two above are decided
         try:
-            self._stream_events(
-                store, resource, namespace, labels, fields, version_text, bookmarks, timeout,
-                generation, held,
-            )  # fmt: skip
+            self._stream_events(store, resource, namespace, options, timeout, generation, held)
         finally:
             with store.changed:
                 store.open_watches -= 1
@@ -250,16 +253,14 @@ class Handler(BaseHTTPRequestHandler):
         store: Store,
         resource: str,
         namespace: str | None,
-        labels: Any,
-        fields: Any,
-        version_text: str,
-        bookmarks: bool,
+        options: Query,
         timeout: float,
         generation: int,
         held: bool,
     ) -> None:
         """Serve one watch stream until it ends (timeout, close_watches, shutdown)."""
         owner = self.server.owner
+        labels, fields, bookmarks = options.labels, options.fields, options.bookmarks
         kind, api_version = KINDS[resource]
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
@@ -270,13 +271,13 @@ class Handler(BaseHTTPRequestHandler):
         if held:
             owner.watch_gate.wait()
         with store.changed:
-            if version_text in ("", "0"):
+            if not options.version:
                 # "Start at most recent": synthetic ADDED events for the current state first.
                 current, items = store.query(resource, namespace, labels, fields)
                 pending = [{"type": "ADDED", "object": obj} for obj in items]
                 seen = current
             else:
-                seen = int(version_text)
+                seen = options.version
                 if seen < store.compacted:
                     owner.expired_watches += 1
                     self._chunk(
@@ -286,6 +287,7 @@ class Handler(BaseHTTPRequestHandler):
                                 410,
                                 "Expired",
                                 f"too old resource version: {seen} ({store.compacted})",
+                                None,
                             ),
                         }
                     )
@@ -339,7 +341,3 @@ class Handler(BaseHTTPRequestHandler):
 
     def _end_stream(self) -> None:
         self.wfile.write(b"0\r\n\r\n")
-
-
-def _truthy(value: str | None) -> bool:
-    return value is not None and value.lower() in ("true", "1")

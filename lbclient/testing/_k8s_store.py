@@ -17,6 +17,8 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
+from lbclient.testing._k8s_selector import Selector, selected
+
 SLICES = "endpointslices"
 ENDPOINTS = "endpoints"
 SERVICE_LABEL = "kubernetes.io/service-name"
@@ -25,82 +27,6 @@ KINDS = {
     SLICES: ("EndpointSlice", "discovery.k8s.io/v1"),
     ENDPOINTS: ("Endpoints", "v1"),
 }
-
-
-class SelectorError(ValueError):
-    """A label or field selector outside the supported subset (answered 400)."""
-
-
-@dataclasses.dataclass(frozen=True)
-class Requirement:
-    key: str
-    op: str  # "=", "!=", "exists", "!exists"
-    value: str = ""
-
-    def matches(self, values: Mapping[str, str]) -> bool:
-        if self.op == "exists":
-            return self.key in values
-        if self.op == "!exists":
-            return self.key not in values
-        if self.op == "=":
-            return values.get(self.key) == self.value
-        return values.get(self.key) != self.value
-
-
-def parse_selector(text: str | None) -> tuple[Requirement, ...]:
-    """Parse the supported subset: ``k=v``, ``k==v``, ``k!=v``, ``k``, ``!k``, joined by commas.
-
-    Set-based requirements (``k in (a,b)``, ``k notin (...)``) are refused with an error, so a
-    test never silently gets a wider answer than a real server would give.
-    """
-    if not text:
-        return ()
-    result = []
-    for raw in text.split(","):
-        part = raw.strip()
-        if not part:
-            raise SelectorError(f"empty requirement in selector {text!r}")
-        if " in " in part or " notin " in part or "(" in part:
-            raise SelectorError(
-                f"set-based selector {part!r} is not supported by the test server "
-                "(use k=v, k!=v, k or !k)"
-            )
-        if "!=" in part:
-            key, _, value = part.partition("!=")
-            result.append(Requirement(key.strip(), "!=", value.strip()))
-        elif "=" in part:
-            key, _, value = part.partition("==") if "==" in part else part.partition("=")
-            result.append(Requirement(key.strip(), "=", value.strip()))
-        elif part.startswith("!"):
-            result.append(Requirement(part[1:].strip(), "!exists"))
-        else:
-            result.append(Requirement(part, "exists"))
-    return tuple(result)
-
-
-def parse_field_selector(text: str | None) -> tuple[Requirement, ...]:
-    """Field selectors: ``metadata.name`` and ``metadata.namespace`` with = / == / != only."""
-    requirements = parse_selector(text)
-    for req in requirements:
-        if req.key not in ("metadata.name", "metadata.namespace") or req.op not in ("=", "!="):
-            raise SelectorError(
-                f'field label not supported: "{req.key}" (the test server knows '
-                "metadata.name and metadata.namespace with = and !=)"
-            )
-    return requirements
-
-
-def selected(
-    obj: Mapping[str, Any],
-    labels: tuple[Requirement, ...],
-    fields: tuple[Requirement, ...],
-) -> bool:
-    meta = obj["metadata"]
-    label_values = meta.get("labels") or {}
-    field_values = {"metadata.name": meta["name"], "metadata.namespace": meta["namespace"]}
-    return all(r.matches(label_values) for r in labels) and all(
-        r.matches(field_values) for r in fields
-    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,9 +40,7 @@ class Event:
     """The object before a MODIFIED event: a watcher whose selector matched only the old
     labels must see DELETED, one that matches only the new labels ADDED (the cacher does)."""
 
-    def as_seen_by(
-        self, labels: tuple[Requirement, ...], fields: tuple[Requirement, ...]
-    ) -> dict[str, Any] | None:
+    def as_seen_by(self, labels: Selector, fields: Selector) -> dict[str, Any] | None:
         """The event a watcher with these selectors receives, or None (apiserver's cacher)."""
         now = self.type != "DELETED" and selected(self.object, labels, fields)
         if self.type == "DELETED":
@@ -155,8 +79,8 @@ class Store:
         self,
         resource: str,
         namespace: str | None,
-        labels: tuple[Requirement, ...] = (),
-        fields: tuple[Requirement, ...] = (),
+        labels: Selector = (),
+        fields: Selector = (),
     ) -> tuple[int, list[dict[str, Any]]]:
         with self.changed:
             items = [

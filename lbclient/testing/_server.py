@@ -8,6 +8,12 @@ Each subclass builds its own server (``_make_server``) and adds what it needs ar
 (``_before_close`` / ``_after_close``: dropping open connections, waking held requests).
 ``stop_child`` is the same for the servers that run in a child process.
 
+``QuietHTTPServer`` and ``ProtocolHandler`` are what every test server shares on the wire: a
+client hanging up mid-request or mid-answer is normal use, not something to print a traceback
+for; every request body is read before answering, so a refused request never leaves its body
+on a kept-alive connection; and any method, known or not, reaches the handler's ``serve``
+(the real servers answer 405 with their own error object, never Python's 501 HTML page).
+
 Standard library only: BackendProcess runs ``_http.py`` as a plain script, without lbclient.
 """
 
@@ -15,8 +21,11 @@ from __future__ import annotations
 
 import socketserver
 import subprocess
+import sys
 import threading
-from typing import Generic, Self, TypeVar
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Generic, Self, TypeVar
 
 ServerT = TypeVar("ServerT", bound=socketserver.TCPServer)
 
@@ -104,3 +113,57 @@ def stop_child(process: subprocess.Popen[str]) -> None:
         process.wait()
     if process.stdout is not None:
         process.stdout.close()
+
+
+class QuietHTTPServer(ThreadingHTTPServer):
+    """A threading HTTP server that stays silent when clients go away."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 128
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # Connection errors (reset, broken pipe, TLS EOF) are clients leaving: normal use.
+        # Anything else is a bug in a test server and keeps its traceback.
+        if not isinstance(sys.exc_info()[1], OSError):
+            super().handle_error(request, client_address)
+
+
+class ProtocolHandler(BaseHTTPRequestHandler):
+    """HTTP/1.1 keep-alive handler whose every method goes to ``serve()``; no access log."""
+
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # keep-alive without the 40 ms Nagle/delayed-ACK stall
+
+    def serve(self) -> None:
+        raise NotImplementedError
+
+    def __getattr__(self, name: str) -> Callable[[], None]:
+        # BaseHTTPRequestHandler looks up ``do_<METHOD>``; every method, even an unknown one,
+        # gets the server's own answer (a 405 in the real server's format).
+        if name.startswith("do_"):
+            return self.serve
+        raise AttributeError(name)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return None
+
+    def read_body(self) -> bytes:
+        """The request body (Content-Length or chunked); read even when it is refused, so
+        the next request on a kept-alive connection starts where it should."""
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            chunks: list[bytes] = []
+            while True:
+                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass  # trailers
+                    return b"".join(chunks)
+                chunks.append(self.rfile.read(size))
+                self.rfile.readline()
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            self.close_connection = True  # the rest of the stream cannot be framed
+            length = 0
+        return self.rfile.read(length) if length > 0 else b""

@@ -4,22 +4,44 @@ It implements, from Consul's own API docs (see reference/consul.md):
 
 - ``GET /v1/health/service/<name>`` with ``passing`` (over ALL checks, the node's serfHealth
   included), repeatable ``tag`` (all must match, case-insensitive), ``dc``, ``node-meta``,
-  ``filter`` (a go-bexpr subset, see ``_consul_bexpr``), consistency flags, blocking ``index``
-  + ``wait`` (default 5 min, clamped to 10 min, plus a random stagger up to wait/16), and the
-  ``X-Consul-Index`` (never 0), ``X-Consul-KnownLeader``, ``X-Consul-LastContact`` headers;
-- ``GET /v1/catalog/services`` and ``GET /v1/catalog/service/<name>`` (blocking too);
-- ``PUT /v1/agent/service/register`` (keys in any case or snake_case; ``Check``/``Checks`` with
+  ``filter`` (a go-bexpr subset, see ``_consul_bexpr``), ``peer``, consistency flags,
+  blocking ``index`` + ``wait`` (default 5 min, clamped to 10 min, plus a random stagger up
+  to wait/16), and the ``X-Consul-Index`` (never 0), ``X-Consul-KnownLeader``,
+  ``X-Consul-LastContact`` and ``X-Consul-Effective-Consistency`` headers;
+- ``GET /v1/catalog/services`` and ``GET /v1/catalog/service/<name>`` (blocking, ``filter``
+  over the catalog rows, ``tag``, ``node-meta``, ``peer``);
+- ``PUT /v1/agent/service/register`` (keys in any case or snake_case, nested ones too:
+  ``TaggedAddresses``, ``Proxy``, ``Connect``, ``Locality``; ``Check``/``Checks`` with
   Consul's default ids and names; checks start critical), ``/v1/agent/service/deregister/<id>``,
   ``/v1/agent/check/pass|warn|fail/<id>?note=`` and ``/v1/agent/check/update/<id>``;
 - TTL expiry to critical with Consul's Output, and the DeregisterCriticalServiceAfter reaper;
-- ACL tokens from ``X-Consul-Token``, ``Authorization: Bearer`` or ``?token=``;
+  an output-only check change reaches the catalog after ``check_update_interval`` (Consul:
+  5 min, times 0.5 to 1.5), a status change at once;
+- ACL tokens from ``X-Consul-Token``, ``Authorization: Bearer`` or ``?token=``; unknown IDs
+  answer 404 before any permission check, denials use Consul's current wording (AccessorID,
+  the anonymous-token hint), ``X-Consul-Results-Filtered-By-ACLs`` is masked for anonymous;
+- every method reaches the router: ``OPTIONS`` answers 200 with ``Allow``, a wrong method 405
+  ``method X not allowed`` with ``Allow``; request bodies are always read (keep-alive safe);
 - HTTPS when given an ``ssl_context`` (server side, with its certificate loaded).
 
-Simplifications, all documented: one node; HTTP/TCP/gRPC/script checks are stored but never
-run (only TTL checks change on their own); output-only check updates do not move the index
-(Consul defers them by ``check_update_interval``); ACLs are one policy per token, ``"read"``
-or ``"write"`` over every service (``acl_tokens={"secret": "write"}``), anonymous requests get
-``anonymous_policy`` (default ``"none"``: reads filtered to nothing, writes refused).
+Fidelity (S: as Consul; R: refused as Consul refuses; O: out of scope):
+
+=============================================  ===  ============================================
+health/catalog reads, parameters above         S
+``near``                                       S    one node: the order is already the answer
+``cached``                                     S    served fresh (``X-Cache: MISS``), stale
+``ns``, ``partition`` (query or header)        R    400 "... are a Consul Enterprise feature"
+``max_stale``                                  S    a bad duration: 400, as Consul
+``peer``                                       S    no peerings: every peer is unknown, ``[]``
+agent service and check endpoints above        S    HTTP/TCP/gRPC/script checks stored, not run
+other endpoints (KV, sessions, ...)            O    404 with an empty body (Consul's index)
+sidecar registration (Connect.SidecarService)  O    stored as given, no sidecar service created
+=============================================  ===  ============================================
+
+Simplifications, all documented: one node; ACLs are one policy per token, ``"read"``,
+``"write"`` or ``"none"`` over every service (``acl_tokens={"secret": "write"}``), anonymous
+requests get ``anonymous_policy`` (default ``"none"``: reads filtered to nothing, writes
+refused).
 
 >>> with ConsulTestServer() as agent:                                   # doctest: +SKIP
 ...     registry = lbclient.ConsulRegistry(port=agent.port)
@@ -27,13 +49,14 @@ or ``"write"`` over every service (``acl_tokens={"secret": "write"}``), anonymou
 ...         registry.resolve("orders")[0].port
 8001
 
-It needs the ``consul`` extra (it shares Go-duration parsing with ``lbclient.consul``).
+It needs no client library (standard library and lbclient only).
 
 Test knobs (thread-safe, changeable while it runs): ``fail_next(n, status)``,
-``slow(delay)``, ``malformed_next(n, body)``, ``down()``/``up()`` (stop and come back on the
-same port, state kept), ``reset()`` (lose all state, index back to 1),
-``set_node_status(status)``, and the constructor's ``reap_interval``
-and ``min_deregister`` (Consul: 30 s and 1 min) to make the reaper testable.
+``slow(delay)`` (also ``delay=``), ``malformed_next(n, body)``, ``down()``/``up()`` (stop and
+come back on the same port, state kept), ``reset()`` (lose all state, index back to 1),
+``set_node_status(status)``, and the constructor's ``reap_interval``, ``min_deregister``
+(Consul: 30 s and 1 min) and ``check_update_interval`` (Consul: 5 min) to make the reaper
+and deferred output syncs testable.
 """
 
 from __future__ import annotations
@@ -42,23 +65,24 @@ import contextlib
 import socket
 import ssl
 import threading
+import uuid
 from collections import Counter
 from collections.abc import Mapping
-from http.server import ThreadingHTTPServer
 from typing import Any
 
 from lbclient.testing._consul_http import ConsulHandler
 from lbclient.testing._consul_state import ConsulHTTPError, ConsulState
-from lbclient.testing._server import LoopbackServer
+from lbclient.testing._server import LoopbackServer, QuietHTTPServer
 
 MALFORMED_BODY = b'[{"Node": {"Node": "test-node", "Address": '
 """What ``malformed_next`` serves by default: JSON cut off mid-way."""
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    request_queue_size = 128
+ANONYMOUS_ACCESSOR = "00000000-0000-0000-0000-000000000002"
+"""The AccessorID of Consul's anonymous token."""
+
+
+class _Server(QuietHTTPServer):
     consul: ConsulTestServer
 
 
@@ -76,6 +100,8 @@ class ConsulTestServer(LoopbackServer[_Server]):
         anonymous_policy: str = "none",
         reap_interval: float = 30.0,
         min_deregister: float = 60.0,
+        check_update_interval: float = 300.0,
+        delay: float = 0.0,
         ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         super().__init__(host, port)
@@ -86,10 +112,11 @@ class ConsulTestServer(LoopbackServer[_Server]):
             node_meta=node_meta,
             reap_interval=reap_interval,
             min_deregister=min_deregister,
+            check_update_interval=check_update_interval,
         )
         self.acl_tokens = dict(acl_tokens) if acl_tokens is not None else None
         self.anonymous_policy = anonymous_policy
-        self.delay = 0.0
+        self.delay = delay
         self.malformed_body = MALFORMED_BODY
         self.requests: Counter[tuple[str, str]] = Counter()
         self._lock = threading.Lock()
@@ -206,7 +233,15 @@ class ConsulTestServer(LoopbackServer[_Server]):
             else:
                 self._connections.discard(conn)
 
-    def _policy(self, token: str | None) -> str:
+    @staticmethod
+    def accessor_id(token: str | None) -> str:
+        """The AccessorID this server gives a secret (the anonymous one for None)."""
+        if token is None:
+            return ANONYMOUS_ACCESSOR
+        return str(uuid.uuid5(uuid.NAMESPACE_URL, f"consul-test-token:{token}"))
+
+    def resolve(self, token: str | None) -> str:
+        """The policy of ``token``; 403 ``ACL not found`` for a secret no one issued."""
         if self.acl_tokens is None:
             return "write"
         if token is None:
@@ -218,29 +253,28 @@ class ConsulTestServer(LoopbackServer[_Server]):
 
     def can_read(self, token: str | None, service: str | None) -> bool:
         try:
-            return self._policy(token) in ("read", "write")
+            return self.resolve(token) in ("read", "write")
         except ConsulHTTPError:
             return False
 
     def authorize_read(self, token: str | None, service: str | None) -> bool:
         """403 for an unknown token; False (filter the answer) for a token that may not read."""
-        return self._policy(token) in ("read", "write")
+        return self.resolve(token) in ("read", "write")
 
     def authorize(self, token: str | None, level: str, service: str) -> None:
-        policy = self._policy(token)
+        """403 in Consul's words unless ``token`` may ``level`` (read/write) ``service``."""
+        policy = self.resolve(token)
         if policy == "write" or (level == "read" and policy == "read"):
             return
-        who = "anonymous token" if token is None else "provided token"
+        if token is None:
+            raise ConsulHTTPError(
+                403,
+                f"Permission denied: anonymous token lacks permission 'service:{level}' on "
+                f'"{service}". The anonymous token is used implicitly when a request does not '
+                "specify a token.",
+            )
         raise ConsulHTTPError(
-            403, f"Permission denied: {who} lacks permission 'service:{level}' on \"{service}\""
+            403,
+            f"Permission denied: token with AccessorID '{self.accessor_id(token)}' lacks "
+            f"permission 'service:{level}' on \"{service}\"",
         )
-
-    def service_name_of(self, service_id: str) -> str:
-        with self.state.cond:
-            service = self.state.services.get(service_id)
-            return service.data["Service"] if service else service_id
-
-    def service_name_of_check(self, check_id: str) -> str:
-        with self.state.cond:
-            check = self.state.checks.get(check_id)
-            return check.data["ServiceName"] if check else check_id

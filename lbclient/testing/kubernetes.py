@@ -14,17 +14,42 @@ Endpoints, as documented by the API concepts page and done by the apiserver's wa
   only) every ``bookmark_interval`` seconds of silence;
 - ``timeoutSeconds`` ends the stream cleanly after that long; without it, after a random
   ``watch_timeout`` to twice that (a real server: 30 to 60 minutes);
-- label selectors: ``k=v``, ``k==v``, ``k!=v``, ``k``, ``!k`` joined by commas (set-based
-  selectors answer 400); field selectors: ``metadata.name`` / ``metadata.namespace``;
+- a list at a ``resourceVersion`` the server has not reached waits ``too_large_wait``
+  seconds (the watch cache: 3 s), then answers 504 ``Timeout`` with the
+  ``ResourceVersionTooLarge`` cause;
+- label selectors with apimachinery's whole grammar and its 400 messages (``=``, ``==``,
+  ``!=``, ``in``, ``notin``, exists, ``!``, ``>``, ``<``; keys and values validated); field
+  selectors ``metadata.name`` / ``metadata.namespace`` (others: 400 "field label not
+  supported");
+- boolean parameters read as apimachinery reads them (absent, ``false`` or ``0``: false;
+  anything else, even empty: true); ``timeoutSeconds`` must be an integer (400 otherwise);
 - an empty slice is served as ``"endpoints": null`` and ``"ports": null``;
 - with ``token`` set, a request without ``Authorization: Bearer <token>`` gets 401;
-  ``forbid(namespace)`` answers 403 with the apiserver's RBAC message.
-
+  ``forbid(namespace)`` answers 403 with the apiserver's RBAC message;
 - an object whose labels change sends DELETED to watchers that matched only the old labels
-  and ADDED to those that match only the new ones, as the apiserver's watch cache does.
+  and ADDED to those that match only the new ones, as the apiserver's watch cache does;
+- every error is a ``Status`` object; every request body is read, so a kept-alive
+  connection stays usable after any refusal.
 
-Not implemented: writes through the API (tests write through the knobs), pagination
-(``limit``/``continue``), ``resourceVersionMatch`` and ``sendInitialEvents``.
+Fidelity, request by request (S: as the real server; R: refused as a real server refuses;
+O: out of scope, refused with the Status shown):
+
+=============================================  ===  ============================================
+``GET`` list / watch / get (both resources)    S    all parameters below
+``labelSelector``, ``fieldSelector``           S    bad ones: 400 with apimachinery's message
+``watch``, ``allowWatchBookmarks``             S
+``resourceVersion`` (list, watch)              S    future list: 504 after ``too_large_wait``
+``timeoutSeconds``                             S    not an integer: 400
+``resourceVersionMatch=NotOlderThan``          S    without ``resourceVersion`` etc.: 422
+``resourceVersionMatch=Exact``                 S/O  at the current version; older: 410 Expired
+``limit``                                      S    ignored, the whole list (as the watch cache)
+``continue``                                   R    400 (no list is ever split)
+``sendInitialEvents``                          R    422, as with the WatchList gate off
+``POST``/``PUT``/``PATCH``/``DELETE``          O    405 MethodNotAllowed Status; write through
+                                                    the knobs (``scale``, ``apply_slice``, ...)
+``HEAD``, ``OPTIONS``, other methods           R    405 MethodNotAllowed Status
+other paths and API groups                     R    404 NotFound Status
+=============================================  ===  ============================================
 
 >>> with KubernetesTestServer() as api:                                    # doctest: +SKIP
 ...     api.scale("shop", "orders", ["127.0.0.1:8001", "127.0.0.1:8002"])
@@ -88,9 +113,9 @@ class KubernetesTestServer(LoopbackServer[APIServer]):
     terminating), ``apply_slice``/``delete_slice`` (any slice layout), ``compact`` (old
     versions expire), ``close_watches`` (clean end, as at the server's watch timeout),
     ``watches_held`` (make reconnecting watches wait: with ``compact`` they get the 410),
-    ``expired_as_http_410``, ``down``/``up`` (connections cut, same port and state after),
-    ``forbid``/``allow`` (403), ``endpointslices=False`` (a cluster without
-    discovery.k8s.io/v1). ``requests`` records every request as
+    ``expired_as_http_410`` (also a constructor argument), ``down``/``up`` (connections cut,
+    same port and state after), ``forbid``/``allow`` (403), ``endpointslices=False`` (a
+    cluster without discovery.k8s.io/v1), ``too_large_wait``. ``requests`` records every request as
     ``(method, path, query, had_authorization)``; the token itself is never stored.
     """
 
@@ -104,6 +129,8 @@ class KubernetesTestServer(LoopbackServer[APIServer]):
         watch_timeout: float = 1800.0,
         endpointslices: bool = True,
         user: str = "system:serviceaccount:default:default",
+        expired_as_http_410: bool = False,
+        too_large_wait: float = 3.0,
     ) -> None:
         super().__init__(host, port)
         self.token = token
@@ -115,7 +142,9 @@ class KubernetesTestServer(LoopbackServer[APIServer]):
         self.forbidden_namespaces: set[str] = set()
         self.watch_gate = threading.Event()
         self.watch_gate.set()
-        self.expired_as_http_410 = False
+        self.too_large_wait = too_large_wait
+        """How long a list at a future resourceVersion waits before its 504 (real: 3 s)."""
+        self.expired_as_http_410 = expired_as_http_410
         """True: answer a too-old watch with an HTTP 410 Status instead of the ERROR event on
         a 200 stream (what some proxies and old servers do; clients must handle both)."""
         self.expired_watches = 0

@@ -80,7 +80,10 @@ def test_label_selector_subset(api: KubernetesTestServer) -> None:
     assert [i["metadata"]["name"] for i in body["items"]] == ["payments-9001"]
     _, _, body = get(api, f"{SLICES}?labelSelector=kubernetes.io%2Fservice-name")
     assert len(body["items"]) == 2
-    code, _, body = get(api, f"{SLICES}?labelSelector=" + quote("app in (a,b)", safe=""))
+    set_based = quote("kubernetes.io/service-name in (orders,carts)", safe="")
+    _, _, body = get(api, f"{SLICES}?labelSelector={set_based}")
+    assert [i["metadata"]["name"] for i in body["items"]] == ["orders-8001"]
+    code, _, body = get(api, f"{SLICES}?labelSelector=" + quote("=web", safe=""))
     assert code == 400
     assert body["reason"] == "BadRequest"
 
@@ -290,3 +293,133 @@ def test_the_http_410_variant_of_an_expired_watch(api: KubernetesTestServer) -> 
     assert response.status == 410
     assert body["code"] == 410
     assert body["reason"] == "Expired"
+
+
+# -- what the clients cannot send ------------------------------------------------------------
+
+NAME_RULE = (
+    "name part must consist of alphanumeric characters, '-', '_' or '.', and must start and "
+    "end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex "
+    "used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')"
+)
+VALUE_RULE = (
+    "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or "
+    "'.', and must start and end with an alphanumeric character (e.g. 'MyValue',  or "
+    "'my_value',  or '12345', regex used for validation is "
+    "'(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')"
+)
+
+
+PARSE = "unable to parse requirement: "
+
+
+@pytest.mark.parametrize(
+    ("selector", "message"),
+    [
+        ("=web", "found '=', expected: !, identifier, or 'end of string'"),
+        ("tier=web=x", "found '=', expected: ',' or 'end of string'"),
+        ("tier=a b", "found 'b', expected: ',' or 'end of string'"),
+        ("ti er=web", PARSE + "found 'er', expected: in, notin, =, ==, !=, gt, lt"),
+        ("tier,", "found '', expected: identifier after ','"),
+        ("tier in a", PARSE + "found 'a' expected: '('"),
+        ("tier=a@b", PARSE + f'values[0][tier]: Invalid value: "a@b": {VALUE_RULE}'),
+        ("-tier=a", PARSE + f'<nil>: Invalid value: "-tier": {NAME_RULE}'),
+        ("tier>x", PARSE + 'values[0]: Invalid value: "x": '
+                   "for 'Gt', 'Lt' operators, the value must be an integer"),
+        ("a=>b", PARSE + "found '>', expected: identifier"),
+    ],
+)  # fmt: skip
+def test_malformed_label_selectors_get_apimachinerys_400(
+    api: KubernetesTestServer, selector: str, message: str
+) -> None:
+    code, _, body = get(api, f"{SLICES}?labelSelector={quote(selector, safe='')}")
+    assert (code, body["reason"]) == (400, "BadRequest")
+    assert body["message"] == message
+    assert "details" not in body
+
+
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        ("fieldSelector=spec.zone%3Da", "field label not supported: spec.zone"),
+        ("fieldSelector=metadata.name",
+         "invalid selector: 'metadata.name'; can't understand 'metadata.name'"),
+        ("timeoutSeconds=soon", 'strconv.ParseInt: parsing "soon": invalid syntax'),
+        ("watch=1&timeoutSeconds=1.5", 'strconv.ParseInt: parsing "1.5": invalid syntax'),
+        ("resourceVersion=latest",
+         'resourceVersion: Invalid value: "latest": strconv.ParseUint: parsing "latest"'),
+        ("continue=abc", 'continue: Invalid value: "abc": continue key is not valid'),
+    ],
+)  # fmt: skip
+def test_bad_query_parameters_get_400(api: KubernetesTestServer, query: str, message: str) -> None:
+    code, _, body = get(api, f"{SLICES}?{query}")
+    assert (code, body["reason"]) == (400, "BadRequest")
+    assert body["message"].startswith(message)
+
+
+def test_send_initial_events_is_refused_as_with_the_watchlist_gate_off(
+    api: KubernetesTestServer,
+) -> None:
+    code, _, body = get(api, f"{SLICES}?watch=1&sendInitialEvents=true&allowWatchBookmarks=true")
+    assert (code, body["reason"]) == (422, "Invalid")
+    assert body["details"]["causes"][0]["field"] == "sendInitialEvents"
+
+
+def test_booleans_read_as_apimachinery_reads_them(api: KubernetesTestServer) -> None:
+    api.scale(NS, "orders", ["127.0.0.1:8001"])
+    for value in ("false", "0", "FALSE"):
+        code, _, body = get(api, f"{SLICES}?watch={value}")
+        assert (code, body["kind"]) == (200, "EndpointSliceList")
+    for value in ("yes", "", "True"):  # anything else is true, even empty
+        response, conn = watch_raw(api, f"watch={value}&timeoutSeconds=1")
+        assert response.getheader("Transfer-Encoding") == "chunked"
+        assert json.loads(response.readline())["type"] == "ADDED"
+        conn.close()
+
+
+def watch_raw(api: KubernetesTestServer, query: str) -> tuple[http.client.HTTPResponse, Any]:
+    conn = http.client.HTTPConnection(api.host, api.port, timeout=10)
+    conn.request("GET", f"{SLICES}?{query}", headers=AUTH)
+    return conn.getresponse(), conn
+
+
+@pytest.mark.parametrize("method", ["POST", "PUT", "PATCH", "DELETE", "OPTIONS", "BREW"])
+def test_every_other_method_gets_a_405_status_and_the_connection_stays_usable(
+    api: KubernetesTestServer, method: str
+) -> None:
+    conn = http.client.HTTPConnection(api.host, api.port, timeout=10)
+    conn.request(method, SLICES, body=b'{"kind": "EndpointSlice"}', headers=AUTH)
+    response = conn.getresponse()
+    body = json.loads(response.read())
+    assert (response.status, response.getheader("Content-Type")) == (405, "application/json")
+    assert (body["kind"], body["reason"]) == ("Status", "MethodNotAllowed")
+    assert body["message"] == "the server does not allow this method on the requested resource"
+    assert body["details"] == {}
+    conn.request("GET", SLICES, headers=AUTH)  # the same connection, the body was consumed
+    response = conn.getresponse()
+    assert (response.status, json.loads(response.read())["kind"]) == (200, "EndpointSliceList")
+    conn.close()
+
+
+def test_head_gets_the_405_headers_without_a_body(api: KubernetesTestServer) -> None:
+    conn = http.client.HTTPConnection(api.host, api.port, timeout=10)
+    conn.request("HEAD", SLICES, headers=AUTH)
+    response = conn.getresponse()
+    assert (response.status, response.read()) == (405, b"")
+    conn.request("GET", SLICES, headers=AUTH)
+    assert conn.getresponse().status == 200
+    conn.close()
+
+
+def test_a_chunked_request_body_is_consumed_too(api: KubernetesTestServer) -> None:
+    conn = http.client.HTTPConnection(api.host, api.port, timeout=10)
+    conn.request("POST", SLICES, body=iter([b'{"a":', b" 1}"]), headers=AUTH, encode_chunked=True)
+    assert conn.getresponse().read()
+    conn.request("GET", SLICES, headers=AUTH)
+    assert conn.getresponse().status == 200
+    conn.close()
+
+
+def test_unknown_paths_get_404_with_empty_details(api: KubernetesTestServer) -> None:
+    code, _, body = get(api, "/apis/apps/v1/namespaces/shop/deployments")
+    assert (code, body["reason"], body["details"]) == (404, "NotFound", {})
