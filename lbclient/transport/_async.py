@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
@@ -12,6 +12,7 @@ from lbclient._balancer import LoadBalancer, ServiceState
 from lbclient._exceptions import ServiceNotFound
 from lbclient._retry import RetryState
 from lbclient.transport._core import Release, RetryAttempt, TransportCore, abandon
+from lbclient.transport._pools import InnerTransports
 
 
 class AsyncLoadBalancedTransport(httpx.AsyncBaseTransport):
@@ -22,17 +23,22 @@ class AsyncLoadBalancedTransport(httpx.AsyncBaseTransport):
     """
 
     def __init__(
-        self, lb: LoadBalancer, transport: httpx.AsyncBaseTransport | None = None, **options: Any
+        self,
+        lb: LoadBalancer,
+        transport: httpx.AsyncBaseTransport | Callable[[], httpx.AsyncBaseTransport] | None = None,
+        **options: Any,
     ) -> None:
         self._core = TransportCore(lb, **options)
-        self._inner = transport or httpx.AsyncHTTPTransport()
+        self._inners = InnerTransports(
+            transport, httpx.AsyncBaseTransport, httpx.AsyncHTTPTransport
+        )
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         try:
             state = await self._core.lb.aservice(request.url.host)
         except ServiceNotFound:
             if self._core.passthrough:
-                return await self._inner.handle_async_request(request)
+                return await self._inners.for_request(request).handle_async_request(request)
             raise
         retry = self._core.start(request, state)
         # The first attempt runs outside tenacity: most requests succeed at once, and a
@@ -55,7 +61,9 @@ class AsyncLoadBalancedTransport(httpx.AsyncBaseTransport):
     ) -> httpx.Response:
         handle = self._core.pick(state, retry)
         try:
-            response = await self._inner.handle_async_request(self._core.prepare(request, handle))
+            prepared = self._core.prepare(request, handle)
+            inner = self._inners.for_request(prepared)
+            response = await inner.handle_async_request(prepared)
         except httpx.TransportError as exc:
             signal = self._core.on_error(handle, retry, exc)
             if signal is None:
@@ -74,7 +82,8 @@ class AsyncLoadBalancedTransport(httpx.AsyncBaseTransport):
         return response
 
     async def aclose(self) -> None:
-        await self._inner.aclose()
+        for inner in self._inners.all():
+            await inner.aclose()
 
 
 class _ReleasingStream(Release, httpx.AsyncByteStream):

@@ -15,7 +15,7 @@ from tenacity import retry_if_exception_type, stop_never
 
 from lbclient._balancer import LoadBalancer, ServiceState
 from lbclient._context import PickContext
-from lbclient._exceptions import ConfigurationError
+from lbclient._exceptions import ConfigurationError, LBError
 from lbclient._handle import PickHandle
 from lbclient._outcome import Failure, failure_for_status
 from lbclient._retry import RetryPolicy, RetryState
@@ -336,5 +336,9 @@ class Release:
 
 
 def abandon(handle: PickHandle, exc: BaseException) -> None:
-    """Release the handle of an attempt interrupted by something other than httpx."""
-    handle.__exit__(type(exc), exc, None)
+    """Release the handle of an attempt interrupted by something other than httpx; our own
+    refusals (an ``LBError`` raised before sending) do not count against the instance."""
+    if isinstance(exc, LBError):
+        handle.cancel()
+    else:
+        handle.__exit__(type(exc), exc, None)

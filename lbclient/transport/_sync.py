@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
@@ -12,6 +12,7 @@ from lbclient._balancer import LoadBalancer, ServiceState
 from lbclient._exceptions import ServiceNotFound
 from lbclient._retry import RetryState
 from lbclient.transport._core import Release, RetryAttempt, TransportCore, abandon
+from lbclient.transport._pools import InnerTransports
 
 
 class LoadBalancedTransport(httpx.BaseTransport):
@@ -29,17 +30,20 @@ class LoadBalancedTransport(httpx.BaseTransport):
     """
 
     def __init__(
-        self, lb: LoadBalancer, transport: httpx.BaseTransport | None = None, **options: Any
+        self,
+        lb: LoadBalancer,
+        transport: httpx.BaseTransport | Callable[[], httpx.BaseTransport] | None = None,
+        **options: Any,
     ) -> None:
         self._core = TransportCore(lb, **options)
-        self._inner = transport or httpx.HTTPTransport()
+        self._inners = InnerTransports(transport, httpx.BaseTransport, httpx.HTTPTransport)
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         try:
             state = self._core.lb.service(request.url.host)
         except ServiceNotFound:
             if self._core.passthrough:
-                return self._inner.handle_request(request)
+                return self._inners.for_request(request).handle_request(request)
             raise
         retry = self._core.start(request, state)
         # The first attempt runs outside tenacity: most requests succeed at once, and a
@@ -62,7 +66,9 @@ class LoadBalancedTransport(httpx.BaseTransport):
     ) -> httpx.Response:
         handle = self._core.pick(state, retry)
         try:
-            response = self._inner.handle_request(self._core.prepare(request, handle))
+            prepared = self._core.prepare(request, handle)
+            inner = self._inners.for_request(prepared)
+            response = inner.handle_request(prepared)
         except httpx.TransportError as exc:
             signal = self._core.on_error(handle, retry, exc)
             if signal is None:
@@ -81,7 +87,8 @@ class LoadBalancedTransport(httpx.BaseTransport):
         return response
 
     def close(self) -> None:
-        self._inner.close()
+        for inner in self._inners.all():
+            inner.close()
 
 
 class _ReleasingStream(Release, httpx.SyncByteStream):
