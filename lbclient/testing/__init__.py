@@ -1,6 +1,7 @@
 """Real servers for tests and demos: HTTP backends and protocol-faithful Consul and Kubernetes
 API test servers, so you can test your own services without a cluster."""
 
+from lbclient.testing._blackhole import BlackHole
 from lbclient.testing._http import BackendProcess, BackendSpec, HTTPBackend, free_port
 from lbclient.testing._process import ControlledBackend
 from lbclient.testing.kubernetes import KubernetesTestServer
@@ -8,6 +9,7 @@ from lbclient.testing.kubernetes import KubernetesTestServer
 __all__ = [
     "BackendProcess",
     "BackendSpec",
+    "BlackHole",
     "ConsulTestServer",
     "ControlledBackend",
     "HTTPBackend",

@@ -99,6 +99,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(payload)))
         self.send_header("X-Backend", backend.name)
+        for name, value in backend.headers.items():
+            self.send_header(name, value)
         self.end_headers()
         self.wfile.write(payload)
 
@@ -125,7 +127,8 @@ class HTTPBackend(LoopbackServer[_Server]):
     """A real HTTP server on ``127.0.0.1`` (random port unless given), run in a thread.
 
     Knobs, changeable while it runs: ``delay`` (seconds per request), ``fail_rate`` (share of
-    requests answered ``fail_status``), ``status`` (answer every request with it),
+    requests answered ``fail_status``), ``status`` (answer every request with it), ``headers``
+    (extra response headers),
     ``health_status`` (what ``/health`` answers). ``stop()`` closes the socket so clients get
     connection refused; ``start()`` brings it back on the same port.
 
@@ -156,6 +159,8 @@ class HTTPBackend(LoopbackServer[_Server]):
         self.requests = 0
         self.paths: list[str] = []
         self.last_headers: dict[str, str] = {}
+        self.headers: dict[str, str] = {}
+        """Extra headers on every answer (e.g. ``{"Retry-After": "1"}``)."""
         self.tls = tls
         self.sni_names: list[str | None] = []
         """The TLS server name of each handshake (None when the client sent none)."""

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
-from tenacity import Retrying
 
 from lbclient._balancer import LoadBalancer, ServiceState
 from lbclient._exceptions import ServiceNotFound
@@ -46,44 +46,36 @@ class LoadBalancedTransport(httpx.BaseTransport):
                 return self._inners.for_request(request).handle_request(request)
             raise
         retry = self._core.start(request, state)
-        # The first attempt runs outside tenacity: most requests succeed at once, and a
-        # tenacity loop costs more than the rest of the balancing put together.
-        try:
-            return self._attempt(request, state, retry)
-        except RetryAttempt:
-            pass
-        replay = True
-        for attempt in Retrying(**self._core.retrying(retry)):
-            with attempt:
-                if replay:  # let tenacity count the first attempt and wait as it would have
-                    replay = False
-                    raise RetryAttempt()
+        while True:
+            try:
                 return self._attempt(request, state, retry)
-        raise AssertionError("unreachable")  # pragma: no cover
+            except RetryAttempt as signal:
+                time.sleep(signal.pause)
 
     def _attempt(
         self, request: httpx.Request, state: ServiceState, retry: RetryState
     ) -> httpx.Response:
-        handle = self._core.pick(state, retry)
+        handle = self._core.pick(request, state, retry)
         try:
-            prepared = self._core.prepare(request, handle)
+            prepared = self._core.attempt(request, handle, retry)
             inner = self._inners.for_request(prepared)
             response = inner.handle_request(prepared)
         except httpx.TransportError as exc:
-            signal = self._core.on_error(handle, retry, exc)
+            signal = self._core.on_error(request, handle, retry, exc)
             if signal is None:
                 raise
             raise signal from exc
         except BaseException as exc:
             abandon(handle, exc)
             raise
-        if self._core.on_response(handle, retry, response.status_code):
+        pause = self._core.on_response(handle, retry, response)
+        if pause is not None:
             response.close()
-            raise RetryAttempt()
+            raise RetryAttempt(pause)
         # Hand back the inner response itself, its body wrapped to release the handle on
         # close: cheaper than building a new Response (which copies every header).
         response.stream = _ReleasingStream(response.stream, handle, response.status_code)
-        response.request = request
+        response.request = self._core.as_sent(request, prepared)
         return response
 
     def close(self) -> None:

@@ -155,3 +155,84 @@ def test_transport_must_be_a_transport_or_a_factory(mode: Mode) -> None:
 
 def _plain() -> dict[str, Any]:
     return {"outlier": None}
+
+
+# -- a registry entry never downgrades the caller's https:// -------------------------------
+
+
+def test_an_http_entry_never_carries_an_https_request_in_clear(mode: Mode) -> None:
+    """The request fails before anything is sent; the instance is not blamed for it."""
+    with HTTPBackend("plain") as backend:
+        lb = lbclient.LoadBalancer({"orders": [f"http://{backend.address}"]}, **_plain())
+        transport = _transport(mode, lb, None)
+        (refused,) = _run(mode, transport, ["https://orders/"])
+        assert isinstance(refused, lbclient.SchemeDowngradeRefused)
+        assert isinstance(refused, ConfigurationError)
+        assert "allow_scheme_downgrade=True" in str(refused)
+        assert refused.instance is not None
+        assert refused.instance.address == backend.address
+        assert backend.requests == 0
+        (row,) = lb.stats("orders")["instances"]
+        assert row["failures"] == 0
+        assert_settled(lb)
+
+
+def test_downgrade_when_the_user_opts_in_and_the_response_tells_the_truth(mode: Mode) -> None:
+    with HTTPBackend("plain") as backend:
+        lb = lbclient.LoadBalancer({"orders": [f"http://{backend.address}"]})
+        response = _send_one(mode, lb, "https://orders/x", allow_scheme_downgrade=True)
+        assert response.status_code == 200
+        assert backend.last_headers["Authorization"] == "Bearer t"
+    # Sent in clear: the response's request says so.
+    assert response.request.url == "http://orders/x"
+
+
+def test_an_upgrade_to_https_shows_in_the_response(
+    mode: Mode, certificate: tuple[Path, Path], tls_backend: HTTPBackend
+) -> None:
+    lb = lbclient.LoadBalancer({"orders": [f"https://{tls_backend.address}"]})
+    response = _send_one(
+        mode, lb, "http://orders/x", inner=_factory(mode, certificate), tls_server_name="orders"
+    )
+    assert response.status_code == 200
+    assert response.request.url == "https://orders/x"
+
+
+def test_allow_scheme_downgrade_must_be_a_bool(mode: Mode) -> None:
+    lb = lbclient.LoadBalancer({"orders": ["127.0.0.1:1"]})
+    with pytest.raises(ConfigurationError, match="allow_scheme_downgrade must be True or False"):
+        _transport(mode, lb, None, allow_scheme_downgrade="yes")
+
+
+# -- a port in the service URL is refused, never ignored ------------------------------------
+
+
+def test_a_port_in_the_service_url_is_refused(mode: Mode) -> None:
+    with HTTPBackend("a") as backend:
+        lb = lbclient.LoadBalancer({"orders": [backend.address]})
+        (refused,) = _run(mode, _transport(mode, lb, None), ["http://orders:8080/x"])
+        assert isinstance(refused, ConfigurationError)
+        assert "http://orders:8080/x" in str(refused)
+        assert "http://orders/..." in str(refused)
+        # The scheme's default port is no port at all (httpx drops it).
+        (ok,) = _run(mode, _transport(mode, lb, None), ["http://orders:80/x"])
+        assert ok == 200
+        assert backend.requests == 1
+        assert_settled(lb)
+
+
+def _send_one(
+    mode: Mode, lb: lbclient.LoadBalancer, url: str, inner: Any = None, **options: Any
+) -> httpx.Response:
+    headers = {"Authorization": "Bearer t"}
+    if mode == "sync":
+        with httpx.Client(transport=_transport(mode, lb, inner, **options)) as client:
+            return client.get(url, headers=headers)
+
+    import asyncio
+
+    async def run() -> httpx.Response:
+        async with httpx.AsyncClient(transport=_transport(mode, lb, inner, **options)) as client:
+            return await client.get(url, headers=headers)
+
+    return asyncio.run(run())
