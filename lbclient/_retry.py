@@ -114,7 +114,7 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
         return None
     value = value.strip()
     if value.isascii() and value.isdigit():
-        return float(value)
+        return min(float(value), 1e9)  # hundreds of digits would make inf
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError):

@@ -285,10 +285,11 @@ class AttemptTimeouts(dict[str, float | None]):
     """httpx's timeouts (connect, read, write, pool), each capped when read at the time left
     before the attempt's end.
 
-    httpcore reads each timeout as a phase starts (connect, send, wait for the answer), so
-    every phase ends by the deadline: an attempt is cut there even when it connected at once
-    and then waited (a black-holed instance). A server that trickles bytes can stretch one
-    phase past it, by at most that phase's timeout.
+    httpcore reads each timeout as a phase starts (wait for a connection, connect, send,
+    wait for the answer, read the body), so every phase that waits ends by the deadline: an
+    attempt is cut there even when it connected at once and then waited (a black-holed
+    instance). Only a server that trickles bytes can keep one phase going past it: each wait
+    for more bytes is capped at the time that was left when the phase began.
     """
 
     __slots__ = ("end",)

@@ -22,11 +22,15 @@ class LoadBalancedTransport(httpx.BaseTransport):
     >>> client = httpx.Client(transport=LoadBalancedTransport(lb))           # doctest: +SKIP
     >>> client.get("http://orders/api/items")                               # doctest: +SKIP
 
-    ``transport`` is the inner transport that really sends (default: ``httpx.HTTPTransport()``,
-    whose connection pool is shared by all instances). Keyword options (see README):
-    ``retry`` (a RetryPolicy; default: the service's), ``key`` (hash-key source; default
-    ``extensions["lb_key"]``), ``unknown_service`` (``"raise"`` or ``"passthrough"``),
-    ``host_header`` and ``tls_server_name`` (``"instance"``, ``"service"`` or a literal name).
+    ``transport`` is the inner transport that really sends, or a zero-argument callable that
+    makes one (default: ``httpx.HTTPTransport``); one connection pool never serves two TLS
+    server names, so a callable is called once per name (see ``_pools.py``). Keyword options
+    (see README): ``retry`` (a RetryPolicy; default: the service's), ``key`` (hash-key source;
+    default ``extensions["lb_key"]``), ``unknown_service`` (``"raise"`` or
+    ``"passthrough"``), ``host_header`` and ``tls_server_name`` (``"instance"``,
+    ``"service"`` or a literal name), ``allow_scheme_downgrade`` (send an ``https://``
+    request in clear to an instance the registry lists as ``http``; default False: refused).
+    Per request: ``extensions={"lb_key": ..., "lb_timeout": seconds}``.
     """
 
     def __init__(
