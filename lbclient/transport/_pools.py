@@ -30,6 +30,7 @@ from typing import Generic, TypeVar
 import httpx
 
 from lbclient._exceptions import ConfigurationError
+from lbclient.transport._core import scheme_of
 
 T = TypeVar("T")
 
@@ -80,7 +81,7 @@ class InnerTransports(Generic[T]):
 
     def for_request(self, request: httpx.Request) -> T:
         """The inner transport whose pool may carry ``request``."""
-        if request.url.raw_scheme != b"https":
+        if scheme_of(request.url) != "https":
             return self.first
         name = server_name(request)
         transport = self._by_name.get(name)
