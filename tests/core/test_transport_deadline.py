@@ -210,3 +210,53 @@ def test_retry_policy_timeouts_accept_none_and_numbers() -> None:
     assert lbclient.RetryPolicy().timeout is None
     with pytest.raises(ConfigurationError, match="retry_after_max"):
         lbclient.RetryPolicy(retry_after_max=None)  # type: ignore[arg-type]
+
+
+def test_concurrent_calls_cut_by_deadlines_leave_nothing_in_flight(
+    holes: list[BlackHole],
+) -> None:
+    """8 threads and 16 tasks, half the instances black holes: every call either answers or
+    times out, and afterwards in-flight is exactly zero everywhere."""
+    import asyncio
+    import concurrent.futures
+
+    with HTTPBackend("a") as a, HTTPBackend("b") as b:
+        lb = lbclient.LoadBalancer(
+            {"orders": [holes[0].address, holes[1].address, a.address, b.address]}, **PLAIN
+        )
+        policy = lbclient.RetryPolicy(timeout=0.4, per_try_timeout=0.15)
+
+        def thread_calls() -> list[object]:
+            transport = lbclient.LoadBalancedTransport(lb, retry=policy)
+            with httpx.Client(transport=transport) as client:
+                return [_outcome(lambda: client.get("http://orders/")) for _ in range(4)]
+
+        async def task_calls(client: httpx.AsyncClient) -> list[object]:
+            results: list[object] = []
+            for _ in range(4):
+                try:
+                    results.append((await client.get("http://orders/")).status_code)
+                except httpx.TimeoutException:  # DeadlineExceeded, or per-try past the budget
+                    results.append("timeout")
+            return results
+
+        async def tasks() -> list[list[object]]:
+            transport = lbclient.AsyncLoadBalancedTransport(lb, retry=policy)
+            async with httpx.AsyncClient(transport=transport) as client:
+                return await asyncio.gather(*(task_calls(client) for _ in range(16)))
+
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            threaded = list(pool.map(lambda _: thread_calls(), range(8)))
+        gathered = asyncio.run(tasks())
+    outcomes = [o for batch in threaded + gathered for o in batch]
+    assert len(outcomes) == 8 * 4 + 16 * 4
+    assert set(outcomes) <= {200, "timeout"}
+    assert 200 in outcomes
+    assert_settled(lb)
+
+
+def _outcome(call: Any) -> object:
+    try:
+        return call().status_code
+    except httpx.TimeoutException:
+        return "timeout"
