@@ -25,7 +25,7 @@ from __future__ import annotations
 import threading
 import weakref
 from collections.abc import Callable
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import httpx
 
@@ -34,15 +34,40 @@ from lbclient.transport._core import scheme_of
 
 T = TypeVar("T")
 
-_bindings: weakref.WeakKeyDictionary[object, str | None] = weakref.WeakKeyDictionary()
-"""The server name each caller-given inner transport is bound to (None: the URL's host)."""
+_bindings: dict[int, tuple[weakref.ref[Any], str | None]] = {}
+"""The server name each inner transport is bound to (None: the URL's host), by ``id``: a
+transport need not be hashable; the entry goes when the transport does."""
 _bindings_lock = threading.Lock()
 
 
 def _bind(transport: object, name: str | None) -> str | None:
-    """Bind ``transport`` to ``name`` unless it is bound already; return its name."""
+    """Bind ``transport`` to ``name`` unless it is bound already; return its name.
+
+    A transport that cannot be weakly referenced is bound for as long as the process lives.
+    """
+    key = id(transport)
     with _bindings_lock:
-        return _bindings.setdefault(transport, name)
+        entry = _bindings.get(key)
+        if entry is not None and entry[0]() is transport:
+            return entry[1]
+        try:
+            ref: weakref.ref[Any] = weakref.ref(transport, lambda _: _bindings.pop(key, None))
+        except TypeError:
+            ref = _Strong(transport)  # type: ignore[assignment]
+        _bindings[key] = (ref, name)
+        return name
+
+
+class _Strong:
+    """A strong reference with ``weakref.ref``'s call interface."""
+
+    __slots__ = ("target",)
+
+    def __init__(self, target: object) -> None:
+        self.target = target
+
+    def __call__(self) -> object:
+        return self.target
 
 
 def server_name(request: httpx.Request) -> str | None:

@@ -236,3 +236,22 @@ def _send_one(
             return await client.get(url, headers=headers)
 
     return asyncio.run(run())
+
+
+class _Unhashable(httpx.MockTransport):
+    """An inner transport that defines equality, and so has no hash."""
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __eq__(self, other: object) -> bool:
+        return self is other
+
+
+def test_an_unhashable_inner_transport_is_bound_too() -> None:
+    lb = lbclient.LoadBalancer({"orders": ["127.0.0.1:1"], "payments": ["127.0.0.1:1"]})
+    inner = _Unhashable(lambda request: httpx.Response(200, content=iter([b"ok"])))
+    transport = lbclient.LoadBalancedTransport(lb, inner, tls_server_name="service")
+    ok, refused = _run("sync", transport, ["https://orders/", "https://payments/"])
+    assert ok == 200
+    assert isinstance(refused, ConfigurationError)
+    assert_settled(lb)
