@@ -24,7 +24,7 @@ class LoadBalancedTransport(httpx.BaseTransport):
 
     ``transport`` is the inner transport that really sends, or a zero-argument callable that
     makes one (default: ``httpx.HTTPTransport``); one connection pool never serves two TLS
-    server names, so a callable is called once per name (see ``_pools.py``). Keyword options
+    server names, so a callable is called once per name (see README). Keyword options
     (see README): ``retry`` (a RetryPolicy; default: the service's), ``key`` (hash-key source;
     default ``extensions["lb_key"]``), ``unknown_service`` (``"raise"`` or
     ``"passthrough"``), ``host_header`` and ``tls_server_name`` (``"instance"``,
