@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -34,13 +35,14 @@ class AsyncLoadBalancedTransport(httpx.AsyncBaseTransport):
         )
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        started = time.monotonic()  # a first resolution counts against the deadline
         try:
             state = await self._core.lb.aservice(request.url.host)
         except ServiceNotFound:
             if self._core.passthrough:
                 return await self._inners.for_request(request).handle_async_request(request)
             raise
-        retry = self._core.start(request, state)
+        retry = self._core.start(request, state, started)
         while True:
             try:
                 return await self._attempt(request, state, retry)

@@ -123,8 +123,9 @@ class TransportCore:
         self._origins = _Origins()
         self._bare_contexts: dict[str | None, PickContext] = {}
 
-    def start(self, request: httpx.Request, state: ServiceState) -> RetryState:
-        """The state of one balanced call: its policy, pick context and deadline."""
+    def start(self, request: httpx.Request, state: ServiceState, started: float) -> RetryState:
+        """The state of one balanced call: its policy, pick context and deadline (counted
+        from ``started``, the ``time.monotonic()`` at which the transport got the request)."""
         if request.url.port is not None:
             raise ConfigurationError(
                 f"{request.url}: a port in a balanced service URL is refused, because each "
@@ -165,7 +166,7 @@ class TransportCore:
             method=request.method,
             replayable=replayable,
             context=context,
-            deadline=None if timeout is None else time.monotonic() + timeout,
+            deadline=None if timeout is None else started + timeout,
         )
 
     def pick(self, request: httpx.Request, state: ServiceState, retry: RetryState) -> PickHandle:

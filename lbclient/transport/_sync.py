@@ -43,13 +43,14 @@ class LoadBalancedTransport(httpx.BaseTransport):
         self._inners = InnerTransports(transport, httpx.BaseTransport, httpx.HTTPTransport)
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
+        started = time.monotonic()  # a first resolution counts against the deadline
         try:
             state = self._core.lb.service(request.url.host)
         except ServiceNotFound:
             if self._core.passthrough:
                 return self._inners.for_request(request).handle_request(request)
             raise
-        retry = self._core.start(request, state)
+        retry = self._core.start(request, state, started)
         while True:
             try:
                 return self._attempt(request, state, retry)

@@ -260,3 +260,51 @@ def _outcome(call: Any) -> object:
         return call().status_code
     except httpx.TimeoutException:
         return "timeout"
+
+
+# -- the decision core, without I/O --------------------------------------------------------
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    attempts=st.integers(1, 5),
+    left=st.one_of(st.none(), st.floats(-1, 5)),
+    retry_after=st.one_of(st.none(), st.floats(0, 20)),
+    retry_after_max=st.floats(0.01, 15),
+    allowed=st.booleans(),
+    tokens=st.booleans(),
+)
+def test_a_pause_never_reaches_the_deadline_and_a_refusal_costs_no_token(
+    attempts: int,
+    left: float | None,
+    retry_after: float | None,
+    retry_after_max: float,
+    allowed: bool,
+    tokens: bool,
+) -> None:
+    from lbclient import PickContext, RetryBudget
+    from lbclient._retry import RetryState
+
+    policy = lbclient.RetryPolicy(attempts=attempts, retry_after_max=retry_after_max)
+    budget = RetryBudget(ratio=0.0, min_per_second=0.0 if not tokens else 10.0)
+    if not tokens:
+        while budget.try_withdraw():
+            pass
+    deadline = None if left is None else time.monotonic() + left
+    retry = RetryState(
+        policy, budget, method="GET", replayable=True, context=PickContext(), deadline=deadline
+    )
+    retry.next_context()  # the first attempt
+    before = budget.balance
+    pause = retry.pause(allowed, retry_after)
+    if pause is None:
+        assert budget.balance >= before - 1e-6  # refused: nothing withdrawn
+        return
+    assert allowed
+    assert tokens
+    assert attempts > 1
+    assert pause >= 0
+    if retry_after is not None:
+        assert pause == retry_after <= retry_after_max
+    if deadline is not None:
+        assert time.monotonic() + pause < deadline
