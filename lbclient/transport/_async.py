@@ -12,7 +12,13 @@ import httpx
 from lbclient._balancer import LoadBalancer, ServiceState
 from lbclient._exceptions import ServiceNotFound
 from lbclient._retry import RetryState
-from lbclient.transport._core import Release, RetryAttempt, TransportCore, abandon
+from lbclient.transport._core import (
+    Release,
+    RetryAttempt,
+    TransportCore,
+    abandon,
+    attempt_end,
+)
 from lbclient.transport._pools import InnerTransports
 
 
@@ -56,7 +62,14 @@ class AsyncLoadBalancedTransport(httpx.AsyncBaseTransport):
         try:
             prepared = self._core.attempt(request, handle, retry)
             inner = self._inners.for_request(prepared)
-            response = await inner.handle_async_request(prepared)
+            end = attempt_end(prepared)
+            if end is None:
+                response = await inner.handle_async_request(prepared)
+            else:  # cut at the end even if the server trickles bytes (httpx's waits are capped)
+                with anyio.move_on_after(end - time.monotonic()) as scope:
+                    response = await inner.handle_async_request(prepared)
+                if scope.cancelled_caught:
+                    raise httpx.ReadTimeout("lbclient: attempt timed out", request=prepared)
         except httpx.TransportError as exc:
             signal = self._core.on_error(request, handle, retry, exc)
             if signal is None:

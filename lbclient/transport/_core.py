@@ -294,7 +294,8 @@ class AttemptTimeouts(dict[str, float | None]):
     wait for the answer, read the body), so every phase that waits ends by the deadline: an
     attempt is cut there even when it connected at once and then waited (a black-holed
     instance). Only a server that trickles bytes can keep one phase going past it: each wait
-    for more bytes is capped at the time that was left when the phase began.
+    for more bytes is capped at the time that was left when the phase began. The async
+    transport also cancels the attempt at its end, which closes that gap there.
     """
 
     __slots__ = ("end",)
@@ -468,6 +469,12 @@ class Release:
 
     def release(self) -> None:
         self.handle.done(self.failure, status=self.status)
+
+
+def attempt_end(prepared: httpx.Request) -> float | None:
+    """When the attempt sending ``prepared`` must end (``time.monotonic()``), or None."""
+    timeouts = prepared.extensions.get("timeout")
+    return timeouts.end if isinstance(timeouts, AttemptTimeouts) else None
 
 
 def abandon(handle: PickHandle, exc: BaseException) -> None:

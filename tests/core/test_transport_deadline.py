@@ -308,3 +308,47 @@ def test_a_pause_never_reaches_the_deadline_and_a_refusal_costs_no_token(
         assert pause == retry_after <= retry_after_max
     if deadline is not None:
         assert time.monotonic() + pause < deadline
+
+
+@pytest.fixture
+def trickle() -> Iterator[str]:
+    """A server that answers one byte of its status line every 0.1 s (for about 4 s)."""
+    import socket
+    import threading
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                connection, _ = listener.accept()
+            except OSError:
+                return
+            with connection:
+                connection.recv(65536)
+                for byte in b"HTTP/1.1 200 OK\r\nX-Slow: " + b"a" * 40:
+                    if stop.wait(0.1):
+                        return
+                    try:
+                        connection.sendall(bytes([byte]))
+                    except OSError:
+                        break
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield f"127.0.0.1:{listener.getsockname()[1]}"
+    stop.set()
+    listener.close()
+    thread.join(5)
+
+
+def test_async_cuts_an_attempt_even_when_the_server_trickles_bytes(trickle: str) -> None:
+    lb = lbclient.LoadBalancer({"orders": [trickle]}, **PLAIN)
+    policy = lbclient.RetryPolicy(timeout=0.5)
+    result, elapsed = _timed("async", lb, "http://orders/", options={"retry": policy})
+    assert isinstance(result, DeadlineExceeded)
+    assert elapsed < 0.5 + 1.5  # the answer would take about 5 s
+    assert_settled(lb)
