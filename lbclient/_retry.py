@@ -117,7 +117,7 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
         return min(float(value), 1e9)  # hundreds of digits would make inf
     try:
         when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
     if when.tzinfo is None:  # an obsolete date form without a zone: HTTP dates are GMT
         return None
