@@ -13,11 +13,13 @@ from lbclient._context import PickContext
 from lbclient._endpoint import Endpoint
 from lbclient._exceptions import (
     ConfigurationError,
+    DeadlineExceeded,
     LBError,
     MissingDependency,
     NoAvailableInstance,
     RegistryAccessDenied,
     RegistryUnavailable,
+    SchemeDowngradeRefused,
     ServiceNotFound,
 )
 from lbclient._handle import PickHandle
@@ -68,6 +70,7 @@ __all__ = [
     "NO_RETRY",
     "AsyncLoadBalancedTransport",
     "ConfigurationError",
+    "DeadlineExceeded",
     "Endpoint",
     "Failure",
     "GrpcHealthCheck",
@@ -89,6 +92,7 @@ __all__ = [
     "RetryBudget",
     "RetryPolicy",
     "Scheduler",
+    "SchemeDowngradeRefused",
     "ServiceConfig",
     "ServiceInstance",
     "ServiceNotFound",

@@ -2,10 +2,12 @@
 
     LBError
     ├── ConfigurationError        bad input: fix the code or the registry data (also a ValueError)
-    │   └── RegistryAccessDenied  the registry refused our credentials (403, 401)
+    │   ├── RegistryAccessDenied  the registry refused our credentials (403, 401)
+    │   └── SchemeDowngradeRefused  a registry entry would send an https:// request in clear
     ├── ServiceNotFound           the registry has never heard of the service (also a LookupError)
     ├── NoAvailableInstance       the service exists but no instance can take the request now
     ├── RegistryUnavailable       the registry cannot be reached and there is no last good list
+    ├── DeadlineExceeded          the call's deadline passed (also an httpx.TimeoutException)
     └── MissingDependency         an optional extra is not installed (also an ImportError)
 
 Each carries ``service`` and, where there is one, ``instance``, so handlers can act on them
@@ -15,6 +17,8 @@ without parsing messages. Messages say what to do next.
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
+
+import httpx
 
 if TYPE_CHECKING:
     from lbclient._instance import ServiceInstance
@@ -43,6 +47,11 @@ class RegistryAccessDenied(ConfigurationError):
     """The registry rejected our credentials: a token or a permission is missing."""
 
 
+class SchemeDowngradeRefused(ConfigurationError):
+    """The caller wrote ``https://`` but the picked instance is registered as plain ``http``;
+    the request is not sent (opt in with ``allow_scheme_downgrade=True``)."""
+
+
 class ServiceNotFound(LBError, LookupError):
     """The registry does not know the service at all (a typo, or it was never registered)."""
 
@@ -53,6 +62,12 @@ class NoAvailableInstance(LBError):
 
 class RegistryUnavailable(LBError):
     """The registry cannot be reached and there is no last good list to fall back on."""
+
+
+class DeadlineExceeded(LBError, httpx.TimeoutException):
+    """The call's deadline (``RetryPolicy.timeout`` or ``extensions={"lb_timeout": s}``)
+    passed before an answer came; its notes list the attempts. Caught by ``except
+    httpx.TimeoutException`` as well as ``except lbclient.LBError``."""
 
 
 class MissingDependency(LBError, ImportError):

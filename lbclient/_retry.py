@@ -8,18 +8,30 @@ across its attempts. The transports only sleep and resend; every decision is mad
 from __future__ import annotations
 
 import dataclasses
+import email.utils
 import itertools
+import math
 import threading
 import time
 from collections.abc import Callable
 
-from tenacity import wait_exponential, wait_random
+from tenacity import RetryCallState, wait_exponential, wait_random
 from tenacity.wait import wait_base
 
 from lbclient._context import PickContext
 from lbclient._outcome import Failure
 
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
+
+
+def positive_seconds(value: object) -> bool:
+    """True for a finite number > 0 (not a bool): a valid timeout."""
+    return (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and value > 0
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,6 +46,12 @@ class RetryPolicy:
       ``wait`` is a tenacity wait strategy (default: 5 ms doubling to 250 ms, with jitter).
     - ``budget_ratio`` and ``budget_min_per_second`` size the per-service retry budget:
       retries may add at most 20% to the request rate, plus 10 retries per second.
+    - ``timeout`` (seconds, default none) bounds the whole call, attempts and pauses
+      included (Envoy's route timeout); ``per_try_timeout`` bounds one attempt (Envoy's).
+      Both are enforced by the httpx transports; gRPC calls use their own ``timeout=``.
+    - A retried answer's ``Retry-After`` (seconds or an HTTP date) replaces the backoff
+      before the next attempt; above ``retry_after_max`` seconds (or past ``timeout``) the
+      answer is returned at once instead.
 
     ``RetryPolicy(attempts=1)`` disables retries.
     """
@@ -49,9 +67,22 @@ class RetryPolicy:
     )
     budget_ratio: float = 0.2
     budget_min_per_second: float = 10.0
+    timeout: float | None = None
+    per_try_timeout: float | None = None
+    retry_after_max: float = 10.0
 
     def __post_init__(self) -> None:
         from lbclient._exceptions import ConfigurationError
+
+        for name in ("timeout", "per_try_timeout", "retry_after_max"):
+            value = getattr(self, name)
+            if value is None and name != "retry_after_max":
+                continue
+            if not positive_seconds(value):
+                raise ConfigurationError(
+                    f"RetryPolicy.{name} must be a finite number of seconds > 0"
+                    f"{' or None' if name != 'retry_after_max' else ''}, got {value!r}"
+                )
 
         if self.attempts < 1:
             raise ConfigurationError(f"RetryPolicy.attempts must be >= 1, got {self.attempts}")
@@ -66,6 +97,31 @@ class RetryPolicy:
 
 
 NO_RETRY = RetryPolicy(attempts=1)
+
+
+def backoff(policy: RetryPolicy, attempt: int) -> float:
+    """The policy's tenacity wait before attempt ``attempt + 1``."""
+    state = RetryCallState(None, None, (), {})  # type: ignore[arg-type]
+    state.attempt_number = attempt
+    return float(policy.wait(state))
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` value (RFC 9110 10.2.3: delay-seconds or an
+    HTTP-date; ``now`` is the wall clock), or None when absent or unparseable. A date in the
+    past means no wait."""
+    if value is None:
+        return None
+    value = value.strip()
+    if value.isascii() and value.isdigit():
+        return min(float(value), 1e9)  # hundreds of digits would make inf
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if when.tzinfo is None:  # an obsolete date form without a zone: HTTP dates are GMT
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
 class RetryBudget:
@@ -137,7 +193,16 @@ class RetryBudget:
 class RetryState:
     """One logical request across its attempts: what to avoid next and whether to go again."""
 
-    __slots__ = ("attempt", "budget", "context", "method", "policy", "replayable", "tried")
+    __slots__ = (
+        "attempt",
+        "budget",
+        "context",
+        "deadline",
+        "method",
+        "policy",
+        "replayable",
+        "tried",
+    )
 
     def __init__(
         self,
@@ -147,8 +212,11 @@ class RetryState:
         method: str,
         replayable: bool,
         context: PickContext,
+        deadline: float | None = None,
     ) -> None:
         self.policy = policy
+        self.deadline = deadline
+        """When the whole call must end (``time.monotonic()``), or None."""
         self.budget = budget
         self.method = method
         self.replayable = replayable
@@ -184,11 +252,39 @@ class RetryState:
             return False
         return self._may_go_again()
 
-    def retry_status(self, status: int) -> bool:
-        """After a response: retry it on another instance?"""
-        if status not in self.policy.statuses or not self.policy.retries_method(self.method):
-            return False
-        return self._may_go_again()
+    def attempt_end(self) -> float | None:
+        """When the attempt starting now must end: the deadline or the per-try timeout."""
+        per_try = self.policy.per_try_timeout
+        if per_try is None:
+            return self.deadline
+        end = time.monotonic() + per_try
+        return end if self.deadline is None else min(end, self.deadline)
+
+    def expired(self) -> bool:
+        """True once the call's deadline has passed (within a millisecond)."""
+        return self.deadline is not None and time.monotonic() >= self.deadline - 0.001
+
+    def pause(self, allowed: bool, retry_after: float | None = None) -> float | None:
+        """The pause before another attempt, or None to stop with what we have.
+
+        ``allowed``: the failure or status may be retried for this method. Stops when the
+        attempts are used up, the body cannot be resent, ``retry_after`` exceeds
+        ``retry_after_max``, the pause would reach the deadline, or the budget is spent
+        (checked last, so a refusal for any other reason costs no token).
+        """
+        if not allowed or not self.replayable or self.attempt >= self.policy.attempts:
+            return None
+        if retry_after is None:
+            pause = backoff(self.policy, self.attempt)
+        elif retry_after > self.policy.retry_after_max:
+            return None
+        else:
+            pause = retry_after
+        if self.deadline is not None and time.monotonic() + pause >= self.deadline:
+            return None
+        if not self.budget.try_withdraw():
+            return None
+        return pause
 
     def describe(self) -> str:
         return f"{self.attempt} attempt(s) on {', '.join(self.tried) or 'no instance'}"

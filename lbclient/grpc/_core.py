@@ -35,14 +35,13 @@ from collections.abc import Callable, Collection, Sequence
 from typing import Any, Literal
 
 import grpc
-from tenacity import RetryCallState
 
 from lbclient._balancer import LoadBalancer, ServiceState
 from lbclient._context import PickContext
 from lbclient._exceptions import ConfigurationError
 from lbclient._handle import PickHandle
 from lbclient._outcome import Failure
-from lbclient._retry import RetryPolicy, RetryState
+from lbclient._retry import RetryPolicy, RetryState, backoff
 
 Metadata = Sequence[tuple[str, str | bytes]]
 KeyFunction = Callable[[str, Any, "Metadata | None"], "str | bytes | None"]
@@ -101,13 +100,6 @@ def report(handle: PickHandle, code: grpc.StatusCode | None, details: str | None
         handle.cancel()
     else:
         handle.done(failure_for_code(code, details), status=code.value[0])
-
-
-def backoff(policy: RetryPolicy, attempt: int) -> float:
-    """The policy's tenacity wait before attempt ``attempt + 1``."""
-    state = RetryCallState(None, None, (), {})  # type: ignore[arg-type]
-    state.attempt_number = attempt
-    return float(policy.wait(state))
 
 
 class Deadline:

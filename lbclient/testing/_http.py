@@ -20,6 +20,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from typing import Any
 
 if __package__:
@@ -95,6 +96,8 @@ class _Handler(ProtocolHandler):
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(payload)))
         self.send_header("X-Backend", backend.name)
+        for name, value in backend.headers.items():
+            self.send_header(name, value)
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(payload)
@@ -105,9 +108,9 @@ class HTTPBackend(LoopbackServer[_Server]):
 
     Knobs, constructor arguments and attributes changeable while it runs: ``delay`` (seconds
     per request), ``fail_rate`` (share of requests answered ``fail_status``), ``status``
-    (answer every request with it; None: the normal answers), ``health_status`` (what
-    ``/health`` answers). ``stop()`` closes the socket so clients get
-    connection refused; ``start()`` brings it back on the same port.
+    (answer every request with it; None: the normal answers), ``headers`` (extra response
+    headers), ``health_status`` (what ``/health`` answers). ``stop()`` closes the socket so
+    clients get connection refused; ``start()`` brings it back on the same port.
 
     >>> with HTTPBackend("a") as backend:                   # doctest: +SKIP
     ...     httpx.get(backend.url + "/x").json()["backend"]
@@ -125,6 +128,7 @@ class HTTPBackend(LoopbackServer[_Server]):
         fail_status: int = 503,
         status: int | None = None,
         health_status: int = 200,
+        headers: Mapping[str, str] | None = None,
         seed: int | None = None,
         tls: ssl.SSLContext | None = None,
     ) -> None:
@@ -138,6 +142,8 @@ class HTTPBackend(LoopbackServer[_Server]):
         self.requests = 0
         self.paths: list[str] = []
         self.last_headers: dict[str, str] = {}
+        self.headers: dict[str, str] = dict(headers or {})
+        """Extra headers on every answer (e.g. ``{"Retry-After": "1"}``)."""
         self.tls = tls
         self.sni_names: list[str | None] = []
         """The TLS server name of each handshake (None when the client sent none)."""

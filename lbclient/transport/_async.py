@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import anyio
 import httpx
-from tenacity import AsyncRetrying
 
 from lbclient._balancer import LoadBalancer, ServiceState
 from lbclient._exceptions import ServiceNotFound
 from lbclient._retry import RetryState
-from lbclient.transport._core import Release, RetryAttempt, TransportCore, abandon
+from lbclient.transport._core import (
+    Release,
+    RetryAttempt,
+    TransportCore,
+    abandon,
+    attempt_end,
+)
+from lbclient.transport._pools import InnerTransports
 
 
 class AsyncLoadBalancedTransport(httpx.AsyncBaseTransport):
@@ -22,59 +30,67 @@ class AsyncLoadBalancedTransport(httpx.AsyncBaseTransport):
     """
 
     def __init__(
-        self, lb: LoadBalancer, transport: httpx.AsyncBaseTransport | None = None, **options: Any
+        self,
+        lb: LoadBalancer,
+        transport: httpx.AsyncBaseTransport | Callable[[], httpx.AsyncBaseTransport] | None = None,
+        **options: Any,
     ) -> None:
         self._core = TransportCore(lb, **options)
-        self._inner = transport or httpx.AsyncHTTPTransport()
+        self._inners = InnerTransports(
+            transport, httpx.AsyncBaseTransport, httpx.AsyncHTTPTransport
+        )
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        started = time.monotonic()  # a first resolution counts against the deadline
         try:
             state = await self._core.lb.aservice(request.url.host)
         except ServiceNotFound:
             if self._core.passthrough:
-                return await self._inner.handle_async_request(request)
+                return await self._inners.for_request(request).handle_async_request(request)
             raise
-        retry = self._core.start(request, state)
-        # The first attempt runs outside tenacity: most requests succeed at once, and a
-        # tenacity loop costs more than the rest of the balancing put together.
-        try:
-            return await self._attempt(request, state, retry)
-        except RetryAttempt:
-            pass
-        replay = True
-        async for attempt in AsyncRetrying(**self._core.retrying(retry)):
-            with attempt:
-                if replay:  # let tenacity count the first attempt and wait as it would have
-                    replay = False
-                    raise RetryAttempt()
+        retry = self._core.start(request, state, started)
+        while True:
+            try:
                 return await self._attempt(request, state, retry)
-        raise AssertionError("unreachable")  # pragma: no cover
+            except RetryAttempt as signal:
+                await anyio.sleep(signal.pause)
 
     async def _attempt(
         self, request: httpx.Request, state: ServiceState, retry: RetryState
     ) -> httpx.Response:
-        handle = self._core.pick(state, retry)
+        handle = self._core.pick(request, state, retry)
         try:
-            response = await self._inner.handle_async_request(self._core.prepare(request, handle))
+            prepared = self._core.attempt(request, handle, retry)
+            inner = self._inners.for_request(prepared)
+            end = attempt_end(prepared)
+            if end is None:
+                response = await inner.handle_async_request(prepared)
+            else:  # cut at the end even if the server trickles bytes (httpx's waits are capped)
+                with anyio.move_on_after(end - time.monotonic()) as scope:
+                    response = await inner.handle_async_request(prepared)
+                if scope.cancelled_caught:
+                    raise httpx.ReadTimeout("lbclient: attempt timed out", request=prepared)
         except httpx.TransportError as exc:
-            signal = self._core.on_error(handle, retry, exc)
+            signal = self._core.on_error(request, handle, retry, exc)
             if signal is None:
                 raise
             raise signal from exc
         except BaseException as exc:
             abandon(handle, exc)
             raise
-        if self._core.on_response(handle, retry, response.status_code):
+        pause = self._core.on_response(handle, retry, response)
+        if pause is not None:
             await response.aclose()
-            raise RetryAttempt()
+            raise RetryAttempt(pause)
         # Hand back the inner response itself, its body wrapped to release the handle on
         # close: cheaper than building a new Response (which copies every header).
         response.stream = _ReleasingStream(response.stream, handle, response.status_code)
-        response.request = request
+        response.request = self._core.as_sent(request, prepared)
         return response
 
     async def aclose(self) -> None:
-        await self._inner.aclose()
+        for inner in self._inners.all():
+            await inner.aclose()
 
 
 class _ReleasingStream(Release, httpx.AsyncByteStream):

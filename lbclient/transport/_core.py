@@ -7,27 +7,40 @@ send, sleep and close around these functions, so their behaviour cannot drift ap
 from __future__ import annotations
 
 import socket
+import time
 from collections.abc import Callable
 from typing import Any, Literal
 
 import httpx
-from tenacity import retry_if_exception_type, stop_never
 
 from lbclient._balancer import LoadBalancer, ServiceState
 from lbclient._context import PickContext
-from lbclient._exceptions import ConfigurationError
+from lbclient._exceptions import (
+    ConfigurationError,
+    DeadlineExceeded,
+    LBError,
+    SchemeDowngradeRefused,
+)
 from lbclient._handle import PickHandle
 from lbclient._outcome import Failure, failure_for_status
-from lbclient._retry import RetryPolicy, RetryState
+from lbclient._retry import RetryPolicy, RetryState, parse_retry_after, positive_seconds
 
 KeySource = Callable[[httpx.Request], "str | bytes | None"]
 
 DEFAULT_KEY_EXTENSION = "lb_key"
 """``client.get(url, extensions={"lb_key": "user-42"})`` routes by that key."""
 
+TIMEOUT_EXTENSION = "lb_timeout"
+"""``client.get(url, extensions={"lb_timeout": 2.0})``: this call's deadline, in seconds
+(overrides ``RetryPolicy.timeout``; None: no deadline)."""
+
 
 class RetryAttempt(Exception):
-    """Internal signal to the retry loop: this attempt failed and another is allowed."""
+    """Internal signal to the retry loop: this attempt failed; pause, then try again."""
+
+    def __init__(self, pause: float) -> None:
+        super().__init__(pause)
+        self.pause = pause
 
 
 def key_from_header(name: str) -> KeySource:
@@ -88,11 +101,17 @@ class TransportCore:
         unknown_service: Literal["raise", "passthrough"] = "raise",
         host_header: str = "instance",
         tls_server_name: str = "instance",
+        allow_scheme_downgrade: bool = False,
     ) -> None:
         if unknown_service not in ("raise", "passthrough"):
             raise ConfigurationError(
                 f"unknown_service must be 'raise' or 'passthrough', got {unknown_service!r}"
             )
+        if not isinstance(allow_scheme_downgrade, bool):
+            raise ConfigurationError(
+                f"allow_scheme_downgrade must be True or False, got {allow_scheme_downgrade!r}"
+            )
+        self.allow_scheme_downgrade = allow_scheme_downgrade
         self.lb = lb
         self.retry = retry
         self.key = key or key_from_extension()
@@ -104,16 +123,18 @@ class TransportCore:
         self._origins = _Origins()
         self._bare_contexts: dict[str | None, PickContext] = {}
 
-    def retrying(self, retry: RetryState) -> dict[str, Any]:
-        """The tenacity settings of the retry loop (shared by the sync and async twins)."""
-        return {
-            "retry": retry_if_exception_type(RetryAttempt),
-            "stop": stop_never,
-            "wait": retry.policy.wait,
-            "reraise": True,
-        }
-
-    def start(self, request: httpx.Request, state: ServiceState) -> RetryState:
+    def start(self, request: httpx.Request, state: ServiceState, started: float) -> RetryState:
+        """The state of one balanced call: its policy, pick context and deadline (counted
+        from ``started``, the ``time.monotonic()`` at which the transport got the request)."""
+        if request.url.port is not None:
+            raise ConfigurationError(
+                f"{request.url}: a port in a balanced service URL is refused, because each "
+                "instance's port comes from the registry (write "
+                f"{request.url.scheme}://{request.url.host}/...; a URL to one address "
+                "goes out unchanged with unknown_service='passthrough' when its host is "
+                "not a service)",
+                service=request.url.host,
+            )
         policy = self.retry or state.config.retry
         key = self.key(request)
         zone = state.config.zone
@@ -130,18 +151,65 @@ class TransportCore:
                 key=key, source=self.source, zone=zone, attributes={"request": request}
             )
         replayable = isinstance(request.stream, httpx.ByteStream)
+        timeout = policy.timeout
+        if TIMEOUT_EXTENSION in request.extensions:
+            timeout = request.extensions[TIMEOUT_EXTENSION]
+            if timeout is not None and not positive_seconds(timeout):
+                raise ConfigurationError(
+                    f'extensions["{TIMEOUT_EXTENSION}"] must be a finite number of seconds > 0 '
+                    f"or None, got {timeout!r}",
+                    service=request.url.host,
+                )
         return RetryState(
             policy,
             state.retry_budget,
             method=request.method,
             replayable=replayable,
             context=context,
+            deadline=None if timeout is None else started + timeout,
         )
 
-    def pick(self, state: ServiceState, retry: RetryState) -> PickHandle:
+    def pick(self, request: httpx.Request, state: ServiceState, retry: RetryState) -> PickHandle:
+        if retry.deadline is not None and retry.expired():
+            raise self.deadline_exceeded(request, retry)
         handle = state.pick(retry.next_context())
         retry.record(handle.instance.id)
         return handle
+
+    def attempt(
+        self, request: httpx.Request, handle: PickHandle, retry: RetryState
+    ) -> httpx.Request:
+        """The request to send to the picked instance, or an ``LBError`` refusing it.
+
+        A registry may upgrade ``http`` to ``https`` but not downgrade the caller's
+        ``https://``: the request would go in clear, ``Authorization`` header included.
+        The attempt's end (deadline, per-try timeout) caps httpx's timeouts.
+        """
+        instance = handle.instance
+        if (
+            instance.scheme == "http"
+            and request.url.raw_scheme == b"https"
+            and not self.allow_scheme_downgrade
+        ):
+            raise SchemeDowngradeRefused(
+                f"{request.url.host}: the registry lists instance {instance.address} "
+                f"(id {instance.id!r}) as plain http, but the request was written as "
+                "https://, so it was not sent (it would carry its headers, Authorization "
+                "included, in clear). Fix the registry entry, or pass "
+                "allow_scheme_downgrade=True to the transport to send it over http",
+                service=request.url.host,
+                instance=instance,
+            )
+        prepared = self.prepare(request, handle)
+        end = (
+            retry.attempt_end()
+            if retry.deadline is not None or retry.policy.per_try_timeout is not None
+            else None
+        )
+        if end is not None:
+            timeouts = prepared.extensions.get("timeout") or {}
+            prepared.extensions["timeout"] = AttemptTimeouts(timeouts, end)
+        return prepared
 
     def prepare(self, request: httpx.Request, handle: PickHandle) -> httpx.Request:
         """The request as sent to the picked instance: URL, Host header and TLS name rewritten."""
@@ -163,22 +231,83 @@ class TransportCore:
         return prepared
 
     def on_error(
-        self, handle: PickHandle, retry: RetryState, exc: httpx.TransportError
-    ) -> RetryAttempt | None:
-        """Report a transport error; return the retry signal to raise, or None to re-raise."""
+        self,
+        request: httpx.Request,
+        handle: PickHandle,
+        retry: RetryState,
+        exc: httpx.TransportError,
+    ) -> Exception | None:
+        """Report a transport error; return what to raise instead (a ``RetryAttempt``, or
+        ``DeadlineExceeded`` when the deadline cut the attempt), or None to re-raise it."""
         failure, sent, retryable = classify(exc)
         handle.done(failure)
-        if retryable and retry.retry_failure(failure, sent=sent):
-            return RetryAttempt()
+        if isinstance(exc, httpx.TimeoutException) and retry.expired():
+            return self.deadline_exceeded(request, retry)
+        allowed = retryable and (not sent or retry.policy.retries_method(retry.method))
+        pause = retry.pause(allowed)
+        if pause is not None:
+            return RetryAttempt(pause)
         exc.add_note(f"lbclient: {handle.service}: {retry.describe()}")
         return None
 
-    def on_response(self, handle: PickHandle, retry: RetryState, status: int) -> bool:
-        """True when this response should be dropped and the request retried elsewhere."""
-        if status in retry.policy.statuses and retry.retry_status(status):
+    def on_response(
+        self, handle: PickHandle, retry: RetryState, response: httpx.Response
+    ) -> float | None:
+        """The pause before retrying this answer elsewhere (the caller then drops it), or
+        None to return it. A retried answer's ``Retry-After`` sets the pause."""
+        status = response.status_code
+        if status not in retry.policy.statuses:
+            return None
+        if retry.expired():  # came after the deadline (a transport that ignores timeouts)
+            return None
+        retry_after = parse_retry_after(response.headers.get("retry-after"))
+        pause = retry.pause(retry.policy.retries_method(retry.method), retry_after)
+        if pause is not None:
             handle.done(failure_for_status(status), status=status)
-            return True
-        return False
+        return pause
+
+    def deadline_exceeded(self, request: httpx.Request, retry: RetryState) -> DeadlineExceeded:
+        service = request.url.host
+        exc = DeadlineExceeded(
+            f"{service}: the call's deadline passed after {retry.describe()}", service=service
+        )
+        exc.request = request
+        exc.add_note(f"lbclient: {service}: {retry.describe()}")
+        return exc
+
+    @staticmethod
+    def as_sent(request: httpx.Request, prepared: httpx.Request) -> httpx.Request:
+        """The caller's request as its response reports it: the URL the caller wrote, with
+        the scheme really used when the registry changed it, so ``https`` never hides a
+        plaintext exchange and an upgrade shows. Changed in place, because httpx's clients
+        set ``response.request`` to the request object they passed to the transport."""
+        if scheme_of(prepared.url) != scheme_of(request.url):
+            request.url = request.url.copy_with(scheme=prepared.url.scheme)
+        return request
+
+
+class AttemptTimeouts(dict[str, float | None]):
+    """httpx's timeouts (connect, read, write, pool), each capped when read at the time left
+    before the attempt's end.
+
+    httpcore reads each timeout as a phase starts (wait for a connection, connect, send,
+    wait for the answer, read the body), so every phase that waits ends by the deadline: an
+    attempt is cut there even when it connected at once and then waited (a black-holed
+    instance). Only a server that trickles bytes can keep one phase going past it: each wait
+    for more bytes is capped at the time that was left when the phase began. The async
+    transport also cancels the attempt at its end, which closes that gap there.
+    """
+
+    __slots__ = ("end",)
+
+    def __init__(self, timeouts: dict[str, float | None], end: float) -> None:
+        super().__init__(timeouts)
+        self.end = end
+
+    def get(self, key: str, default: Any = None) -> Any:
+        value = super().get(key, default)
+        left = max(self.end - time.monotonic(), 0.001)  # 0 would mean non-blocking
+        return left if value is None or value > left else value
 
 
 def _ignores_attributes(scheduler: object) -> bool:
@@ -244,6 +373,13 @@ class _Origins:
     def rewrite(self, url: httpx.URL, scheme: str, host: str, port: int) -> httpx.URL:
         """``url.copy_with(scheme=scheme, host=host, port=port)``, from the cached origin."""
         return self.get(scheme, host, port).rewrite(url)
+
+
+def scheme_of(url: httpx.URL) -> str:
+    """``url.scheme``, read from the parsed URL on the fast path (the property costs ten
+    times as much, and the request path asks up to three times)."""
+    scheme: str = url._uri_reference.scheme if _FAST_MODELS else url.scheme
+    return scheme
 
 
 def _copy_request(request: httpx.Request, url: httpx.URL, host: bytes | None) -> httpx.Request:
@@ -335,6 +471,16 @@ class Release:
         self.handle.done(self.failure, status=self.status)
 
 
+def attempt_end(prepared: httpx.Request) -> float | None:
+    """When the attempt sending ``prepared`` must end (``time.monotonic()``), or None."""
+    timeouts = prepared.extensions.get("timeout")
+    return timeouts.end if isinstance(timeouts, AttemptTimeouts) else None
+
+
 def abandon(handle: PickHandle, exc: BaseException) -> None:
-    """Release the handle of an attempt interrupted by something other than httpx."""
-    handle.__exit__(type(exc), exc, None)
+    """Release the handle of an attempt interrupted by something other than httpx; our own
+    refusals (an ``LBError`` raised before sending) do not count against the instance."""
+    if isinstance(exc, LBError):
+        handle.cancel()
+    else:
+        handle.__exit__(type(exc), exc, None)

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
-from tenacity import Retrying
 
 from lbclient._balancer import LoadBalancer, ServiceState
 from lbclient._exceptions import ServiceNotFound
 from lbclient._retry import RetryState
 from lbclient.transport._core import Release, RetryAttempt, TransportCore, abandon
+from lbclient.transport._pools import InnerTransports
 
 
 class LoadBalancedTransport(httpx.BaseTransport):
@@ -21,67 +22,70 @@ class LoadBalancedTransport(httpx.BaseTransport):
     >>> client = httpx.Client(transport=LoadBalancedTransport(lb))           # doctest: +SKIP
     >>> client.get("http://orders/api/items")                               # doctest: +SKIP
 
-    ``transport`` is the inner transport that really sends (default: ``httpx.HTTPTransport()``,
-    whose connection pool is shared by all instances). Keyword options (see README):
-    ``retry`` (a RetryPolicy; default: the service's), ``key`` (hash-key source; default
-    ``extensions["lb_key"]``), ``unknown_service`` (``"raise"`` or ``"passthrough"``),
-    ``host_header`` and ``tls_server_name`` (``"instance"``, ``"service"`` or a literal name).
+    ``transport`` is the inner transport that really sends, or a zero-argument callable that
+    makes one (default: ``httpx.HTTPTransport``); one connection pool never serves two TLS
+    server names, so a callable is called once per name (see README). Keyword options
+    (see README): ``retry`` (a RetryPolicy; default: the service's), ``key`` (hash-key source;
+    default ``extensions["lb_key"]``), ``unknown_service`` (``"raise"`` or
+    ``"passthrough"``), ``host_header`` and ``tls_server_name`` (``"instance"``,
+    ``"service"`` or a literal name), ``allow_scheme_downgrade`` (send an ``https://``
+    request in clear to an instance the registry lists as ``http``; default False: refused).
+    Per request: ``extensions={"lb_key": ..., "lb_timeout": seconds}``.
     """
 
     def __init__(
-        self, lb: LoadBalancer, transport: httpx.BaseTransport | None = None, **options: Any
+        self,
+        lb: LoadBalancer,
+        transport: httpx.BaseTransport | Callable[[], httpx.BaseTransport] | None = None,
+        **options: Any,
     ) -> None:
         self._core = TransportCore(lb, **options)
-        self._inner = transport or httpx.HTTPTransport()
+        self._inners = InnerTransports(transport, httpx.BaseTransport, httpx.HTTPTransport)
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
+        started = time.monotonic()  # a first resolution counts against the deadline
         try:
             state = self._core.lb.service(request.url.host)
         except ServiceNotFound:
             if self._core.passthrough:
-                return self._inner.handle_request(request)
+                return self._inners.for_request(request).handle_request(request)
             raise
-        retry = self._core.start(request, state)
-        # The first attempt runs outside tenacity: most requests succeed at once, and a
-        # tenacity loop costs more than the rest of the balancing put together.
-        try:
-            return self._attempt(request, state, retry)
-        except RetryAttempt:
-            pass
-        replay = True
-        for attempt in Retrying(**self._core.retrying(retry)):
-            with attempt:
-                if replay:  # let tenacity count the first attempt and wait as it would have
-                    replay = False
-                    raise RetryAttempt()
+        retry = self._core.start(request, state, started)
+        while True:
+            try:
                 return self._attempt(request, state, retry)
-        raise AssertionError("unreachable")  # pragma: no cover
+            except RetryAttempt as signal:
+                time.sleep(signal.pause)
 
     def _attempt(
         self, request: httpx.Request, state: ServiceState, retry: RetryState
     ) -> httpx.Response:
-        handle = self._core.pick(state, retry)
+        handle = self._core.pick(request, state, retry)
         try:
-            response = self._inner.handle_request(self._core.prepare(request, handle))
+            prepared = self._core.attempt(request, handle, retry)
+            inner = self._inners.for_request(prepared)
+            response = inner.handle_request(prepared)
         except httpx.TransportError as exc:
-            signal = self._core.on_error(handle, retry, exc)
+            signal = self._core.on_error(request, handle, retry, exc)
             if signal is None:
                 raise
             raise signal from exc
         except BaseException as exc:
             abandon(handle, exc)
             raise
-        if self._core.on_response(handle, retry, response.status_code):
+        pause = self._core.on_response(handle, retry, response)
+        if pause is not None:
             response.close()
-            raise RetryAttempt()
+            raise RetryAttempt(pause)
         # Hand back the inner response itself, its body wrapped to release the handle on
         # close: cheaper than building a new Response (which copies every header).
         response.stream = _ReleasingStream(response.stream, handle, response.status_code)
-        response.request = request
+        response.request = self._core.as_sent(request, prepared)
         return response
 
     def close(self) -> None:
-        self._inner.close()
+        for inner in self._inners.all():
+            inner.close()
 
 
 class _ReleasingStream(Release, httpx.SyncByteStream):

@@ -7,7 +7,9 @@ import ssl
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
+from consul_helpers import register
 
 import lbclient
 from lbclient.consul import ConsulRegistrar, ConsulRegistry
@@ -53,3 +55,25 @@ def test_verification_is_on_by_default(tls_server):
     with pytest.raises(lbclient.RegistryUnavailable, match="CERTIFICATE_VERIFY_FAILED"):
         registry.resolve("orders")
     registry.close()
+
+
+def test_meta_scheme_http_never_downgrades_an_https_request(agent, server, backends):
+    """An instance registered with ``Meta.scheme=http`` does not get an ``https://`` request
+    (it would carry the Authorization header in clear) unless the caller opts in."""
+    register(agent, backends[0], meta={"scheme": "http"})
+    lb = lbclient.LoadBalancer(f"consul://127.0.0.1:{server.port}", outlier=None)
+    try:
+        headers = {"Authorization": "Bearer secret"}
+        refused = pytest.raises(lbclient.SchemeDowngradeRefused, match="allow_scheme_downgrade")
+        with httpx.Client(transport=lbclient.LoadBalancedTransport(lb)) as client, refused:
+            client.get("https://orders/x", headers=headers)
+        assert backends[0].requests == 0
+        transport = lbclient.LoadBalancedTransport(lb, allow_scheme_downgrade=True)
+        with httpx.Client(transport=transport) as client:
+            response = client.get("https://orders/x", headers=headers)
+        assert response.status_code == 200
+        assert response.request.url == "http://orders/x"  # says what really happened
+        (row,) = lb.stats("orders")["instances"]
+        assert (row["failures"], row["in_flight"]) == (0, 0)
+    finally:
+        lb.close()
