@@ -313,7 +313,8 @@ _ParseResult: Any = type(httpx.URL("http://h/")._uri_reference) if _FAST_MODELS 
 
 
 class Release:
-    """Completes a handle when the response body is closed, so in-flight covers the body.
+    """Completes a handle when the response body is closed, so in-flight covers the body;
+    a body dropped without ``close()`` releases the handle when it is collected.
 
     The base of the sync and async body wrappers (``_ReleasingStream``): one object per
     response holds the wrapped stream and what to report when it closes.
@@ -333,6 +334,13 @@ class Release:
 
     def release(self) -> None:
         self.handle.done(self.failure, status=self.status)
+
+    def __del__(self) -> None:
+        # The response was dropped without close(): give its in-flight slot back. Only as a
+        # cancellation: nobody read the body to its end, so the instance is not judged.
+        handle: PickHandle | None = getattr(self, "handle", None)
+        if handle is not None and not handle.finished:
+            handle.cancel()
 
 
 def abandon(handle: PickHandle, exc: BaseException) -> None:
