@@ -9,7 +9,6 @@ Also: balancers dropped without ``close()`` stop their watch threads when collec
 from __future__ import annotations
 
 import asyncio
-import gc
 import time
 from collections.abc import Callable
 from typing import Any
