@@ -8,6 +8,8 @@ from typing import Any
 import pytest
 
 from lbclient import ServiceInstance
+from lbclient._balancer import ServiceState
+from lbclient._context import EMPTY_CONTEXT
 from lbclient._endpoint import Endpoint
 from lbclient.schedulers import Scheduler, scheduler_class
 
@@ -42,3 +44,32 @@ def fragile_scheduler() -> Fragile:
     wrr, dh or ring_hash once did over a Consul ``Weights.Passing`` of 1e308. A user's
     scheduler, so registry answers can be made unusable whatever entries the parsers accept."""
     return _fragile
+
+
+def _whole(state: ServiceState, picks: int = 5) -> dict[str, ServiceInstance]:
+    """Assert that the state in force is whole and return its membership (id -> instance).
+
+    Read under the state's lock, as a writer swaps: the scheduler is built over exactly the
+    usable list, drawn from the membership, and picks land on members only.
+    """
+    with state._lock:
+        members = dict(state.endpoints)
+        usable = state.usable
+        scheduler = state.scheduler
+    assert {e.id for e in usable} <= set(members)
+    assert all(members[e.id] is e for e in usable)
+    if usable:
+        assert scheduler is not None
+        assert scheduler.endpoints == usable
+        for _ in range(picks):
+            endpoint = scheduler.pick(EMPTY_CONTEXT)
+            assert members.get(endpoint.id) is endpoint
+    else:
+        assert scheduler is None
+    return {key: endpoint.instance for key, endpoint in members.items()}
+
+
+@pytest.fixture(scope="session")
+def whole() -> Callable[..., dict[str, ServiceInstance]]:
+    """``whole(state)``: assert endpoints and scheduler agree; return the membership."""
+    return _whole

@@ -138,12 +138,11 @@ class ServiceState:
                         endpoint.set_instance(instance)
                     endpoints[instance_id] = endpoint
                 removed = [e for i, e in previous.items() if i not in current]
-                self.endpoints = endpoints
                 if added or removed:
                     for f in self.filters:
                         f.on_membership(added, removed)
                         told += 1
-                usable = self._rebuild()
+                usable = self._rebuild(endpoints)
             except BaseException:
                 self.endpoints = previous
                 for endpoint, instance in changed:
@@ -232,15 +231,17 @@ class ServiceState:
         if usable is not None:
             self._notify(usable)
 
-    def _rebuild(self) -> tuple[Endpoint, ...] | None:
-        """Run the chain over ``endpoints``, build the scheduler, then swap both in.
+    def _rebuild(self, endpoints: dict[str, Endpoint] | None = None) -> tuple[Endpoint, ...] | None:
+        """Run the chain over the membership, build the scheduler, then swap them in together.
 
-        Returns the new usable list, or None when nothing changed. Raises when the chain or
-        the scheduler fails, with the usable list, its weights and the scheduler untouched.
+        ``endpoints`` is a new membership to take (default: the current one). Returns the new
+        usable list, or None when it did not change. Raises when the chain or the scheduler
+        fails, with the membership, the usable list, its weights and the scheduler untouched.
         The caller holds the lock.
         """
+        members = self.endpoints if endpoints is None else endpoints
         try:
-            candidates: Sequence[Endpoint] = list(self.endpoints.values())
+            candidates: Sequence[Endpoint] = list(members.values())
             for endpoint in candidates:
                 endpoint.weight = endpoint.instance.weight
             span = self._health_span
@@ -253,24 +254,29 @@ class ServiceState:
                     candidates = self.panic.decide(before_health, candidates).endpoints
             usable = tuple(candidates)
             weights = [e.weight for e in usable]
-            if self.scheduler is not None and usable == self.usable and weights == self._weights:
-                self.scheduler_error = None
-                return None
-            scheduler = (
-                self._scheduler_class(
-                    usable, rng=self.rng, previous=self.scheduler, **self.config.scheduler_options
+            same = self.scheduler is not None and usable == self.usable and weights == self._weights
+            scheduler = self.scheduler
+            if not same:
+                scheduler = (
+                    self._scheduler_class(
+                        usable,
+                        rng=self.rng,
+                        previous=self.scheduler,
+                        **self.config.scheduler_options,
+                    )
+                    if usable
+                    else None
                 )
-                if usable
-                else None
-            )
         except BaseException:
             self._restore_weights()
             raise
-        self._weights = weights
+        # Built: swap in (the request path reads only ``scheduler``, so it goes first).
         self.scheduler = scheduler
         self.usable = usable
+        self._weights = weights
+        self.endpoints = members
         self.scheduler_error = None
-        return usable
+        return None if same else usable
 
     def _restore_weights(self) -> None:
         """Give the endpoints of the scheduler in force back the weights it was built with."""
@@ -350,10 +356,12 @@ class ServiceState:
     # -- visibility and lifecycle ----------------------------------------------------------
 
     def stats(self) -> dict[str, Any]:
-        usable = {e.id for e in self.usable}
+        with self._lock:  # one consistent view: never a membership half swapped in
+            usable = {e.id for e in self.usable}
+            members = list(self.endpoints.values())
         now = time.time()
         instances = []
-        for endpoint in list(self.endpoints.values()):
+        for endpoint in members:
             row: dict[str, Any] = {
                 "id": endpoint.id,
                 "address": endpoint.instance.address,

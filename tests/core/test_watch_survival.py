@@ -33,6 +33,7 @@ from lbclient.registry import StaticRegistry, TaskWatch, ThreadWatch, WatchPolic
 from lbclient.schedulers import available_schedulers
 
 Fragile = Callable[..., Any]
+Whole = Callable[[ServiceState], dict[str, ServiceInstance]]
 
 
 def wait_for(condition: Callable[[], object], timeout: float = 15.0) -> None:
@@ -42,28 +43,6 @@ def wait_for(condition: Callable[[], object], timeout: float = 15.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("condition not reached")
         time.sleep(0.01)
-
-
-def agree(state: ServiceState) -> set[str]:
-    """Assert the invariant of a whole state; return the ids of its membership.
-
-    The scheduler is built over exactly the usable list, which is drawn from the membership,
-    and every pick lands on a member.
-    """
-    members = set(state.endpoints)
-    usable = {e.id for e in state.usable}
-    assert usable <= members
-    scheduler = state.scheduler
-    if usable:
-        assert scheduler is not None
-        assert {e.id for e in scheduler.endpoints} == usable
-        assert all(e is state.endpoints[e.id] for e in scheduler.endpoints)
-        for _ in range(5):
-            with state.pick() as handle:
-                assert handle.instance.id in members
-    else:
-        assert scheduler is None
-    return members
 
 
 def entry(port: int, *, explode: bool = False) -> dict[str, Any]:
@@ -83,21 +62,21 @@ def rewrite(path: Path, services: dict[str, Any], bump: float) -> None:
 
 
 def ports(lb: lbclient.LoadBalancer, service: str = "orders") -> set[int]:
-    return {e.instance.port for e in lb.service(service).endpoints.values()}
+    return {int(row["address"].rsplit(":", 1)[1]) for row in lb.stats(service)["instances"]}
 
 
 # -- a static file reloaded in the background -----------------------------------------------
 
 
 def test_static_reload_keeps_the_last_good_state_whole_and_converges(
-    tmp_path: Path, fragile_scheduler: Fragile, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, fragile_scheduler: Fragile, whole: Whole, caplog: pytest.LogCaptureFixture
 ) -> None:
     path = tmp_path / "services.json"
     path.write_text(json.dumps({"orders": [entry(1), entry(2)]}))
     registry = StaticRegistry.from_file(path, reload_interval=0.02)
     with lbclient.LoadBalancer(registry, scheduler=fragile_scheduler("wrr")) as lb:
         state = lb.service("orders")
-        assert agree(state) == {"127.0.0.1:1", "127.0.0.1:2"}
+        assert set(whole(state)) == {"127.0.0.1:1", "127.0.0.1:2"}
 
         caplog.set_level(logging.INFO, logger="lbclient")
         # Instance 1 goes away and a new one arrives that the scheduler cannot take.
@@ -106,20 +85,20 @@ def test_static_reload_keeps_the_last_good_state_whole_and_converges(
         error = lb.stats("orders")["registry_error"]
         assert "OverflowError" in error
         assert "127.0.0.1:3" in error
-        assert agree(state) == {"127.0.0.1:1", "127.0.0.1:2"}  # removed 1 still in force
+        assert set(whole(state)) == {"127.0.0.1:1", "127.0.0.1:2"}  # removed 1 still in force
         assert lb.stats("orders")["stale_seconds"] is not None
         assert {lb.pick("orders").instance.port for _ in range(20)} == {1, 2}
 
         # The same bad answer again (a touch of the file) logs nothing new.
         rewrite(path, {"orders": [entry(2), entry(3, explode=True)]}, 2)
         time.sleep(0.3)
-        assert agree(state) == {"127.0.0.1:1", "127.0.0.1:2"}
+        assert set(whole(state)) == {"127.0.0.1:1", "127.0.0.1:2"}
         rejected = [r for r in caplog.records if "could not be applied" in r.getMessage()]
         assert len(rejected) == 1, [r.getMessage() for r in caplog.records]
 
         rewrite(path, {"orders": [entry(2), entry(4)]}, 3)
         wait_for(lambda: ports(lb) == {2, 4})
-        assert agree(state) == {"127.0.0.1:2", "127.0.0.1:4"}
+        assert set(whole(state)) == {"127.0.0.1:2", "127.0.0.1:4"}
         assert lb.stats("orders")["registry_error"] is None
         assert lb.stats("orders")["stale_seconds"] is None
         assert {lb.pick("orders").instance.port for _ in range(20)} == {2, 4}
@@ -128,7 +107,7 @@ def test_static_reload_keeps_the_last_good_state_whole_and_converges(
 
 
 def test_a_first_answer_that_cannot_apply_is_visible_and_the_watch_recovers(
-    tmp_path: Path, fragile_scheduler: Fragile
+    tmp_path: Path, fragile_scheduler: Fragile, whole: Whole
 ) -> None:
     path = tmp_path / "services.json"
     path.write_text(json.dumps({"orders": [entry(1, explode=True)]}))
@@ -136,7 +115,7 @@ def test_a_first_answer_that_cannot_apply_is_visible_and_the_watch_recovers(
     with lbclient.LoadBalancer(registry, scheduler=fragile_scheduler()) as lb:
         with pytest.raises(lbclient.NoAvailableInstance, match="OverflowError"):
             lb.pick("orders")
-        assert agree(lb.service("orders")) == set()
+        assert set(whole(lb.service("orders"))) == set()
         rewrite(path, {"orders": [entry(5)]}, 1)
         wait_for(lambda: ports(lb) == {5})
         assert lb.pick("orders").instance.port == 5
@@ -306,6 +285,7 @@ CHAINS: list[dict[str, Any]] = [{}, {"slow_start": lbclient.SlowStart()}, {"subs
 )
 def test_any_sequence_of_answers_leaves_the_last_good_state_whole(
     fragile_scheduler: Fragile,
+    whole: Whole,
     base: str,
     chain: dict[str, Any],
     sequence: list[tuple[list[ServiceInstance], bool]],
@@ -321,7 +301,7 @@ def test_any_sequence_of_answers_leaves_the_last_good_state_whole(
             answer = [*instances, MARKED] if unusable else instances
             feed.answers.put(answer)
             policy.succeeded(*feed.poll(policy.cursor))  # a watch's step, without its thread
-            members = agree(state)
+            members = set(whole(state))
             error = state.stats()["registry_error"]
             if error is None:  # applied as a whole
                 good = {i.id for i in answer}
