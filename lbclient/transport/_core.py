@@ -6,6 +6,7 @@ send, sleep and close around these functions, so their behaviour cannot drift ap
 
 from __future__ import annotations
 
+import logging
 import socket
 from collections.abc import Callable
 from typing import Any, Literal
@@ -21,6 +22,8 @@ from lbclient._outcome import Failure, failure_for_status
 from lbclient._retry import RetryPolicy, RetryState
 
 KeySource = Callable[[httpx.Request], "str | bytes | None"]
+
+log = logging.getLogger("lbclient")
 
 DEFAULT_KEY_EXTENSION = "lb_key"
 """``client.get(url, extensions={"lb_key": "user-42"})`` routes by that key."""
@@ -340,7 +343,10 @@ class Release:
         # cancellation: nobody read the body to its end, so the instance is not judged.
         handle: PickHandle | None = getattr(self, "handle", None)
         if handle is not None and not handle.finished:
-            handle.cancel()
+            try:
+                handle.cancel()
+            except Exception:  # nobody to raise to from a collection
+                log.exception("releasing the slot of a dropped response failed")
 
 
 def abandon(handle: PickHandle, exc: BaseException) -> None:
