@@ -143,8 +143,7 @@ class ServiceState:
                         f.on_membership(added, removed)
                         told += 1
                 usable = self._rebuild(endpoints)
-            except BaseException:
-                self.endpoints = previous
+            except BaseException:  # the membership was not swapped: undo the rest
                 for endpoint, instance in changed:
                     endpoint.set_instance(instance)
                 self._restore_weights()
