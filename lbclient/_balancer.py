@@ -12,6 +12,9 @@ import logging
 import random
 import threading
 import time
+import warnings
+import weakref
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -43,6 +46,8 @@ log = logging.getLogger("lbclient")
 
 NOT_FOUND_TTL = 5.0
 """Seconds a ServiceNotFound answer is remembered, so unknown hosts do not hammer the registry."""
+NOT_FOUND_LIMIT = 1024
+"""How many ServiceNotFound answers are remembered at most (least recently asked go first)."""
 
 
 class ServiceState:
@@ -73,6 +78,10 @@ class ServiceState:
         self.panic = PanicThreshold(name, config.panic_threshold, fail_open=config.fail_open)
         self.updated_at: float | None = None
         self.registry_error: str | None = None
+        """Why the registry's latest answer is not in force (unreachable, or not applicable)."""
+        self.scheduler_error: str | None = None
+        """Why the last rebuild asked by a filter failed (the previous scheduler serves)."""
+        self._rejected: str | None = None
         self.stale_since: float | None = None
         self.subscription: Subscription | None = None
         self.closed = False
@@ -90,24 +99,64 @@ class ServiceState:
     # -- writers ---------------------------------------------------------------------------
 
     def publish(self, instances: Sequence[ServiceInstance]) -> None:
-        """A new complete list from the registry (SnapshotSink)."""
+        """A new complete list from the registry (SnapshotSink). Never raises.
+
+        Applied as a whole or not at all (see ``apply``). When it cannot be applied, the last
+        good list and its scheduler stay in force and ``registry_error`` says what went wrong
+        until the next good answer applies.
+        """
+        try:
+            self.apply(instances)
+        except Exception as exc:
+            self._reject(instances, exc)
+
+    def apply(self, instances: Sequence[ServiceInstance]) -> None:
+        """``publish``, raising what prevented the answer from applying.
+
+        The new membership and the scheduler built over it are swapped in together, once
+        the scheduler was built. When anything on the way fails (a scheduler that cannot take
+        these weights or ids, a filter), everything is put back as it was before raising.
+        """
         with self._lock:
             if self.closed:
                 return
-            current = {i.id: i for i in instances}
-            added, removed = [], []
-            for instance_id in list(self.endpoints):
-                if instance_id not in current:
-                    removed.append(self.endpoints.pop(instance_id))
-            for instance_id, instance in current.items():
-                endpoint = self.endpoints.get(instance_id)
-                if endpoint is None:
-                    endpoint = Endpoint(instance, decay=self.config.ewma_decay)
-                    self.endpoints[instance_id] = endpoint
-                    added.append(endpoint)
-                elif endpoint.instance != instance:
+            previous = self.endpoints
+            changed: list[tuple[Endpoint, ServiceInstance]] = []
+            added: list[Endpoint] = []
+            removed: list[Endpoint] = []
+            told = 0  # filters told of the membership change, to be told of its undoing
+            try:
+                current = {i.id: i for i in instances}
+                endpoints: dict[str, Endpoint] = {}
+                for instance_id, instance in current.items():
+                    endpoint = previous.get(instance_id)
+                    if endpoint is None:
+                        endpoint = Endpoint(instance, decay=self.config.ewma_decay)
+                        added.append(endpoint)
+                    elif endpoint.instance != instance:
+                        changed.append((endpoint, endpoint.instance))
+                        endpoint.set_instance(instance)
+                    endpoints[instance_id] = endpoint
+                removed = [e for i, e in previous.items() if i not in current]
+                if added or removed:
+                    for f in self.filters:
+                        f.on_membership(added, removed)
+                        told += 1
+                usable = self._rebuild(endpoints)
+            except BaseException:  # the membership was not swapped: undo the rest
+                for endpoint, instance in changed:
                     endpoint.set_instance(instance)
+                self._restore_weights()
+                for f in self.filters[:told]:
+                    try:
+                        f.on_membership(removed, added)
+                    except Exception:
+                        log.exception("filter %r failed to undo a membership change", f)
+                raise
             self.updated_at = time.time()
+            if self._rejected is not None:
+                log.info("%s: the registry's answers apply again", self.name)
+                self._rejected = None
             self.registry_error = None
             self.stale_since = None
             if added or removed:
@@ -118,9 +167,28 @@ class ServiceState:
                     len(added),
                     len(removed),
                 )
-                for f in self.filters:
-                    f.on_membership(added, removed)
-            self.invalidate()
+        if usable is not None:
+            self._notify(usable)
+
+    def _reject(self, instances: Sequence[ServiceInstance], error: Exception) -> None:
+        """An answer that could not be applied: say why (logged once per distinct reason)."""
+        reason = f"{type(error).__name__}: {error}"
+        try:
+            what = f"an answer of {len(instances)} instance(s)"
+        except Exception:
+            what = "an answer"
+        with self._lock:
+            self.registry_error = (
+                f"{what} could not be applied ({reason}); keeping the last good list of "
+                f"{len(self.endpoints)} instance(s)"
+            )
+            if self.stale_since is None:
+                self.stale_since = time.time()
+            if self._rejected == reason:
+                return
+            self._rejected = reason
+        log.error("%s: %s", self.name, self.registry_error)
+        log.debug("%s: why the answer could not be applied", self.name, exc_info=error)
 
     def heartbeat(self, instance_id: str) -> None:
         """A sign of life from outside the request path: a registry heartbeat (a Consul TTL
@@ -138,11 +206,41 @@ class ServiceState:
             self.stale_since = time.time()
 
     def invalidate(self) -> None:
-        """Recompute the usable list through the chain and rebuild the scheduler if it changed."""
+        """Recompute the usable list through the chain and rebuild the scheduler if it changed.
+
+        Called by filters when their verdict changes. If the new scheduler cannot be built,
+        the last one stays in force with its list and ``scheduler_error`` says why.
+        """
         with self._lock:
             if self.closed:
                 return
-            candidates: Sequence[Endpoint] = list(self.endpoints.values())
+            try:
+                usable = self._rebuild()
+            except Exception as exc:
+                reason = f"{type(exc).__name__}: {exc}"
+                if self.scheduler_error != reason:
+                    log.error(
+                        "%s: cannot rebuild the %s scheduler, keeping the last one: %s",
+                        self.name,
+                        self._scheduler_class.name,
+                        reason,
+                    )
+                self.scheduler_error = reason
+                return
+        if usable is not None:
+            self._notify(usable)
+
+    def _rebuild(self, endpoints: dict[str, Endpoint] | None = None) -> tuple[Endpoint, ...] | None:
+        """Run the chain over the membership, build the scheduler, then swap them in together.
+
+        ``endpoints`` is a new membership to take (default: the current one). Returns the new
+        usable list, or None when it did not change. Raises when the chain or the scheduler
+        fails, with the membership, the usable list, its weights and the scheduler untouched.
+        The caller holds the lock.
+        """
+        members = self.endpoints if endpoints is None else endpoints
+        try:
+            candidates: Sequence[Endpoint] = list(members.values())
             for endpoint in candidates:
                 endpoint.weight = endpoint.instance.weight
             span = self._health_span
@@ -155,18 +253,34 @@ class ServiceState:
                     candidates = self.panic.decide(before_health, candidates).endpoints
             usable = tuple(candidates)
             weights = [e.weight for e in usable]
-            if self.scheduler is not None and usable == self.usable and weights == self._weights:
-                return
-            self._weights = weights
-            self.scheduler = (
-                self._scheduler_class(
-                    usable, rng=self.rng, previous=self.scheduler, **self.config.scheduler_options
+            same = self.scheduler is not None and usable == self.usable and weights == self._weights
+            scheduler = self.scheduler
+            if not same:
+                scheduler = (
+                    self._scheduler_class(
+                        usable,
+                        rng=self.rng,
+                        previous=self.scheduler,
+                        **self.config.scheduler_options,
+                    )
+                    if usable
+                    else None
                 )
-                if usable
-                else None
-            )
-            self.usable = usable
-        self._notify(usable)
+        except BaseException:
+            self._restore_weights()
+            raise
+        # Built: swap in (the request path reads only ``scheduler``, so it goes first).
+        self.scheduler = scheduler
+        self.usable = usable
+        self._weights = weights
+        self.endpoints = members
+        self.scheduler_error = None
+        return None if same else usable
+
+    def _restore_weights(self) -> None:
+        """Give the endpoints of the scheduler in force back the weights it was built with."""
+        for endpoint, weight in zip(self.usable, self._weights, strict=False):
+            endpoint.weight = weight
 
     def _notify(self, usable: tuple[Endpoint, ...]) -> None:
         instances = [e.instance for e in usable]
@@ -218,7 +332,11 @@ class ServiceState:
             )
         total = len(self.endpoints)
         if total == 0:
-            why = "the registry lists no instance"
+            why = (
+                "no answer of the registry could be applied yet"
+                if self._rejected
+                else "the registry lists no instance"
+            )
             if self.registry_error:
                 why += f" (last registry error: {self.registry_error})"
         elif self.panic.panicking and not self.panic.fail_open:
@@ -237,10 +355,12 @@ class ServiceState:
     # -- visibility and lifecycle ----------------------------------------------------------
 
     def stats(self) -> dict[str, Any]:
-        usable = {e.id for e in self.usable}
+        with self._lock:  # one consistent view: never a membership half swapped in
+            usable = {e.id for e in self.usable}
+            members = list(self.endpoints.values())
         now = time.time()
         instances = []
-        for endpoint in list(self.endpoints.values()):
+        for endpoint in members:
             row: dict[str, Any] = {
                 "id": endpoint.id,
                 "address": endpoint.instance.address,
@@ -265,16 +385,33 @@ class ServiceState:
             "updated_at": self.updated_at,
             "stale_seconds": None if self.stale_since is None else now - self.stale_since,
             "registry_error": self.registry_error,
+            "scheduler_error": self.scheduler_error,
             "retry_budget": round(self.retry_budget.balance, 2),
             "retries_refused_by_budget": self.retry_budget.exhausted,
         }
 
-    def close(self) -> None:
+    def attach(self, subscription: Subscription) -> None:
+        """Take the watch that feeds this state; a state closed meanwhile closes it at once
+        (``close()`` racing the first pick must not leave a watch running)."""
         with self._lock:
+            if not self.closed:
+                self.subscription = subscription
+                return
+        subscription.close()
+
+    def close(self) -> None:
+        """Stop the watch and the filters' background work; idempotent."""
+        with self._lock:
+            if self.closed:
+                return
             self.closed = True
             self.scheduler = None
-        if self.subscription is not None:
-            self.subscription.close()
+            subscription, self.subscription = self.subscription, None
+        if subscription is not None:
+            try:
+                subscription.close()
+            except Exception:
+                log.exception("%s: the registry watch failed to close", self.name)
         for f in self.filters:
             try:
                 f.close()
@@ -327,9 +464,15 @@ class LoadBalancer:
         self.listeners = tuple(listeners)
         self._rng = rng
         self._services: dict[str, ServiceState] = {}
-        self._not_found: dict[str, tuple[float, ServiceNotFound]] = {}
+        self._not_found: OrderedDict[str, tuple[float, str]] = OrderedDict()
+        """Unknown service -> (remembered until, the registry's message); a bounded LRU."""
         self._lock = threading.Lock()
         self._closed = False
+        # Dropped without close(): stop the watches and filters when collected, as an unclosed
+        # file closes itself, with a ResourceWarning. Background threads hold service states,
+        # never the balancer, so nothing they run keeps it alive.
+        self._finalizer = weakref.finalize(self, _collected, self._services, self.registry)
+        self._finalizer.atexit = False
 
     def __repr__(self) -> str:
         return f"<LoadBalancer {self.registry!r} services={sorted(self._services)}>"
@@ -379,7 +522,11 @@ class LoadBalancer:
         try:
             yield
         except ServiceNotFound as exc:
-            self._not_found[service] = (time.monotonic() + NOT_FOUND_TTL, exc)
+            with self._lock:
+                self._not_found[service] = (time.monotonic() + NOT_FOUND_TTL, str(exc))
+                self._not_found.move_to_end(service)
+                while len(self._not_found) > NOT_FOUND_LIMIT:
+                    self._not_found.popitem(last=False)
             raise
         except LBError:
             raise
@@ -395,11 +542,18 @@ class LoadBalancer:
             raise NoAvailableInstance(
                 f"the load balancer is closed (service {service!r})", service=service
             )
-        remembered = self._not_found.get(service)
-        if remembered is not None:
-            if time.monotonic() < remembered[0]:
-                raise remembered[1]
-            self._not_found.pop(service, None)
+        if service not in self._not_found:
+            return
+        with self._lock:
+            remembered = self._not_found.get(service)
+            if remembered is None:
+                return
+            if time.monotonic() >= remembered[0]:
+                del self._not_found[service]
+                return
+            self._not_found.move_to_end(service)
+        # A fresh exception each time: re-raising one object would grow its traceback.
+        raise ServiceNotFound(remembered[1], service=service)
 
     def _open(self, service: str, instances: Sequence[ServiceInstance]) -> ServiceState:
         with self._lock:
@@ -413,9 +567,15 @@ class LoadBalancer:
             state = ServiceState(
                 service, self.config_for(service), listeners=self.listeners, rng=self._rng
             )
-            state.publish(instances)
+            try:
+                state.apply(instances)
+            except ConfigurationError:  # a setting that cannot work: tell the caller now
+                state.close()
+                raise
+            except Exception as exc:  # kept with the reason: the watch brings the next answer
+                state._reject(instances, exc)
             self._services[service] = state
-        state.subscription = self.registry.watch(service, state)
+        state.attach(self.registry.watch(service, state))
         return state
 
     # -- visibility and lifecycle ----------------------------------------------------------
@@ -436,10 +596,8 @@ class LoadBalancer:
         """Stop every watch and background check; further picks raise NoAvailableInstance."""
         with self._lock:
             self._closed = True
-            states = list(self._services.values())
-        for state in states:
-            state.close()
-        self.registry.close()
+        self._finalizer.detach()
+        _shut(self._services, self.registry)
 
     async def aclose(self) -> None:
         self.close()
@@ -455,3 +613,27 @@ class LoadBalancer:
 
     async def __aexit__(self, *exc: object) -> None:
         self.close()
+
+
+def _shut(services: Mapping[str, ServiceState], registry: Registry) -> None:
+    """Close every service state (its watch, its filters), then the registry."""
+    for state in list(services.values()):
+        state.close()
+    registry.close()
+
+
+def _collected(services: Mapping[str, ServiceState], registry: Registry) -> None:
+    """A LoadBalancer was garbage-collected without ``close()``: warn, and stop its work."""
+    try:
+        warnings.warn(
+            f"LoadBalancer over {registry!r} (services {sorted(services)}) was never closed; "
+            "its watches and checks were stopped when it was collected. Call close() or use "
+            "it as a context manager",
+            ResourceWarning,
+            stacklevel=2,
+        )
+    finally:
+        try:
+            _shut(services, registry)
+        except Exception:  # nobody to raise to: the owner is gone
+            log.exception("closing a collected LoadBalancer over %r failed", registry)

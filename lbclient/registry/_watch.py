@@ -37,6 +37,11 @@ class WatchPolicy(Generic[C]):
     exponentially from ``min_backoff`` to ``max_backoff`` with full jitter. A
     ConfigurationError (bad token, bad query) is not retried quickly: it is logged as an
     error and retried at ``max_backoff``, so a fixed configuration recovers on its own.
+
+    Nothing a registry answers can end the watch: an answer the sink cannot take (publish
+    raises) is reported to the sink as an error and the watch goes on from the answer's
+    cursor, so the next change is the next chance. The log gets one line per change of
+    state (working, failing with a given error, working again), never one per retry.
     """
 
     def __init__(
@@ -58,31 +63,59 @@ class WatchPolicy(Generic[C]):
         self.errors = 0
         self._rng = rng or random.Random()
         self._last_poll = 0.0
+        self._logged: str | None = None
+        """The error last logged (None: working), so each state change logs exactly once."""
 
     def succeeded(self, instances: Sequence[ServiceInstance] | None, cursor: C | None) -> None:
+        """The registry answered; hand the list to the sink (never raises)."""
         if self.errors:
             log.info(
                 "%s: registry reachable again after %d failed attempt(s)", self.name, self.errors
             )
             self.errors = 0
+            self._logged = None
         self.cursor = cursor
-        if instances is not None:
+        if instances is None:
+            return
+        try:
             self.sink.publish(instances)
+        except Exception as exc:  # a sink that cannot take the answer must not end the watch
+            self._report(exc)
+            if self._logged != (text := _describe(exc)):
+                self._logged = text
+                log.error(
+                    "%s: the answer could not be applied, keeping the last good list: %s",
+                    self.name,
+                    text,
+                )
+                log.debug("%s: why the answer could not be applied", self.name, exc_info=exc)
+        else:
+            self._logged = None
 
     def failed(self, error: BaseException) -> float:
         """Record a failed poll; return how long to wait before the next one."""
         self.errors += 1
         self.cursor = None
-        self.sink.fail(error)
+        self._report(error)
+        text = _describe(error)
+        first = self._logged != text
+        self._logged = text
         if isinstance(error, ConfigurationError):
-            log.error("%s: %s (retrying every %.0fs)", self.name, error, self.max_backoff)
+            if first:
+                log.error("%s: %s (retrying every %.0fs)", self.name, error, self.max_backoff)
             return self.max_backoff
-        if self.errors == 1:
+        if first:
             log.warning(
                 "%s: registry unavailable, keeping the last good list: %s", self.name, error
             )
         ceiling = min(self.max_backoff, self.min_backoff * 2 ** min(self.errors - 1, 30))
         return self._rng.uniform(self.min_backoff, ceiling)
+
+    def _report(self, error: BaseException) -> None:
+        try:
+            self.sink.fail(error)
+        except Exception:
+            log.exception("%s: the sink failed to record a registry error", self.name)
 
     def pace(self) -> float:
         """Seconds to wait before the next poll so the loop never spins (rate limit)."""
@@ -90,6 +123,10 @@ class WatchPolicy(Generic[C]):
         wait = self._last_poll + self.min_interval - now
         self._last_poll = max(now, now + wait)
         return max(0.0, wait)
+
+
+def _describe(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}"
 
 
 class ThreadWatch(Generic[C]):

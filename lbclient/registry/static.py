@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 from collections.abc import Iterable, Mapping, Sequence
@@ -26,7 +27,7 @@ class StaticRegistry(Registry):
 
     ``StaticRegistry.from_env()`` reads ``LBCLIENT_SERVICE_ORDERS=host:port,host:port``;
     ``StaticRegistry.from_file(path)`` reads JSON (or TOML) ``{"orders": [...]}`` and, with
-    ``reload_interval``, follows edits of the file.
+    ``reload_interval``, follows edits of the file (services added to it later included).
     """
 
     scheme = "static"
@@ -57,6 +58,8 @@ class StaticRegistry(Registry):
         return tuple(self._services)
 
     def resolve(self, service: str) -> Sequence[ServiceInstance]:
+        if self._path is not None and self._reload_interval:
+            self._reread(self._path, service)
         try:
             return self._services[service]
         except KeyError:
@@ -67,7 +70,24 @@ class StaticRegistry(Registry):
             ) from None
 
     async def aresolve(self, service: str) -> Sequence[ServiceInstance]:
+        if self._path is not None and self._reload_interval:
+            return await asyncio.to_thread(self.resolve, service)  # reads the file
         return self.resolve(service)
+
+    def _reread(self, path: Path, service: str) -> None:
+        """A followed file is the truth at first use too: a service added to it after startup
+        is found, one removed is not. An unreadable file keeps what was known (the watch
+        reports it); a service never seen gets the file's error."""
+        try:
+            data = _read_file(path)
+        except ConfigurationError:
+            if service not in self._services:
+                raise
+            return
+        if service in data:
+            self._services[service] = parse_instances(service, data[service])
+        else:
+            self._services.pop(service, None)
 
     def watch(self, service: str, sink: SnapshotSink) -> Subscription:
         if self._path is None or not self._reload_interval:

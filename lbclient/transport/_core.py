@@ -6,6 +6,7 @@ send, sleep and close around these functions, so their behaviour cannot drift ap
 
 from __future__ import annotations
 
+import logging
 import socket
 import time
 from collections.abc import Callable
@@ -26,6 +27,8 @@ from lbclient._outcome import Failure, failure_for_status
 from lbclient._retry import RetryPolicy, RetryState, parse_retry_after, positive_seconds
 
 KeySource = Callable[[httpx.Request], "str | bytes | None"]
+
+log = logging.getLogger("lbclient")
 
 DEFAULT_KEY_EXTENSION = "lb_key"
 """``client.get(url, extensions={"lb_key": "user-42"})`` routes by that key."""
@@ -449,7 +452,8 @@ _ParseResult: Any = type(httpx.URL("http://h/")._uri_reference) if _FAST_MODELS 
 
 
 class Release:
-    """Completes a handle when the response body is closed, so in-flight covers the body.
+    """Completes a handle when the response body is closed, so in-flight covers the body;
+    a body dropped without ``close()`` releases the handle when it is collected.
 
     The base of the sync and async body wrappers (``_ReleasingStream``): one object per
     response holds the wrapped stream and what to report when it closes.
@@ -469,6 +473,16 @@ class Release:
 
     def release(self) -> None:
         self.handle.done(self.failure, status=self.status)
+
+    def __del__(self) -> None:
+        # The response was dropped without close(): give its in-flight slot back. Only as a
+        # cancellation: nobody read the body to its end, so the instance is not judged.
+        handle: PickHandle | None = getattr(self, "handle", None)
+        if handle is not None and not handle.finished:
+            try:
+                handle.cancel()
+            except Exception:  # nobody to raise to from a collection
+                log.exception("releasing the slot of a dropped response failed")
 
 
 def attempt_end(prepared: httpx.Request) -> float | None:

@@ -150,6 +150,13 @@ def drive_traffic(client: httpx.Client, stop: threading.Event, seen: list[str]) 
         seen.append(client.get("http://orders/").json()["backend"])
 
 
+def settle(seen: list[str]) -> None:
+    """Let the one worker finish the request it had in flight when the list changed (it may
+    still reach the removed instance) and one more, picked from the new list."""
+    done = len(seen)
+    wait_until(lambda: len(seen) >= done + 2)
+
+
 def test_traffic_follows_registration_deregistration_and_ttl_lapse(server, agent, backends):
     a, b = backends
     register(agent, a)
@@ -176,6 +183,7 @@ def test_traffic_follows_registration_deregistration_and_ttl_lapse(server, agent
         # b's TTL lapses (nobody passes it): Consul marks it critical, the watch drops it
         lapse = wait_until(lambda: current(lb) == ["a"])
         log.warning("TTL lapse → instance dropped by the watch after %.3f s", lapse)
+        settle(seen)
         b_requests = b.requests
         time.sleep(0.2)
         assert b.requests == b_requests  # no new request reached b
@@ -187,6 +195,7 @@ def test_traffic_follows_registration_deregistration_and_ttl_lapse(server, agent
         delay = time.monotonic() - started
         print(f"consul deregistration propagated in {delay * 1000:.1f} ms")
         log.warning("deregistration → instance dropped after %.3f s", delay)
+        settle(seen)
         b_requests = b.requests
         time.sleep(0.2)
         assert b.requests == b_requests
