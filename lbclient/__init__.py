@@ -7,6 +7,8 @@
 >>> # client.get("http://orders/api/items")  -- the host names the service
 """
 
+from importlib.metadata import version as _metadata_version
+
 from lbclient._balancer import LoadBalancer, ServiceState
 from lbclient._config import ServiceConfig
 from lbclient._context import PickContext
@@ -37,7 +39,7 @@ from lbclient.transport import (
     key_from_header,
 )
 
-__version__ = "0.1.0"
+__version__ = _metadata_version("lbclient")  # one source: pyproject.toml, via the install
 
 _OPTIONAL = {
     # name: (module, extra) -- imported on first access so the core needs no optional extra
@@ -106,3 +108,12 @@ __all__ = [
     "register_scheduler",
     "registry_from_uri",
 ]
+
+# Show the public module in reprs, tracebacks and help(): ``lbclient.ConfigurationError``,
+# not ``lbclient._exceptions.ConfigurationError`` (as httpx does). Objects such as NO_RETRY
+# keep their class's module.
+for _name in __all__:
+    _value = globals()[_name]
+    if isinstance(_value, type) or (callable(_value) and hasattr(_value, "__qualname__")):
+        _value.__module__ = "lbclient"
+del _name, _value
