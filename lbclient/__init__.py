@@ -7,6 +7,7 @@
 >>> # client.get("http://orders/api/items")  -- the host names the service
 """
 
+import types as _types
 from importlib.metadata import version as _metadata_version
 
 from lbclient._balancer import LoadBalancer, ServiceState
@@ -110,10 +111,15 @@ __all__ = [
 ]
 
 # Show the public module in reprs, tracebacks and help(): ``lbclient.ConfigurationError``,
-# not ``lbclient._exceptions.ConfigurationError`` (as httpx does). Objects such as NO_RETRY
-# keep their class's module.
+# not ``lbclient._exceptions.ConfigurationError`` (as httpx does). Not for classes that
+# annotate attributes themselves (the dataclasses, ClassVars): typing.get_type_hints (and
+# so pydantic, cattrs, ...) resolves those annotations in ``sys.modules[cls.__module__]``.
 for _name in __all__:
     _value = globals()[_name]
-    if isinstance(_value, type) or (callable(_value) and hasattr(_value, "__qualname__")):
+    if isinstance(_value, type):
+        _rename = "__annotations__" not in vars(_value)
+    else:
+        _rename = isinstance(_value, _types.FunctionType)
+    if _rename:
         _value.__module__ = "lbclient"
-del _name, _value
+del _name, _value, _rename

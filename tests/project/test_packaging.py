@@ -12,6 +12,7 @@ import tarfile
 import tomllib
 import traceback
 import types
+import typing
 from pathlib import Path
 
 import pytest
@@ -94,17 +95,23 @@ def test_sdist_carries_tests_examples_and_license(tmp_path: Path) -> None:
     assert not [name for name in names if "__pycache__" in name]
 
 
-def public_callables() -> list[str]:
-    return [
-        name
-        for name in lbclient.__all__
-        if isinstance(getattr(lbclient, name), type | types.FunctionType)
-    ]
+def exported(kind: type | tuple[type, ...]) -> list[str]:
+    return [name for name in lbclient.__all__ if isinstance(getattr(lbclient, name), kind)]
 
 
-@pytest.mark.parametrize("name", public_callables())
-def test_exported_names_show_the_public_module(name: str) -> None:
-    assert getattr(lbclient, name).__module__ == "lbclient"
+def test_exceptions_functions_and_plain_classes_show_the_public_module() -> None:
+    errors = [n for n in exported(type) if issubclass(getattr(lbclient, n), Exception)]
+    assert len(errors) == 7
+    plain = ["LoadBalancer", "LoadBalancedTransport", "AsyncLoadBalancedTransport", "PickHandle"]
+    for name in [*errors, *exported(types.FunctionType), *plain, "StaticRegistry"]:
+        assert getattr(lbclient, name).__module__ == "lbclient", name
+
+
+@pytest.mark.parametrize("name", exported(type))
+def test_type_hints_of_exported_classes_still_resolve(name: str) -> None:
+    """Classes with annotations of their own keep their module, so get_type_hints (pydantic,
+    cattrs) can resolve them."""
+    typing.get_type_hints(getattr(lbclient, name))
 
 
 def test_tracebacks_reprs_and_pickles_name_lbclient() -> None:
