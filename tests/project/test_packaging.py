@@ -93,6 +93,7 @@ def test_sdist_carries_tests_examples_and_license(tmp_path: Path) -> None:
     ):
         assert expected in names, expected
     assert not [name for name in names if "__pycache__" in name]
+    assert not [name for name in names if name.startswith("tests/project")]  # need a checkout
 
 
 def exported(kind: type | tuple[type, ...]) -> list[str]:
