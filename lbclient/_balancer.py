@@ -586,10 +586,13 @@ class LoadBalancer:
         return dict(self._services)
 
     def stats(self, service: str | None = None) -> dict[str, Any]:
-        """Per-service, per-instance counters: in flight, picks, successes, failures, latency."""
+        """Per-service, per-instance counters: in flight, picks, successes, failures, latency.
+
+        ``stats(service)`` resolves the service as ``pick`` does (an unknown one raises
+        ServiceNotFound); ``stats()`` covers the services in use so far.
+        """
         if service is not None:
-            state = self._services.get(service)
-            return state.stats() if state else {}
+            return (self._services.get(service) or self.service(service)).stats()
         return {name: state.stats() for name, state in sorted(self._services.items())}
 
     def close(self) -> None:
