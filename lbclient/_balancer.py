@@ -30,6 +30,7 @@ from lbclient._exceptions import (
     ServiceNotFound,
 )
 from lbclient._handle import PickHandle
+from lbclient._hedge import Hedges
 from lbclient._instance import InstanceEntry, ServiceInstance
 from lbclient._listener import LoadBalancerListener
 from lbclient._outcome import Outcome
@@ -68,6 +69,8 @@ class ServiceState:
         self.retry_budget = RetryBudget(
             config.retry.budget_ratio, config.retry.budget_min_per_second
         )
+        self.hedges = Hedges(self.retry_budget)
+        """Latencies and budgets of hedged requests (see lbclient._hedge)."""
         self.endpoints: dict[str, Endpoint] = {}
         self.usable: tuple[Endpoint, ...] = ()
         self.scheduler: Scheduler | None = None
@@ -388,6 +391,7 @@ class ServiceState:
             "scheduler_error": self.scheduler_error,
             "retry_budget": round(self.retry_budget.balance, 2),
             "retries_refused_by_budget": self.retry_budget.exhausted,
+            **self.hedges.stats(),
         }
 
     def attach(self, subscription: Subscription) -> None:

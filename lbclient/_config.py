@@ -8,6 +8,7 @@ from typing import Any
 
 from lbclient._endpoint import DEFAULT_EWMA_DECAY
 from lbclient._exceptions import ConfigurationError
+from lbclient._hedge import HedgePolicy, check_hedge
 from lbclient._retry import RetryPolicy
 from lbclient.filters._base import FilterFactory
 from lbclient.filters.outlier import OutlierDetection
@@ -54,12 +55,15 @@ class ServiceConfig:
     """Use only a deterministic subset of this many instances (off by default)."""
     subset_key: str | None = None
     """This client's identity for subsetting (default: the host name)."""
+    hedge: HedgePolicy | None = None
+    """Hedged requests for idempotent calls (``HedgePolicy(delay="p95")``); off by default."""
 
     def __post_init__(self) -> None:
         scheduler_class(self.scheduler)  # fail at configuration time, naming the choices
         if self.ewma_decay <= 0:
             raise ConfigurationError(f"ewma_decay must be > 0, got {self.ewma_decay}")
         _check_health_settings(self)
+        check_hedge(self.hedge, "hedge")
 
     def merged(self, overrides: Mapping[str, Any] | ServiceConfig) -> ServiceConfig:
         """A copy with ``overrides`` applied; unknown keys are an error naming the valid ones."""

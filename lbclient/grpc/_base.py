@@ -71,6 +71,10 @@ class Balancing:
             handle = self._core.pick(state, retry)
         except LBError as exc:
             raise self.error_class(self._core.service, exc) from exc
+        return handle, self._lease(state, handle)
+
+    def _lease(self, state: ServiceState, handle: PickHandle) -> Lease[Any]:
+        """The sub-channel of the picked instance; the handle is cancelled if there is none."""
         try:
             lease = self._pool.acquire(state, handle.endpoint)
         except PoolClosed:
@@ -83,4 +87,4 @@ class Balancing:
         except BaseException:
             handle.cancel()
             raise
-        return handle, lease
+        return lease

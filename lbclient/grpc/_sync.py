@@ -20,6 +20,7 @@ an active health check marks it down; such services should enable one of the two
 from __future__ import annotations
 
 import contextlib
+import queue
 import time
 import weakref
 from collections.abc import Callable, Collection, Iterator
@@ -29,6 +30,7 @@ import grpc
 
 from lbclient._balancer import LoadBalancer, ServiceState
 from lbclient._handle import PickHandle
+from lbclient._hedge import HedgePolicy, Hedging, Race, pick_hedge
 from lbclient._instance import ServiceInstance
 from lbclient._retry import RetryPolicy, RetryState
 from lbclient.grpc._base import Balancing, Method
@@ -38,6 +40,7 @@ from lbclient.grpc._core import (
     Deadline,
     KeyFunction,
     report,
+    report_attempt,
 )
 from lbclient.grpc._errors import NoInstanceRpcError
 from lbclient.grpc._pool import Lease, SubChannelPool
@@ -73,8 +76,11 @@ class LoadBalancedChannel(Balancing, grpc.Channel):
         key: str | KeyFunction | None = DEFAULT_KEY_METADATA,
         retry: RetryPolicy | None = None,
         idempotent: Collection[str] | Literal["all"] = (),
+        hedge: HedgePolicy | None = None,
     ) -> None:
-        self._core = ChannelCore(lb, service, key=key, retry=retry, idempotent=idempotent)
+        self._core = ChannelCore(
+            lb, service, key=key, retry=retry, idempotent=idempotent, hedge=hedge
+        )
         self._credentials = credentials
         self._options = tuple(options or ())
         self._compression = compression
@@ -263,6 +269,9 @@ class _MultiCallable:
             replayable=replayable,
         )
         deadline = Deadline(timeout)
+        hedging = core.hedging(state, retry) if self._method.kind == "unary_unary" else None
+        if hedging is not None:
+            return self._hedged(state, retry, hedging, deadline, request, with_call, args)
         while True:
             handle, lease = channel._begin(state, retry)
             inner = self._method.on(lease)
@@ -286,6 +295,84 @@ class _MultiCallable:
             handle.done()
             pool.release(lease)
             return result
+
+    def _hedged(
+        self,
+        state: ServiceState,
+        retry: RetryState,
+        hedging: Hedging,
+        deadline: Deadline,
+        request: Any,
+        with_call: bool,
+        args: tuple[Any, ...],
+    ) -> Any:
+        """A unary-unary call whose attempts race (``Race`` decides): each is a grpcio
+        future, the first OK answer wins and the others are cancelled; when all fail, the
+        retry policy decides as for an unhedged call."""
+        core = self._channel._core
+        while True:
+            race = hedging.race()
+            winner, failure = self._race(state, retry, race, deadline, request, args)
+            if winner is not None:
+                result = winner.result()
+                return (result, winner) if with_call else result
+            error = failure.exception()
+            pause = core.pause(retry, error, deadline)
+            if pause is None:
+                if len(retry.tried) > 1:
+                    error.add_note(core.describe(retry))
+                raise error
+            time.sleep(pause)
+
+    def _race(
+        self,
+        state: ServiceState,
+        retry: RetryState,
+        race: Race,
+        deadline: Deadline,
+        request: Any,
+        args: tuple[Any, ...],
+    ) -> tuple[Any, Any]:
+        """One round: ``(winning future, None)``, or ``(None, last failed future)``."""
+        channel = self._channel
+        ended: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        attempts: dict[Any, PickHandle] = {}
+
+        def launch(handle: PickHandle, lease: Lease[Any]) -> None:
+            try:
+                future = self._method.on(lease).future(request, deadline.remaining(), *args)
+            except BaseException as exc:
+                handle.__exit__(type(exc), exc, None)
+                channel._pool.release(lease)
+                raise
+            attempts[future] = handle
+            _report_attempt_when_done(future, race, handle, lease, channel._pool)
+            future.add_done_callback(ended.put)
+
+        launch(*channel._begin(state, retry))
+        failure: Any = None
+        try:
+            while attempts:
+                try:
+                    future = ended.get(timeout=race.wait())
+                except queue.Empty:
+                    hedge = pick_hedge(state, retry) if race.hedge(retry) else None
+                    if hedge is not None:
+                        launch(hedge, channel._lease(state, hedge))
+                    continue
+                attempt = attempts.pop(future)
+                if future.code() is not grpc.StatusCode.OK:
+                    failure = future
+                elif race.won():
+                    race.record(attempt.started)
+                    return future, None
+            return None, failure
+        finally:
+            race.decided = True
+            now = time.monotonic()
+            for future, handle in attempts.items():
+                future.cancel()
+                race.record(handle.started, now)
 
     def _started(self, invoke: Callable[[Any], Any], metadata: Any) -> Any:
         """Start one attempt whose outcome is reported when grpcio says the call ended."""
@@ -329,6 +416,21 @@ def _report_when_done(
 
     if not call.add_callback(ended):
         ended()
+
+
+def _report_attempt_when_done(
+    future: Any, race: Race, handle: PickHandle, lease: Lease[Any], pool: SubChannelPool[Any]
+) -> None:
+    """``_report_when_done`` for an attempt of a hedged call (the race holds it strongly:
+    it is waited for or cancelled)."""
+
+    def ended(done: Any) -> None:
+        try:
+            report_attempt(race, handle, done.code(), done.details())
+        finally:
+            pool.release(lease)
+
+    future.add_done_callback(ended)
 
 
 class _UnaryUnary(_MultiCallable, _UnaryUnaryBase):
@@ -503,7 +605,8 @@ def insecure_channel(
     ``lb_options``: ``key`` (metadata name or ``key(method, request, metadata)`` function for
     hash-based schedulers; default ``"lb-key"``), ``idempotent`` (full method names that may
     be resent after UNAVAILABLE, or ``"all"``), ``retry`` (a RetryPolicy; default: the
-    service's).
+    service's), ``hedge`` (a HedgePolicy for the ``idempotent`` unary-unary methods called
+    with ``__call__``/``with_call``; default: the service's).
     """
     return LoadBalancedChannel(service, lb, options=options, compression=compression, **lb_options)
 

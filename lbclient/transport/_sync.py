@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import concurrent.futures
+import functools
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -10,9 +12,12 @@ import httpx
 
 from lbclient._balancer import LoadBalancer, ServiceState
 from lbclient._exceptions import ServiceNotFound
+from lbclient._handle import PickHandle
+from lbclient._hedge import Hedging, Race, pick_hedge
 from lbclient._retry import RetryState
 from lbclient.transport._core import Release, RetryAttempt, TransportCore, abandon
 from lbclient.transport._pools import InnerTransports
+from lbclient.transport._threads import DEFAULT_HEDGE_THREADS, AttemptThreads
 
 
 class LoadBalancedTransport(httpx.BaseTransport):
@@ -29,7 +34,9 @@ class LoadBalancedTransport(httpx.BaseTransport):
     default ``extensions["lb_key"]``), ``unknown_service`` (``"raise"`` or
     ``"passthrough"``), ``host_header`` and ``tls_server_name`` (``"instance"``,
     ``"service"`` or a literal name), ``allow_scheme_downgrade`` (send an ``https://``
-    request in clear to an instance the registry lists as ``http``; default False: refused).
+    request in clear to an instance the registry lists as ``http``; default False: refused),
+    ``hedge`` (a HedgePolicy; default: the service's) and ``hedge_threads`` (the bounded pool
+    hedged attempts run on, default 32; when it is busy a request goes unhedged).
     Per request: ``extensions={"lb_key": ..., "lb_timeout": seconds}``.
     """
 
@@ -37,9 +44,12 @@ class LoadBalancedTransport(httpx.BaseTransport):
         self,
         lb: LoadBalancer,
         transport: httpx.BaseTransport | Callable[[], httpx.BaseTransport] | None = None,
+        *,
+        hedge_threads: int = DEFAULT_HEDGE_THREADS,
         **options: Any,
     ) -> None:
         self._core = TransportCore(lb, **options)
+        self._threads = AttemptThreads(hedge_threads)
         self._inners = InnerTransports(transport, httpx.BaseTransport, httpx.HTTPTransport)
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
@@ -51,21 +61,82 @@ class LoadBalancedTransport(httpx.BaseTransport):
                 return self._inners.for_request(request).handle_request(request)
             raise
         retry = self._core.start(request, state, started)
+        hedging = self._core.hedging(state, retry)
         while True:
             try:
-                return self._attempt(request, state, retry)
+                if hedging is None:
+                    handle = self._core.pick(request, state, retry)
+                    return self._attempt(request, handle, retry, None)
+                return self._race(request, state, retry, hedging)
             except RetryAttempt as signal:
                 time.sleep(signal.pause)
 
-    def _attempt(
-        self, request: httpx.Request, state: ServiceState, retry: RetryState
+    def _race(
+        self, request: httpx.Request, state: ServiceState, retry: RetryState, hedging: Hedging
     ) -> httpx.Response:
+        """One round of a hedged request: attempts on the pool's threads, the first answer
+        wins (the decisions are ``Race``'s; this only starts and waits for attempts). A
+        thread cannot be interrupted: a losing attempt runs to its end, then releases its
+        slot as a cancellation and closes its answer."""
+        race = hedging.race()
         handle = self._core.pick(request, state, retry)
+        first = (
+            self._threads.submit(self._attempt, request, handle, retry, race)
+            if race.hedged
+            else None
+        )
+        if first is None:  # no delay known yet, or every thread busy: one attempt, here
+            response = self._attempt(request, handle, retry, race)
+            race.record(handle.started)
+            return response
+        attempts = {first: handle}
+        failure: BaseException | None = None
+        try:
+            while attempts:
+                done, _ = concurrent.futures.wait(
+                    attempts, timeout=race.wait(), return_when=concurrent.futures.FIRST_COMPLETED
+                )
+                if not done:
+                    hedge = pick_hedge(state, retry) if race.hedge(retry) else None
+                    if hedge is not None:
+                        future = self._threads.submit(self._attempt, request, hedge, retry, race)
+                        if future is None:
+                            hedge.cancel()
+                        else:
+                            attempts[future] = hedge
+                    continue
+                winner = None
+                for future in done:
+                    attempt = attempts.pop(future)
+                    error = future.exception()
+                    if error is not None:
+                        failure = error
+                    elif race.won():
+                        race.record(attempt.started)
+                        winner = future.result()
+                    else:  # answered in the same instant as the winner
+                        _discard(attempt, future.result())
+                if winner is not None:
+                    return winner
+            assert failure is not None
+            raise failure
+        finally:
+            race.decided = True
+            for future, attempt in attempts.items():
+                future.cancel()
+                future.add_done_callback(functools.partial(_lost, race, attempt))
+
+    def _attempt(
+        self, request: httpx.Request, handle: PickHandle, retry: RetryState, race: Race | None
+    ) -> httpx.Response:
         try:
             prepared = self._core.attempt(request, handle, retry)
             inner = self._inners.for_request(prepared)
             response = inner.handle_request(prepared)
         except httpx.TransportError as exc:
+            if race is not None and race.decided:  # a lost hedge: not the instance's fault
+                handle.cancel()
+                raise
             signal = self._core.on_error(request, handle, retry, exc)
             if signal is None:
                 raise
@@ -84,8 +155,27 @@ class LoadBalancedTransport(httpx.BaseTransport):
         return response
 
     def close(self) -> None:
+        self._threads.close()
         for inner in self._inners.all():
             inner.close()
+
+
+def _lost(
+    race: Race, handle: PickHandle, future: concurrent.futures.Future[httpx.Response]
+) -> None:
+    """A losing attempt ended (or was cancelled before it began): release its slot as a
+    cancellation, close its answer; how long it took joins the latencies."""
+    if future.cancelled():
+        handle.cancel()
+    elif future.exception() is None:
+        race.record(handle.started)
+        _discard(handle, future.result())
+
+
+def _discard(handle: PickHandle, response: httpx.Response) -> None:
+    """A losing answer: its instance is not judged, its connection goes back."""
+    handle.cancel()
+    response.close()
 
 
 class _ReleasingStream(Release, httpx.SyncByteStream):

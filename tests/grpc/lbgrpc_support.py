@@ -14,7 +14,8 @@ import lbclient
 
 
 class EchoBackend:
-    """One Echo server; ``abort_code`` fails every call; ``stop``/``start`` keep the port."""
+    """One Echo server; ``abort_code`` fails every call, ``delay`` (seconds) slows every
+    unary call; ``stop``/``start`` keep the port."""
 
     def __init__(
         self,
@@ -28,6 +29,7 @@ class EchoBackend:
         self.echo = echo
         self.port = port
         self.abort_code: grpc.StatusCode | None = None
+        self.delay = 0.0
         self.calls = 0
         self.cancelled = threading.Event()
         self._lock = threading.Lock()
@@ -88,7 +90,7 @@ class _Servicer:
 
     def Unary(self, request: Any, context: grpc.ServicerContext) -> Any:
         self._enter(request, context)
-        _sleep(context, request.sleep)
+        _sleep(context, request.sleep + self.backend.delay)
         return self._reply(context, text=request.text)
 
     def ServerStream(self, request: Any, context: grpc.ServicerContext) -> Any:

@@ -10,17 +10,58 @@ or for the channel's own error when no attempt could start.
 from __future__ import annotations
 
 import asyncio
+import functools
+import time
 from collections.abc import Awaitable, Callable, Generator
 from typing import TYPE_CHECKING, Any
 
 import grpc
 import grpc.aio
 
+from lbclient._handle import PickHandle
+from lbclient._hedge import Race, pick_hedge
 from lbclient.grpc._base import Method
-from lbclient.grpc._core import Deadline
+from lbclient.grpc._core import Deadline, report_attempt
+from lbclient.grpc._pool import Lease, SubChannelPool
 
 if TYPE_CHECKING:
+    from lbclient._balancer import ServiceState
+    from lbclient._retry import RetryState
     from lbclient.grpc.aio._channel import LoadBalancedAioChannel
+
+
+class _Won:
+    """The answer that won a race (a response may be any object, None included)."""
+
+    __slots__ = ("response",)
+
+    def __init__(self, response: Any) -> None:
+        self.response = response
+
+
+async def _answer(call: Any, race: Race, handle: PickHandle) -> Any:
+    """Await one attempt of a hedged call and report how it ended (a lost one: cancelled)."""
+    try:
+        response = await call
+    except grpc.RpcError as error:
+        report_attempt(race, handle, error.code(), error.details())
+        raise
+    except BaseException as exc:  # cancelled: grpcio cancelled the RPC too
+        handle.__exit__(type(exc), exc, None)
+        raise
+    handle.done()
+    return response
+
+
+def _ended(
+    handle: PickHandle, lease: Lease[Any], pool: SubChannelPool[Any], task: asyncio.Task[Any]
+) -> None:
+    """An attempt's task ended: give its sub-channel back; a task cancelled before its first
+    step never reported, so its handle is released here (a no-op otherwise)."""
+    try:
+        handle.cancel()
+    finally:
+        pool.release(lease)
 
 
 class RetryingUnaryCall(grpc.aio.UnaryUnaryCall[Any, Any]):
@@ -52,6 +93,17 @@ class RetryingUnaryCall(grpc.aio.UnaryUnaryCall[Any, Any]):
         try:
             state = core.state or await channel._astate()
             retry = core.start(state, self._method.name, request, metadata, replayable=True)
+            hedging = core.hedging(state, retry)
+            while hedging is not None:
+                failure = await self._race(state, retry, hedging.race(), attempt)
+                if isinstance(failure, _Won):
+                    return failure.response
+                pause = core.pause(retry, failure, deadline)
+                if pause is None:
+                    if len(retry.tried) > 1:
+                        failure.add_note(core.describe(retry))
+                    raise failure
+                await asyncio.sleep(pause)
             while True:
                 handle, lease = channel._begin(state, retry)
                 try:
@@ -76,6 +128,67 @@ class RetryingUnaryCall(grpc.aio.UnaryUnaryCall[Any, Any]):
         except BaseException as exc:
             self._error = exc
             raise
+
+    async def _race(
+        self,
+        state: ServiceState,
+        retry: RetryState,
+        race: Race,
+        attempt: Callable[[Any, float | None], Any],
+    ) -> Any:
+        """One round of a hedged call: each attempt in a task, the first answer wins and the
+        others are cancelled (``Race`` decides). Returns ``_Won``, or the last RpcError."""
+        channel = self._channel
+        attempts: dict[asyncio.Task[Any], tuple[PickHandle, Any]] = {}
+        loop = asyncio.get_running_loop()
+
+        def launch(handle: PickHandle, lease: Lease[Any]) -> None:
+            try:
+                call = attempt(self._method.on(lease), self._deadline.remaining())
+            except BaseException as exc:
+                handle.__exit__(type(exc), exc, None)
+                channel._pool.release(lease)
+                raise
+            if self._call is None:
+                self._call = call
+            task = loop.create_task(_answer(call, race, handle))
+            task.add_done_callback(functools.partial(_ended, handle, lease, channel._pool))
+            attempts[task] = (handle, call)
+
+        launch(*channel._begin(state, retry))
+        failure: BaseException | None = None
+        try:
+            while attempts:
+                done, _ = await asyncio.wait(
+                    attempts, timeout=race.wait(), return_when=asyncio.FIRST_COMPLETED
+                )
+                if not done:
+                    hedge = pick_hedge(state, retry) if race.hedge(retry) else None
+                    if hedge is not None:
+                        launch(hedge, channel._lease(state, hedge))
+                    continue
+                for task in done:
+                    handle, call = attempts.pop(task)
+                    error = task.exception()
+                    if error is None and race.won():
+                        race.record(handle.started)
+                        self._call = call
+                        return _Won(task.result())
+                    if error is not None:
+                        failure = error
+            if not isinstance(failure, grpc.RpcError):
+                assert failure is not None
+                raise failure
+            return failure
+        finally:
+            race.decided = True
+            if attempts:
+                for task in attempts:
+                    task.cancel()
+                now = time.monotonic()
+                await asyncio.wait(attempts)
+                for handle, _ in attempts.values():
+                    race.record(handle.started, now)
 
     def __await__(self) -> Generator[Any, None, Any]:
         return self._task.__await__()
