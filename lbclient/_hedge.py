@@ -32,10 +32,6 @@ if TYPE_CHECKING:
 
 _PERCENTILE = re.compile(r"p(\d{1,2}(?:\.\d+)?)")
 
-HEDGE_BUDGET_CAP = 10.0
-"""Hedges a quiet period may bank: a burst of slow requests can each be hedged, an outage
-cannot (Finagle's BackupRequestFilter keeps a budget of its own, of ``maxExtraLoad``)."""
-
 MIN_SAMPLES = 50
 """Latencies a percentile delay needs before the first hedge (until then: no hedging)."""
 
@@ -52,7 +48,8 @@ class HedgePolicy:
     - ``budget_ratio``, ``budget_min_per_second``: the per-service hedge budget; each hedged
       request deposits ``budget_ratio`` of a token, each hedge spends one, so hedges add at
       most that share of load (plus the trickle) even when every request is slow. A hedge
-      also spends a token of the service's retry budget (Finagle needs both).
+      also spends a token of the service's retry budget (Finagle needs both). At most
+      ``budget_cap`` tokens are banked (it starts full).
 
     Only requests the retry policy may resend are hedged (httpx: its idempotent ``methods``,
     with a body that can be replayed; gRPC: the channel's ``idempotent`` methods, unary
@@ -64,6 +61,10 @@ class HedgePolicy:
     max_hedges: int = 1
     budget_ratio: float = 0.05
     budget_min_per_second: float = 0.0
+    budget_cap: float = 100.0
+    """Hedge tokens a quiet period may bank, so that the random bursts of slow requests
+    around the average can be hedged; an outage spends them once, then the ratio holds
+    (Finagle's budget holds the deposits of a 30 s window, at high rates far more)."""
     min_delay: float = 0.001
     """Finagle's ``minSendBackupAfterMs`` (1 ms): a hedge never leaves sooner."""
 
@@ -98,6 +99,11 @@ class HedgePolicy:
         if not _number(trickle) or trickle < 0:
             raise ConfigurationError(
                 f"HedgePolicy.budget_min_per_second must be a finite number >= 0, got {trickle!r}"
+            )
+        cap = self.budget_cap
+        if not _number(cap) or cap < 1:
+            raise ConfigurationError(
+                f"HedgePolicy.budget_cap must be a finite number of tokens >= 1, got {cap!r}"
             )
         if not positive_seconds(self.min_delay):
             raise ConfigurationError(
@@ -231,7 +237,7 @@ class Hedging:
         self.budget = RetryBudget(
             policy.budget_ratio,
             policy.budget_min_per_second,
-            cap=max(10.0 * policy.budget_min_per_second, HEDGE_BUDGET_CAP),
+            cap=max(10.0 * policy.budget_min_per_second, policy.budget_cap),
         )
         self.sent = 0
         """Hedges sent (an estimate under threads: an unlocked counter)."""
