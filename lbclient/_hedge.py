@@ -292,25 +292,32 @@ class Race:
             return None
         return max(0.0, self._at - time.monotonic())
 
-    def hedge(self, retry: RetryState) -> bool:
-        """The next hedge is due: True if it may leave (the budgets pay for it). After a
-        refusal, or the last hedge, no further hedge is due in this round."""
+    def hedge(self, state: ServiceState, retry: RetryState) -> PickHandle | None:
+        """The next hedge is due: the handle of the instance it goes to, or None when it may
+        not leave (past the deadline, no instance this request has not tried, or a budget
+        refuses). After the last hedge, or a hedge that could not leave, none is due."""
         hedging = self.hedging
         self.hedges += 1
         delay = self.delay
-        expired = retry.deadline is not None and retry.expired()
-        if delay is None or expired or self.hedges >= hedging.policy.max_hedges:
+        if delay is None or self.hedges >= hedging.policy.max_hedges:
             self._at = None
         else:
             self._at = self.started + delay * (self.hedges + 1)
-        if expired:
-            return False
-        if hedging.budget.try_withdraw() and hedging.retry_budget.try_withdraw():
-            hedging.sent += 1
-            return True
-        hedging.refused += 1
-        self._at = None
-        return False
+        tried = frozenset(retry.tried)
+        untried = any(e.id not in tried for e in state.usable)  # (hedges are rare: O(n) is fine)
+        if not untried or (retry.deadline is not None and retry.expired()):
+            self._at = None
+            return None
+        if not (hedging.budget.try_withdraw() and hedging.retry_budget.try_withdraw()):
+            hedging.refused += 1
+            self._at = None
+            return None
+        handle = _pick_untried(state, retry, tried)
+        if handle is None:
+            self._at = None
+            return None
+        hedging.sent += 1
+        return handle
 
     def won(self) -> bool:
         """An attempt answered: True if it is the first (it wins), False if another won."""
@@ -357,11 +364,11 @@ class Hedges:
         }
 
 
-def pick_hedge(state: ServiceState, retry: RetryState) -> PickHandle | None:
-    """An instance for a hedge, one this request has not tried yet (it is recorded as
-    tried); None when the service has no other (the scheduler gave back one already tried)
-    or none at all."""
-    tried = frozenset(retry.tried)
+def _pick_untried(
+    state: ServiceState, retry: RetryState, tried: frozenset[str]
+) -> PickHandle | None:
+    """An instance this request has not tried (then recorded as tried), or None when the
+    scheduler gives back one it has (with the usable list changed meanwhile) or none."""
     base = retry.context
     context = PickContext(
         key=base.key,

@@ -30,7 +30,7 @@ import grpc
 
 from lbclient._balancer import LoadBalancer, ServiceState
 from lbclient._handle import PickHandle
-from lbclient._hedge import HedgePolicy, Hedging, Race, pick_hedge
+from lbclient._hedge import HedgePolicy, Hedging, Race
 from lbclient._instance import ServiceInstance
 from lbclient._retry import RetryPolicy, RetryState
 from lbclient.grpc._base import Balancing, Method
@@ -356,7 +356,7 @@ class _MultiCallable:
                 try:
                     future = ended.get(timeout=race.wait())
                 except queue.Empty:
-                    hedge = pick_hedge(state, retry) if race.hedge(retry) else None
+                    hedge = race.hedge(state, retry)
                     if hedge is not None:
                         launch(hedge, channel._lease(state, hedge))
                     continue

@@ -13,7 +13,7 @@ import httpx
 from lbclient._balancer import LoadBalancer, ServiceState
 from lbclient._exceptions import ServiceNotFound
 from lbclient._handle import PickHandle
-from lbclient._hedge import Hedging, Race, pick_hedge
+from lbclient._hedge import Hedging, Race
 from lbclient._retry import RetryState
 from lbclient.transport._core import (
     Release,
@@ -82,7 +82,7 @@ class AsyncLoadBalancedTransport(httpx.AsyncBaseTransport):
                     attempts, timeout=race.wait(), return_when=asyncio.FIRST_COMPLETED
                 )
                 if not done:
-                    hedge = pick_hedge(state, retry) if race.hedge(retry) else None
+                    hedge = race.hedge(state, retry)
                     if hedge is not None:
                         self._launch(attempts, request, hedge, retry, race)
                     continue

@@ -13,7 +13,7 @@ import httpx
 from lbclient._balancer import LoadBalancer, ServiceState
 from lbclient._exceptions import ServiceNotFound
 from lbclient._handle import PickHandle
-from lbclient._hedge import Hedging, Race, pick_hedge
+from lbclient._hedge import Hedging, Race
 from lbclient._retry import RetryState
 from lbclient.transport._core import Release, RetryAttempt, TransportCore, abandon
 from lbclient.transport._pools import InnerTransports
@@ -97,7 +97,7 @@ class LoadBalancedTransport(httpx.BaseTransport):
                     attempts, timeout=race.wait(), return_when=concurrent.futures.FIRST_COMPLETED
                 )
                 if not done:
-                    hedge = pick_hedge(state, retry) if race.hedge(retry) else None
+                    hedge = race.hedge(state, retry)
                     if hedge is not None:
                         future = self._threads.submit(self._attempt, request, hedge, retry, race)
                         if future is None:

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 import lbclient
 from lbclient import ConfigurationError, HedgePolicy, LoadBalancerListener, Outcome
 from lbclient._hedge import MIN_SAMPLES, LatencyHistogram
-from lbclient._retry import RetryBudget
+from lbclient._retry import RetryBudget, RetryState
 from lbclient.testing import HTTPBackend
 
 from ._support import PLAIN, Mode, assert_settled
@@ -264,6 +264,40 @@ def test_the_histogram_waits_for_enough_samples() -> None:
     assert histogram.percentile(0.95) is None
     histogram.record(0.01)
     assert histogram.percentile(0.95) == pytest.approx(0.01, rel=0.1)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.integers(min_value=1, max_value=5),
+    st.integers(min_value=1, max_value=4),
+    st.integers(min_value=1, max_value=5),
+)
+def test_a_race_hedges_only_untried_instances_within_max_hedges_and_budget(
+    instances: int, max_hedges: int, cap: int
+) -> None:
+    addresses = [f"127.0.0.1:{1000 + i}" for i in range(instances)]
+    with lbclient.LoadBalancer({"svc": addresses}, **PLAIN) as lb:
+        state = lb.service("svc")
+        policy = HedgePolicy(delay=0.001, max_hedges=max_hedges, budget_ratio=0, budget_cap=cap)
+        hedging = state.hedges.get(policy)
+        retry = RetryState(
+            lbclient.RetryPolicy(), state.retry_budget, method="GET", replayable=True,
+            context=lbclient.PickContext(),
+        )  # fmt: skip
+        race = hedging.race()
+        handles = [state.pick(retry.next_context())]
+        retry.record(handles[0].instance.id)
+        while race.wait() is not None:
+            hedge = race.hedge(state, retry)
+            if hedge is not None:
+                handles.append(hedge)
+        ids = [h.instance.id for h in handles]
+        assert len(set(ids)) == len(ids)
+        assert len(handles) - 1 == min(max_hedges, instances - 1, cap)
+        assert lb.stats("svc")["hedges"] == len(handles) - 1
+        for handle in handles:
+            handle.cancel()
+        assert_settled(lb)
 
 
 def test_a_hedge_budget_banks_at_most_its_cap() -> None:

@@ -19,7 +19,7 @@ import grpc
 import grpc.aio
 
 from lbclient._handle import PickHandle
-from lbclient._hedge import Race, pick_hedge
+from lbclient._hedge import Race
 from lbclient.grpc._base import Method
 from lbclient.grpc._core import Deadline, report_attempt
 from lbclient.grpc._pool import Lease, SubChannelPool
@@ -163,7 +163,7 @@ class RetryingUnaryCall(grpc.aio.UnaryUnaryCall[Any, Any]):
                     attempts, timeout=race.wait(), return_when=asyncio.FIRST_COMPLETED
                 )
                 if not done:
-                    hedge = pick_hedge(state, retry) if race.hedge(retry) else None
+                    hedge = race.hedge(state, retry)
                     if hedge is not None:
                         launch(hedge, channel._lease(state, hedge))
                     continue
