@@ -14,15 +14,16 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Callable, Iterable, Sequence
-from typing import TypeVar
+from typing import ParamSpec, TypeVar
 
 from lbclient._address import show
-from lbclient._exceptions import ConfigurationError
+from lbclient._exceptions import ConfigurationError, RegistryUnavailable
 from lbclient._instance import ServiceInstance
 
 log = logging.getLogger("lbclient.registry")
 
 T = TypeVar("T")
+P = ParamSpec("P")
 
 ENTRY_ERRORS = (
     ConfigurationError,
@@ -63,15 +64,26 @@ def skipped_of(instances: Sequence[ServiceInstance]) -> tuple[SkippedEntry, ...]
 
 
 class AnswerReader:
-    """Reads the entries of one answer, keeping each failure as a SkippedEntry."""
+    """Reads the entries of one answer, keeping each failure as a SkippedEntry.
 
-    def __init__(self) -> None:
+    An answer whose entries are ALL malformed (at least one, none valid) is treated as
+    malformed as a whole: publishing it would empty the list on garbage, so ``result``
+    raises RegistryUnavailable and the last good list stays. Entries the registry itself
+    says not to use (critical, weight 0, not ready) are not "skipped": an answer of only
+    those is a valid empty list.
+    """
+
+    def __init__(self, service: str, source: str) -> None:
+        self.service = service
+        self.source = source
         self.skipped: list[SkippedEntry] = []
 
-    def attempt(self, label: object, read: Callable[[], T]) -> T | None:
-        """``read()``, or None (the entry recorded as skipped) when the entry is malformed."""
+    def attempt(
+        self, label: object, read: Callable[P, T], *args: P.args, **kwargs: P.kwargs
+    ) -> T | None:
+        """``read(*args)``, or None (the entry recorded as skipped) when it is malformed."""
         try:
-            return read()
+            return read(*args, **kwargs)
         except ENTRY_ERRORS as exc:
             self.skip(label, exc)
             return None
@@ -84,7 +96,17 @@ class AnswerReader:
         self.skipped.append(SkippedEntry(entry, _truncate(str(reason), 400)))
 
     def result(self, instances: Iterable[ServiceInstance]) -> Instances:
-        return Instances(instances, self.skipped)
+        """The answer to publish; RegistryUnavailable when every entry was malformed."""
+        answer = Instances(instances, self.skipped)
+        if self.skipped and not answer:
+            first = self.skipped[0]
+            raise RegistryUnavailable(
+                f"{self.source} sent a malformed answer for service {self.service!r}: all "
+                f"{len(self.skipped)} entries are invalid (first: {first.entry}: "
+                f"{first.reason}); keeping the last good list",
+                service=self.service,
+            )
+        return answer
 
 
 def report_skipped(

@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
+from lbclient._answer import SkippedEntry, report_skipped
 from lbclient._channels import ChannelProviders
 from lbclient._config import ServiceConfig
 from lbclient._context import EMPTY_CONTEXT, PickContext
@@ -73,6 +74,8 @@ class ServiceState:
         self.panic = PanicThreshold(name, config.panic_threshold, fail_open=config.fail_open)
         self.updated_at: float | None = None
         self.registry_error: str | None = None
+        self.skipped: frozenset[SkippedEntry] = frozenset()
+        """The entries of the last registry answer that were malformed and left out."""
         self.stale_since: float | None = None
         self.subscription: Subscription | None = None
         self.closed = False
@@ -94,6 +97,7 @@ class ServiceState:
         with self._lock:
             if self.closed:
                 return
+            self.skipped = report_skipped(self.name, instances, self.skipped)
             current = {i.id: i for i in instances}
             added, removed = [], []
             for instance_id in list(self.endpoints):
@@ -265,6 +269,7 @@ class ServiceState:
             "updated_at": self.updated_at,
             "stale_seconds": None if self.stale_since is None else now - self.stale_since,
             "registry_error": self.registry_error,
+            "skipped_entries": len(self.skipped),
             "retry_budget": round(self.retry_budget.balance, 2),
             "retries_refused_by_budget": self.retry_budget.exhausted,
         }
