@@ -102,10 +102,10 @@ class ListWatch:
             raise self._malformed(f"a watch line that is not JSON ({exc})") from None
         self._lines_since_open += 1
         self._empty_streams = 0
-        kind = event.get("type") if isinstance(event, Mapping) else None
         obj = (event.get("object") if isinstance(event, Mapping) else None) or {}
-        if not isinstance(obj, Mapping):
+        if not isinstance(event, Mapping) or not isinstance(obj, Mapping):
             raise self._malformed(f"a watch event that is not an object: {show(event)}")
+        kind = event.get("type")
         if kind == "ERROR":
             if obj.get("code") == 410:
                 self.stream_closed()
