@@ -67,7 +67,7 @@ class ServiceInstance:
             self._invalid("id", self.id, "must be a string (or empty: 'host:port')")
         if not isinstance(self.host, str):
             self._invalid("host", self.host, "must be a string: an IP address or a DNS name")
-        host = self.host.strip()
+        host = self.host
         if host.startswith("[") and host.endswith("]"):
             host = host[1:-1]
         try:
