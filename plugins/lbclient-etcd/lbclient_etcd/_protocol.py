@@ -185,9 +185,14 @@ class Snapshot:
 
     @classmethod
     def from_range(cls, service: str, prefix: bytes, answer: Json) -> Snapshot:
-        if not isinstance(answer.get("kvs", []), list):
-            raise RegistryUnavailable(f"etcd read of {service!r}: 'kvs' is not a list")
-        revision = int(answer.get("header", {}).get("revision") or 0)
+        try:
+            revision = int(answer.get("header", {}).get("revision") or 0)
+        except (AttributeError, TypeError, ValueError):
+            revision = -1
+        if revision < 0 or not isinstance(answer.get("kvs", []), list):
+            raise RegistryUnavailable(
+                f"etcd read of {service!r}: a malformed answer (header.revision or kvs)"
+            )
         instances: dict[bytes, ServiceInstance] = {}
         skipped: dict[bytes, SkippedEntry] = {}
         for position, kv in enumerate(answer.get("kvs", ())):
@@ -249,7 +254,20 @@ def watch_step(snapshot: Snapshot, message: Json) -> WatchStep:
 
     A ``compact_revision`` means our start revision was compacted away: the caller must read
     the whole prefix again. Progress notifications advance the revision without a change.
+    A malformed value is skipped key by key; a message malformed as a whole (not an object,
+    events that are not objects, a revision that is not a number) is RegistryUnavailable,
+    and the watch starts over from a fresh read.
     """
+    try:
+        return _watch_step(snapshot, message)
+    except (AttributeError, TypeError, ValueError, KeyError) as exc:
+        raise RegistryUnavailable(
+            f"etcd sent a malformed watch message for {snapshot.service!r} "
+            f"({type(exc).__name__}: {exc}); reading the prefix again"
+        ) from None
+
+
+def _watch_step(snapshot: Snapshot, message: Json) -> WatchStep:
     if "error" in message:
         raise error_from(message, 200, "watch")
     result = message.get("result", {})

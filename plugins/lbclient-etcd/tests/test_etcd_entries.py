@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from lbclient_etcd import EtcdRegistry
@@ -96,3 +97,18 @@ def test_a_balancer_over_real_etcd_uses_the_good_key_and_counts_the_bad(etcd: Et
     assert stats["skipped_entries"] == 1
     for name in ("good", "bad"):
         etcd.call("/v3/kv/deleterange", {"key": b64(PREFIX + name.encode())})
+
+
+def test_messages_malformed_as_a_whole_are_registry_unavailable() -> None:
+    start = Snapshot.from_range("orders", PREFIX, {"kvs": [kv("a", GOOD)]})
+    for message in (
+        {"result": []},
+        {"result": {"events": ["x"]}},
+        {"result": {"events": [{"kv": {"key": b64(b"k"), "mod_revision": "x"}}]}},
+        {"result": {"header": {"revision": "many"}}},
+    ):
+        with pytest.raises(lbclient.RegistryUnavailable, match="malformed watch message"):
+            watch_step(start, message)  # type: ignore[arg-type]
+    for answer in ({"kvs": "x"}, {"header": "x"}, {"header": {"revision": "x"}}):
+        with pytest.raises(lbclient.RegistryUnavailable, match="malformed answer"):
+            Snapshot.from_range("orders", PREFIX, answer)
