@@ -11,6 +11,7 @@ would fail every request routed to it, so it is refused where it enters.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 
@@ -30,9 +31,11 @@ def show(value: object, limit: int = 80) -> str:
     return text if len(text) <= limit else f"{text[: limit - 5]}...{text[-2:]}"
 
 
+@functools.lru_cache(maxsize=4096)
 def ascii_host(host: str) -> str:
     """The dialable ASCII form of ``host`` (IP literal compressed, name IDNA-encoded and
-    lower-cased), or ValueError saying what is wrong with it."""
+    lower-cased), or ValueError saying what is wrong with it. Cached: registries send the
+    same hosts in answer after answer."""
     if not host:
         raise ValueError("it is empty")
     if len(host) > 4 * MAX_HOST_LENGTH:

@@ -92,8 +92,11 @@ class AnswerReader:
         """Record an entry as skipped; ``reason`` is a message or the exception raised."""
         if isinstance(reason, BaseException) and not isinstance(reason, ConfigurationError):
             reason = f"{type(reason).__name__}: {reason}"
-        entry = label if isinstance(label, str) and len(label) <= 120 else show(label, 120)
-        self.skipped.append(SkippedEntry(entry, _truncate(str(reason), 400)))
+        if isinstance(label, str) and len(label) <= 120 and label.isprintable():
+            entry = label
+        else:
+            entry = show(label, 120)
+        self.skipped.append(SkippedEntry(entry, _escape(_truncate(str(reason), 400))))
 
     def result(self, instances: Iterable[ServiceInstance]) -> Instances:
         """The answer to publish; RegistryUnavailable when every entry was malformed."""
@@ -122,3 +125,8 @@ def report_skipped(
 
 def _truncate(text: str, limit: int) -> str:
     return text if len(text) <= limit else f"{text[: limit - 3]}..."
+
+
+def _escape(text: str) -> str:
+    """Registry data can carry CR/LF or escape codes: never let them forge a log line."""
+    return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")

@@ -175,3 +175,11 @@ def test_a_balancer_applies_the_good_entries_and_counts_the_bad(
     assert caplog.text.count("registry entry s1 skipped") == 1
     assert caplog.text.count("registry entry s2 skipped") == 1
     assert "Service.Tags 'abc' is not an array of strings" in caplog.text
+
+
+def test_a_hostile_entry_cannot_forge_a_log_line() -> None:
+    bad = entry(1, ID="s1\nlbclient: all good", Address="h\r\nX: 1")
+    (skipped,) = read([entry(0), bad]).skipped
+    assert "\n" not in skipped.entry
+    assert "\r" not in skipped.reason
+    assert "\n" not in skipped.reason
