@@ -183,6 +183,14 @@ class Snapshot:
             (self.skipped[k] for k in sorted(self.skipped)),
         )
 
+    @property
+    def usable(self) -> Instances:
+        """``ordered``, or RegistryUnavailable when every key holds garbage (as for the other
+        registries, an answer with nothing valid keeps the last good list)."""
+        reader = AnswerReader(self.service, "etcd")
+        reader.skipped = [self.skipped[k] for k in sorted(self.skipped)]
+        return reader.result(self.instances[k] for k in sorted(self.instances))
+
     @classmethod
     def from_range(cls, service: str, prefix: bytes, answer: Json) -> Snapshot:
         try:

@@ -112,3 +112,11 @@ def test_messages_malformed_as_a_whole_are_registry_unavailable() -> None:
     for answer in ({"kvs": "x"}, {"header": "x"}, {"header": {"revision": "x"}}):
         with pytest.raises(lbclient.RegistryUnavailable, match="malformed answer"):
             Snapshot.from_range("orders", PREFIX, answer)
+
+
+def test_only_garbage_under_the_prefix_is_a_malformed_answer() -> None:
+    snapshot = Snapshot.from_range("orders", PREFIX, {"kvs": [kv("a", b"x"), kv("b", b"[]")]})
+    assert snapshot.ordered == ()
+    with pytest.raises(lbclient.RegistryUnavailable, match="all 2 entries are invalid"):
+        _ = snapshot.usable
+    assert Snapshot("orders", PREFIX, 1, {}).usable == ()  # nothing registered: a valid answer
