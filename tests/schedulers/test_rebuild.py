@@ -12,7 +12,7 @@ import itertools
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lbclient.schedulers._hashing import hash128
+from lbclient.schedulers._hashing import hash64, hash128
 from lbclient.schedulers.maglev import (
     MaglevScheduler,
     _turns_by_instance,
@@ -20,6 +20,7 @@ from lbclient.schedulers.maglev import (
     maglev_table,
     probe_starts,
 )
+from lbclient.schedulers.ring_hash import RingHashScheduler, ring
 
 from ._support import build, endpoints
 
@@ -112,3 +113,49 @@ def test_both_turn_strategies_follow_envoys_turns(weights: list[float], count: i
     by_instance = _turns_by_instance(weights, heaviest)
     assert list(itertools.islice(by_weight, count)) == expected
     assert list(itertools.islice(by_instance, count)) == expected
+
+
+def ketama_ring(scheduler: RingHashScheduler) -> list[tuple[int, str]]:
+    """The ring as the straightforward build makes it: sorted (hash, index) pairs."""
+    ordered = scheduler.ordered
+    counts = [len(scheduler.points[e.id]) for e in ordered]
+    pairs = sorted(
+        (hash64(f"{e.id}_{n}"), index)
+        for index, (e, count) in enumerate(zip(ordered, counts, strict=True))
+        for n in range(count)
+    )
+    return [(point, ordered[index].id) for point, index in pairs]
+
+
+def ring_of(scheduler: RingHashScheduler) -> list[tuple[int, str]]:
+    return [
+        (point, owner.id) for point, owner in zip(scheduler._hashes, scheduler._owners, strict=True)
+    ]
+
+
+@settings(max_examples=20, deadline=None)
+@given(
+    weights=st.lists(WEIGHTS, min_size=1, max_size=40),
+    churn=st.integers(0, 5),
+    min_ring_size=st.sampled_from([1, 64, 1024]),
+)
+def test_ring_hash_builds_the_ketama_ring_and_reuses_hashes_exactly(
+    weights: list[float], churn: int, min_ring_size: int
+) -> None:
+    items = endpoints(weights)
+    first = build("ring_hash", items, min_ring_size=min_ring_size)
+    assert isinstance(first, RingHashScheduler)
+    assert ring_of(first) == ketama_ring(first)
+    changed = [*items[churn:], *endpoints([3.0] * churn, port=30000)]
+    second = build("ring_hash", changed, min_ring_size=min_ring_size, previous=first)
+    fresh = build("ring_hash", changed, min_ring_size=min_ring_size)
+    assert isinstance(second, RingHashScheduler)
+    assert isinstance(fresh, RingHashScheduler)
+    assert ring_of(second) == ring_of(fresh) == ketama_ring(fresh)
+
+
+def test_equal_point_hashes_go_to_the_lower_index_first() -> None:
+    a, b, c = endpoints([1.0, 1.0, 1.0])
+    hashes, owners = ring([a, b, c], {a.id: [5, 9], b.id: [9, 1], c.id: [5]})
+    assert hashes == [1, 5, 5, 9, 9]
+    assert owners == [b, a, c, a, b]
