@@ -41,19 +41,21 @@ def scan(
     The cost is ``in_flight`` (``inverse_weights`` None), else ``(in_flight + placing) /
     weight``; with ``idle_first`` an endpoint with nothing in flight beats any cost.
     """
-    loads = [e.in_flight for e in endpoints]
     if idle_first:
+        loads = [e.in_flight for e in endpoints]
         for first, stop in ((start, len(loads)), (0, start)):
             try:
                 return endpoints[loads.index(0, first, stop)]
             except ValueError:
                 pass
+    costs: Sequence[float]
     if inverse_weights is None:
-        return endpoints[first_lowest(loads, start)]
-    if placing:
-        costs = [(load + placing) * w for load, w in zip(loads, inverse_weights, strict=True)]
+        costs = [e.in_flight for e in endpoints]
+    elif placing:
+        pairs = zip(endpoints, inverse_weights, strict=True)
+        costs = [(e.in_flight + placing) * w for e, w in pairs]
     else:
-        costs = [load * w for load, w in zip(loads, inverse_weights, strict=True)]
+        costs = [e.in_flight * w for e, w in zip(endpoints, inverse_weights, strict=True)]
     return endpoints[first_lowest(costs, start)]
 
 
