@@ -2,17 +2,20 @@
 
 Readers never lock: the scheduler and the usable list are immutable objects swapped with a
 single attribute assignment. Writers (registry publications, filter verdicts) serialize on a
-per-service lock, rebuild, then swap.
+per-service lock, rebuild, then swap. A verdict reached on the request path (an ejection seen
+in ``on_complete``) defers the scheduler build to the timer thread, so no request pays for it:
+until the swap the old scheduler serves, steering around the instances that just left.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import random
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from lbclient._channels import ChannelProviders
@@ -67,6 +70,10 @@ class ServiceState:
         self.usable: tuple[Endpoint, ...] = ()
         self.scheduler: Scheduler | None = None
         self._weights: list[float] = []
+        self._leaving: frozenset[str] = frozenset()
+        """Ids the serving scheduler still has but the usable list lost (a deferred build)."""
+        self._changes = 0  # usable-list changes so far
+        self._built = 0  # the change the serving scheduler was built for
         self.filters: tuple[Filter, ...] = build_chain(config)
         judges = [i for i, f in enumerate(self.filters) if f.judges_health]
         self._health_span = (judges[0], judges[-1]) if judges else None
@@ -137,8 +144,12 @@ class ServiceState:
         if self.stale_since is None:
             self.stale_since = time.time()
 
-    def invalidate(self) -> None:
-        """Recompute the usable list through the chain and rebuild the scheduler if it changed."""
+    def invalidate(self, defer: Callable[[Callable[[], None]], object] | None = None) -> None:
+        """Recompute the usable list through the chain and rebuild the scheduler if it changed.
+
+        ``defer(build)`` runs the scheduler build elsewhere (the caller is a request thread):
+        ``usable`` changes now, the current scheduler serves until the build swaps it.
+        """
         with self._lock:
             if self.closed:
                 return
@@ -158,6 +169,26 @@ class ServiceState:
             if self.scheduler is not None and usable == self.usable and weights == self._weights:
                 return
             self._weights = weights
+            self._changes += 1
+            if defer is not None and self.scheduler is not None and usable:
+                kept = {e.id for e in usable}
+                self._leaving = frozenset(
+                    e.id for e in self.scheduler.endpoints if e.id not in kept
+                )
+                self.usable = usable
+                defer(self._rebuild)
+            else:
+                self.usable = usable
+                self._rebuild()
+        self._notify(usable)
+
+    def _rebuild(self) -> None:
+        """Build the scheduler for the current usable list and swap it in (if still needed)."""
+        with self._lock:
+            if self.closed or self._built == self._changes:  # a later build got there first
+                return
+            usable = self.usable
+            self._built = self._changes
             self.scheduler = (
                 self._scheduler_class(
                     usable, rng=self.rng, previous=self.scheduler, **self.config.scheduler_options
@@ -165,8 +196,7 @@ class ServiceState:
                 if usable
                 else None
             )
-            self.usable = usable
-        self._notify(usable)
+            self._leaving = frozenset()
 
     def _notify(self, usable: tuple[Endpoint, ...]) -> None:
         instances = [e.instance for e in usable]
@@ -180,10 +210,16 @@ class ServiceState:
 
     def pick(self, context: PickContext = EMPTY_CONTEXT) -> PickHandle:
         """Choose an instance and count the attempt as in flight."""
+        leaving = self._leaving  # read before the scheduler: it is cleared after the swap
         scheduler = self.scheduler
         if scheduler is None:
             raise self._no_instance()
-        endpoint = scheduler.pick(context)
+        if leaving:
+            endpoint = scheduler.pick(
+                dataclasses.replace(context, exclude=context.exclude | leaving)
+            )
+        else:
+            endpoint = scheduler.pick(context)
         endpoint.begin()
         handle = PickHandle(self, endpoint, context)
         if self.listeners:
