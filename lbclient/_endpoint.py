@@ -119,8 +119,10 @@ class Endpoint:
         either seen by that read or reported afterwards, never lost.
         """
         with self._lock:
-            alive = tuple(w for w in self._watchers if w[0]() is not None)
-            self._watchers = (*alive, (watcher, index))
+            watchers = self._watchers
+            if watchers and any(ref() is None for ref, _ in watchers):
+                watchers = tuple(w for w in watchers if w[0]() is not None)
+            self._watchers = (*watchers, (watcher, index))
 
     def _tell(self, in_flight: int) -> None:
         """Report ``in_flight`` to every live watcher (the caller holds ``_lock``)."""

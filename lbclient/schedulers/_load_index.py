@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import threading
 import weakref
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from heapq import heapify, heappop, heappush
 
 from lbclient._endpoint import Endpoint
@@ -36,12 +36,19 @@ class IndexSet:
 
     __slots__ = ("size", "summary", "words")
 
-    def __init__(self) -> None:
+    def __init__(self, members: Iterable[int] = ()) -> None:
         self.words: dict[int, int] = {}
         """Word number → 64-bit bitmap of members ``64 x word .. 64 x word + 63`` (non-zero)."""
         self.summary = 0
         """Bit ``b`` is set when word ``b`` has a member."""
         self.size = 0
+        words = self.words
+        for member in members:  # distinct members
+            block = member >> 6
+            words[block] = words.get(block, 0) | 1 << (member & 63)
+            self.size += 1
+        for block in words:
+            self.summary |= 1 << block
 
     def __contains__(self, member: int) -> bool:
         return bool(self.words.get(member >> 6, 0) >> (member & 63) & 1)
@@ -122,16 +129,12 @@ class LoadIndex:
         with self._lock:
             loads = [e.in_flight for e in endpoints]
             self._costs: list[Cost] = [self._cost(i, load) for i, load in enumerate(loads)]
-            self._levels: dict[Cost, IndexSet] = {}
+            members: dict[Cost, list[int]] = {}
             for index, cost in enumerate(self._costs):
-                level = self._levels.get(cost)
-                if level is None:
-                    level = self._levels[cost] = IndexSet()
-                level.add(index)
+                members.setdefault(cost, []).append(index)
+            self._levels = {cost: IndexSet(indices) for cost, indices in members.items()}
             if self.idle is not None:
-                for index, load in enumerate(loads):
-                    if load == 0:
-                        self.idle.add(index)
+                self.idle = IndexSet(i for i, load in enumerate(loads) if load == 0)
             self._heap: list[Cost] = list(self._levels)
             heapify(self._heap)
             self._in_heap = set(self._heap)
