@@ -5,11 +5,11 @@ scanning from a rotating offset (an ``itertools.count``, lock-free), so ties rot
 fleet is used in turn instead of always sending to the first instance. We give exactly that
 answer, two ways:
 
-- up to ``INDEXED_FROM`` instances, by scanning: a list comprehension of costs (with
+- under ``INDEXED_FROM`` instances, by scanning: a list comprehension of costs (with
   precomputed inverse weights) followed by ``min`` and ``list.index``, which run in C;
 - from ``INDEXED_FROM`` instances on, from a ``LoadIndex`` (see ``_load_index``) that the
   endpoints keep up to date as their in-flight counts change, so a pick costs the same at
-  10,000 instances as at 100. Each begin/finish of a request then pays a few microseconds to
+  10,000 instances as at 100. Each begin/finish of a request then pays about 1 us to
   move its instance between cost levels, which below ``INDEXED_FROM`` the scan undercuts.
 """
 
