@@ -185,11 +185,13 @@ class OutlierFilter(TimedFilter):
                     reason = f"{record.local} consecutive local-origin failures ({failure.value})"
             if reason is None or record.ejected_until is not None:
                 return
-        self._eject(endpoint.id, record, reason)
+        self._eject(endpoint.id, record, reason, off_request_path=True)
 
     # -- ejection and readmission ----------------------------------------------------------
 
-    def _eject(self, instance_id: str, record: _Record, reason: str) -> bool:
+    def _eject(
+        self, instance_id: str, record: _Record, reason: str, *, off_request_path: bool = False
+    ) -> bool:
         s = self.settings
         with self._lock:
             if record.gone or record.ejected_until is not None or self._closed:
@@ -223,7 +225,7 @@ class OutlierFilter(TimedFilter):
             record.ejections,
         )
         self.later(duration, self._readmit, instance_id, record)
-        self.refresh()
+        self.refresh(off_request_path=off_request_path)
         return True
 
     def _readmit(self, instance_id: str, record: _Record, why: str = "its ejection time") -> None:

@@ -11,10 +11,11 @@ random / weighted_random               uniform / by weight (bisect), O(1) / O(lo
 least_request                          power of two choices on in-flight, Envoy-weighted
 peak_ewma                              power of two choices on latency x (in-flight + 1)
 twos                                   two weighted draws, less loaded per weight wins
-lc / wlc / sed / nq                    LVS full scans: in-flight, per weight, expected
-                                       delay, idle first; O(n)
+lc / wlc / sed / nq                    LVS's exact choice: in-flight, per weight, expected
+                                       delay, idle first; a load index from 64 instances
 fo / ovf                               heaviest available / heaviest until full
-ring_hash / maglev (mh) / rendezvous   consistent hashing of ``PickContext.key``
+ring_hash / maglev (mh) / rendezvous   consistent hashing of ``PickContext.key`` (rendezvous
+                                       is O(n) per new key and caches recent keys)
 dh / sh                                bucket table on the key / on ``PickContext.source``
 lblc / lblcr                           key remembered on a server / a server set, moved
                                        or grown under overload
