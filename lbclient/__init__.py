@@ -7,12 +7,15 @@
 >>> # client.get("http://orders/api/items")  -- the host names the service
 """
 
+import typing
+
 from lbclient._balancer import LoadBalancer, ServiceState
-from lbclient._config import ServiceConfig
+from lbclient._config import ServiceConfig, ServiceSettings
 from lbclient._context import PickContext
 from lbclient._endpoint import Endpoint
 from lbclient._exceptions import (
     ConfigurationError,
+    ConfigurationWarning,
     LBError,
     MissingDependency,
     NoAvailableInstance,
@@ -36,6 +39,15 @@ from lbclient.transport import (
     key_from_extension,
     key_from_header,
 )
+
+if typing.TYPE_CHECKING:  # the lazily loaded names below, typed for users' type checkers
+    from lbclient.consul import (
+        AsyncConsulRegistrar,
+        AsyncConsulRegistry,
+        ConsulRegistrar,
+        ConsulRegistry,
+    )
+    from lbclient.kubernetes import KubernetesRegistry
 
 __version__ = "0.1.0"
 
@@ -68,6 +80,7 @@ __all__ = [
     "NO_RETRY",
     "AsyncLoadBalancedTransport",
     "ConfigurationError",
+    "ConfigurationWarning",
     "Endpoint",
     "Failure",
     "GrpcHealthCheck",
@@ -92,6 +105,7 @@ __all__ = [
     "ServiceConfig",
     "ServiceInstance",
     "ServiceNotFound",
+    "ServiceSettings",
     "ServiceState",
     "SlowStart",
     "StaticRegistry",

@@ -13,6 +13,7 @@ class LeastConnectionScheduler(ScanScheduler):
     """Fewest in-flight requests, full scan."""
 
     name = "lc"
+    uses_weights = False
 
     def costs(self) -> list[int]:
         return [e.in_flight for e in self.endpoints]
