@@ -41,13 +41,11 @@ from lbclient.transport import (
 )
 
 if typing.TYPE_CHECKING:  # the lazily loaded names below, typed for users' type checkers
-    from lbclient.consul import (
-        AsyncConsulRegistrar,
-        AsyncConsulRegistry,
-        ConsulRegistrar,
-        ConsulRegistry,
-    )
-    from lbclient.kubernetes import KubernetesRegistry
+    from lbclient.consul import AsyncConsulRegistrar as AsyncConsulRegistrar
+    from lbclient.consul import AsyncConsulRegistry as AsyncConsulRegistry
+    from lbclient.consul import ConsulRegistrar as ConsulRegistrar
+    from lbclient.consul import ConsulRegistry as ConsulRegistry
+    from lbclient.kubernetes import KubernetesRegistry as KubernetesRegistry
 
 __version__ = "0.1.0"
 

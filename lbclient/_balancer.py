@@ -15,8 +15,8 @@ import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, Unpack
 
-from lbclient._channels import ChannelProviders
 from lbclient import _validate as check
+from lbclient._channels import ChannelProviders
 from lbclient._config import ServiceConfig, ServiceSettings
 from lbclient._context import EMPTY_CONTEXT, PickContext
 from lbclient._endpoint import Endpoint

@@ -93,14 +93,10 @@ class ServiceConfig:
 
     def __post_init__(self) -> None:
         cls = scheduler_class(self.scheduler)  # fail at configuration time, naming the choices
-        object.__setattr__(
-            self, "scheduler_options", check_options(cls, self.scheduler_options)
-        )
+        object.__setattr__(self, "scheduler_options", check_options(cls, self.scheduler_options))
         check.instance_of("retry", self.retry, RetryPolicy, "lbclient.RetryPolicy(attempts=2)")
         self._check_filters()
-        object.__setattr__(
-            self, "ewma_decay", check.seconds("ewma_decay", self.ewma_decay)
-        )
+        object.__setattr__(self, "ewma_decay", check.seconds("ewma_decay", self.ewma_decay))
         check.optional(check.text, "zone", self.zone)
         check.optional(check.text, "subset_key", self.subset_key)
         check.optional(check.seconds, "heartbeat_timeout", self.heartbeat_timeout)

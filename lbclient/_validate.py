@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import inspect
 import math
 import os
 import sys
@@ -40,7 +41,7 @@ def invalid(setting: str, value: object, expected: str) -> ConfigurationError:
 
 def did_you_mean(name: str, valid: Iterable[str]) -> str:
     """``", did you mean 'ttl'?"`` for the closest valid name, or ``""`` when none is close."""
-    close = difflib.get_close_matches(name, list(valid), n=1, cutoff=0.6)
+    close = difflib.get_close_matches(name, list(valid), n=1, cutoff=0.65)
     return f", did you mean {close[0]!r}?" if close else ""
 
 
@@ -60,6 +61,13 @@ def check_names(
             f"{where}unknown {what} {name!r}{did_you_mean(name, valid)} "
             f"(valid: {', '.join(sorted(valid)) or 'none'})"
         )
+
+
+def keyword_settings(cls: type) -> frozenset[str]:
+    """The keyword-only parameters of ``cls.__init__``: the valid names for ``check_names``."""
+    init = next(vars(k)["__init__"] for k in cls.__mro__ if "__init__" in vars(k))
+    parameters = inspect.signature(init).parameters.values()
+    return frozenset(p.name for p in parameters if p.kind is p.KEYWORD_ONLY)
 
 
 def number(
@@ -178,4 +186,3 @@ def warn(message: str) -> None:
 
 
 _PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
-

@@ -35,8 +35,8 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from lbclient._endpoint import Endpoint
 from lbclient import _validate as check
+from lbclient._endpoint import Endpoint
 from lbclient._outcome import Failure, Outcome
 from lbclient.filters._timed import TimedFilter
 

@@ -17,8 +17,8 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from lbclient._endpoint import Endpoint
 from lbclient import _validate as check
+from lbclient._endpoint import Endpoint
 from lbclient.filters._timed import TimedFilter
 
 

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Unpack
 
 import httpx
 from tenacity import AsyncRetrying
 
+from lbclient import _validate as check
 from lbclient._balancer import LoadBalancer, ServiceState
 from lbclient._exceptions import ServiceNotFound
 from lbclient._retry import RetryState
 from lbclient.transport._core import Release, RetryAttempt, TransportCore, abandon
+from lbclient.transport._options import TransportOptions, checked
 
 
 class AsyncLoadBalancedTransport(httpx.AsyncBaseTransport):
@@ -22,9 +24,16 @@ class AsyncLoadBalancedTransport(httpx.AsyncBaseTransport):
     """
 
     def __init__(
-        self, lb: LoadBalancer, transport: httpx.AsyncBaseTransport | None = None, **options: Any
+        self,
+        lb: LoadBalancer,
+        transport: httpx.AsyncBaseTransport | None = None,
+        **options: Unpack[TransportOptions],
     ) -> None:
-        self._core = TransportCore(lb, **options)
+        self._core = TransportCore(lb, **checked(lb, options))
+        if transport is not None:
+            check.instance_of(
+                "transport", transport, httpx.AsyncBaseTransport, "httpx.AsyncHTTPTransport()"
+            )
         self._inner = transport or httpx.AsyncHTTPTransport()
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
