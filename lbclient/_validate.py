@@ -124,16 +124,16 @@ def text(setting: str, value: object, *, empty: bool = False) -> str:
     return value
 
 
-def strings(setting: str, value: object, *, example: str = "['a', 'b']") -> frozenset[str]:
-    """A collection of strings. A bare string is refused: ``methods="GET"`` would otherwise
-    become ``{"G", "E", "T"}``."""
+def strings(setting: str, value: object, *, example: str = "['a', 'b']") -> tuple[str, ...]:
+    """A collection of strings, deduplicated in order. A bare string is refused:
+    ``methods="GET"`` would otherwise become ``{"G", "E", "T"}``."""
     if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
         raise invalid(setting, value, f"a collection of strings, e.g. {example}")
     items = list(value)
     bad = [item for item in items if not isinstance(item, str)]
     if bad:
         raise invalid(setting, value, f"a collection of strings, not {bad[0]!r}")
-    return frozenset(items)
+    return tuple(dict.fromkeys(items))  # in the given order, once each
 
 
 def mapping(setting: str, value: object, *, example: str = "{'key': 'value'}") -> Mapping[Any, Any]:

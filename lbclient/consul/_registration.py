@@ -86,7 +86,7 @@ class RegistrationCore:
         self.service_id = service_id or f"{name}-{socket.gethostname()}-{port}"
         self.check_id = f"service:{self.service_id}"
         self.address = address
-        self.tags = sorted(tags)
+        self.tags = list(tags)
         self.meta = dict(meta or {})
         self.weights = dict(weights) if weights else None
         self.health = health

@@ -125,7 +125,7 @@ class ConsulRegistry(Registry):
             timeout=timeout, environ=environ,
         )  # fmt: skip
         self.query = HealthQuery(
-            tags=tuple(sorted(tags)),
+            tags=tags,
             dc=self.settings.dc,
             filter=filter or None,
             node_meta=dict(node_meta or {}),

@@ -102,7 +102,7 @@ class KubernetesRegistry(Registry):
         self.services = (
             None
             if services is None
-            else check.strings("services", services, example="['orders', 'search']")
+            else frozenset(check.strings("services", services, example="['orders', 'search']"))
         )
         self.fallback_to_terminating = check.flag(
             "fallback_to_terminating", fallback_to_terminating
