@@ -24,8 +24,9 @@ if TYPE_CHECKING:
 MAX_COUNT = 1 << 20
 """The largest count or size option any built-in scheduler accepts unless it says otherwise."""
 
-MAX_PRIME_TABLE = 5_000_011
-"""Maglev's largest table (Envoy's limit): building it takes seconds, picking stays O(1)."""
+MAX_PRIME_TABLE = 1_000_003
+"""Maglev's largest table. Envoy allows 5,000,011, but building one in Python takes about a
+second per million slots (at every change of the list), so a larger one is a mistake here."""
 
 _NOT_OPTIONS = frozenset({"self", "endpoints", "rng", "previous"})
 
