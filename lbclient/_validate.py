@@ -26,6 +26,10 @@ from lbclient._exceptions import ConfigurationError, ConfigurationWarning
 
 T = TypeVar("T")
 
+MIN_SECONDS = 0.001
+"""The shortest duration any setting accepts. Intervals drive timers: a heartbeat window or
+probe interval of 1e-300 s would spin a thread at full speed."""
+
 MAX_SECONDS = 365 * 86400.0
 """The longest duration any setting accepts (a year). Timers refuse much more than this
 (``threading.TIMEOUT_MAX``), and a longer interval is a unit mistake, not a choice."""
@@ -98,11 +102,9 @@ def integer(setting: str, value: object, *, minimum: int, maximum: int) -> int:
     return value
 
 
-def seconds(setting: str, value: object, *, minimum: float | None = None) -> float:
-    """A duration in seconds: finite, above 0 (or at least ``minimum``), at most a year."""
-    if minimum is None:
-        return number(setting, value, above=0.0, maximum=MAX_SECONDS)
-    return number(setting, value, minimum=minimum, maximum=MAX_SECONDS)
+def seconds(setting: str, value: object, *, minimum: float = MIN_SECONDS) -> float:
+    """A duration in seconds: finite, at least ``minimum`` (a millisecond), at most a year."""
+    return number(setting, value, minimum=max(minimum, MIN_SECONDS), maximum=MAX_SECONDS)
 
 
 def optional(check: Callable[..., T], setting: str, value: object, **bounds: Any) -> T | None:

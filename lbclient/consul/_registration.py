@@ -73,9 +73,9 @@ class RegistrationCore:
             )
         except ValueError as exc:
             raise ConfigurationError(f"service {name!r}: {exc}", service=name) from None
-        if self.ttl <= 0 or not 0 < self.interval < self.ttl:
+        if self.ttl <= 0 or not check.MIN_SECONDS <= self.interval < self.ttl:
             raise ConfigurationError(
-                f"service {name!r}: need 0 < interval < ttl (got ttl={ttl!r}, interval="
+                f"service {name!r}: need 1ms <= interval < ttl (got ttl={ttl!r}, interval="
                 f"{interval!r}); the default interval is ttl/3",
                 service=name,
             )

@@ -81,6 +81,7 @@ class ConsulSettings:
         ):
             raise check.invalid("cert", cert, "a certificate path or a (cert, key) pair of paths")
         env = os.environ if environ is None else environ
+        check.mapping("environ", env, example="os.environ")
         addr = env.get("CONSUL_HTTP_ADDR", "").strip()
         env_scheme = None
         if addr and host is None and port is None:
