@@ -62,9 +62,10 @@ class RetryPolicy:
         statuses = self.statuses
         if isinstance(statuses, (str, bytes, int)) or not isinstance(statuses, Iterable):
             raise check.invalid("RetryPolicy.statuses", statuses, "a collection of HTTP statuses")
-        for status in statuses:
+        items = check.bounded("RetryPolicy.statuses", statuses, limit=1000)
+        for status in items:
             check.integer("RetryPolicy.statuses item", status, minimum=100, maximum=599)
-        object.__setattr__(self, "statuses", frozenset(statuses))
+        object.__setattr__(self, "statuses", frozenset(items))
         if self.methods is not None:
             methods = check.strings("RetryPolicy.methods", self.methods, example="{'GET', 'PUT'}")
             object.__setattr__(self, "methods", frozenset(m.upper() for m in methods))

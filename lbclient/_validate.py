@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import inspect
+import itertools
 import math
 import os
 import sys
@@ -131,11 +132,23 @@ def strings(setting: str, value: object, *, example: str = "['a', 'b']") -> tupl
     ``methods="GET"`` would otherwise become ``{"G", "E", "T"}``."""
     if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
         raise invalid(setting, value, f"a collection of strings, e.g. {example}")
-    items = list(value)
+    items = bounded(setting, value)
     bad = [item for item in items if not isinstance(item, str)]
     if bad:
         raise invalid(setting, value, f"a collection of strings, not {bad[0]!r}")
     return tuple(dict.fromkeys(items))  # in the given order, once each
+
+
+MAX_ITEMS = 10_000
+"""The longest collection a setting accepts; ``range(10**12)`` must fail, not hang."""
+
+
+def bounded(setting: str, value: Iterable[T], limit: int = MAX_ITEMS) -> list[T]:
+    """The items of ``value``, refusing more than ``limit`` without reading them all."""
+    items = list(itertools.islice(value, limit + 1))
+    if len(items) > limit:
+        raise invalid(setting, value, f"at most {limit} items")
+    return items
 
 
 def mapping(setting: str, value: object, *, example: str = "{'key': 'value'}") -> Mapping[Any, Any]:

@@ -9,7 +9,6 @@ bounded pool owned by the service's HealthCheckFilter, never on the request path
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import socket
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping
@@ -113,7 +112,7 @@ class HttpHealthCheck(HealthCheck):
         statuses = self.statuses
         if isinstance(statuses, (str, bytes, int)) or not isinstance(statuses, Iterable):
             raise check.invalid("HttpHealthCheck.statuses", statuses, "a collection of statuses")
-        statuses = list(itertools.islice(statuses, 1000))
+        statuses = check.bounded("HttpHealthCheck.statuses", statuses, limit=1000)
         for status in statuses:
             check.integer("HttpHealthCheck.statuses item", status, minimum=100, maximum=599)
         object.__setattr__(self, "statuses", frozenset(statuses))

@@ -296,3 +296,17 @@ def test_importing_lbclient_grpc_makes_aio_available() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "LoadBalancedAioChannel"
+
+
+@pytest.mark.parametrize(
+    "factory",
+    [
+        lambda: RetryPolicy(statuses=range(10**12)),
+        lambda: RetryPolicy(methods=(str(i) for i in range(10**12))),
+        lambda: HttpHealthCheck(statuses=range(10**12)),
+    ],
+    ids=["statuses", "methods", "probe statuses"],
+)
+def test_huge_collections_fail_fast(factory: Callable[[], object]) -> None:
+    with pytest.raises(ConfigurationError, match=r"at most 1\d* items"):
+        factory()
