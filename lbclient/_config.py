@@ -19,12 +19,10 @@ from lbclient._retry import RetryPolicy
 from lbclient.filters._base import FilterFactory
 from lbclient.filters.outlier import OutlierDetection
 from lbclient.filters.slow_start import SlowStart
+from lbclient.filters.subset import MAX_SUBSET_SIZE
 from lbclient.health import HealthCheck
 from lbclient.schedulers import Scheduler, scheduler_class
 from lbclient.schedulers._options import check_options
-
-MAX_SUBSET_SIZE = 100_000
-"""Subsets are for large services; more than this is a unit mistake."""
 
 MAX_FILTERS = 100
 

@@ -15,6 +15,7 @@ from typing import get_args
 from urllib.parse import SplitResult, parse_qsl, unquote
 
 from lbclient import ConfigurationError, Registry, ServiceInstance, ServiceNotFound
+from lbclient import _validate as check
 from lbclient.registry import SnapshotSink, Subscription, TaskWatch, ThreadWatch, WatchPolicy
 from lbclient_dns._plan import Family, Plan, Resolution, addresses_plan, clamp_ttl, srv_plan
 from lbclient_dns._resolver import Resolvers
@@ -46,8 +47,14 @@ class DnsRegistryBase(Registry):
         family: Family = "any",
         scheme: str | None = None,
     ) -> None:
-        if not name.strip(". "):
+        if not check.text("name", name).strip(". "):
             raise ConfigurationError(f"{type(self).__name__} needs a DNS name, got {name!r}")
+        if nameservers is not None:
+            nameservers = check.strings("nameservers", nameservers, example="['10.96.0.10']")
+        timeout = check.seconds("timeout", timeout)
+        min_ttl = check.seconds("min_ttl", min_ttl)
+        max_ttl = check.seconds("max_ttl", max_ttl)
+        check.optional(check.text, "scheme", scheme)
         if not 0 < min_ttl <= max_ttl:
             raise ConfigurationError(
                 f"DNS min_ttl and max_ttl must satisfy 0 < min_ttl <= max_ttl, got "
