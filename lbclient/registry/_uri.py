@@ -69,9 +69,8 @@ def registry_from_uri(uri: str) -> Registry:
     """
     if not isinstance(uri, str):
         raise invalid("registry URI", uri, "a string such as 'consul://127.0.0.1:8500'")
-    try:
+    try:  # (the port is each registry's to read: etcd:// lists several host:port)
         parts = urlsplit(uri)
-        parts.port  # noqa: B018 -- parsed lazily: a bad port raises here, not in a registry
     except ValueError as exc:
         raise ConfigurationError(f"registry URI {uri!r} is malformed: {exc}") from None
     if not parts.scheme:

@@ -111,7 +111,7 @@ CASES: list[tuple[str, Callable[[], object], str]] = [
         lambda: lbclient.registry_from_uri("consul://[::1"),
         r"'consul://\[::1' is malformed",
     ),
-    ("uri port", lambda: lbclient.registry_from_uri("static://h:x/"), r"is malformed"),
+    ("uri port", lambda: lbclient.registry_from_uri("consul://h:x"), r"bad port: 'h:x'"),
     ("uri scheme", lambda: lbclient.registry_from_uri("consl://h"), r"did you mean 'consul'"),
     ("uri type", lambda: lbclient.registry_from_uri(5), r"registry URI=5"),  # type: ignore[arg-type]
     ("k8s -1", lambda: lbclient.registry_from_uri("k8s://ns/orders:-1"), r"port of 'orders'='-1'"),

@@ -168,7 +168,7 @@ URI_TEXT = st.text(alphabet="abcz09:/?&=[]%@.,-_ \u0668", max_size=24)
 
 
 @FUZZ
-@given(scheme=st.sampled_from(["static", "k8s", "consul", "kubernetes", "nope", ""]),
+@given(scheme=st.sampled_from(["static", "k8s", "consul", "kubernetes", "etcd", "dns", "dns+srv", "nope", ""]),
        rest=URI_TEXT)  # fmt: skip
 def test_any_registry_uri(scheme: str, rest: str) -> None:
     registry = outcome(lambda: lbclient.registry_from_uri(f"{scheme}://{rest}"))
