@@ -167,9 +167,11 @@ def test_any_channel_option(option: str, value: Any) -> None:
 URI_TEXT = st.text(alphabet="abcz09:/?&=[]%@.,-_ \u0668", max_size=24)
 
 
+SCHEMES = ["static", "k8s", "consul", "kubernetes", "etcd", "dns", "dns+srv", "nope", ""]
+
+
 @FUZZ
-@given(scheme=st.sampled_from(["static", "k8s", "consul", "kubernetes", "etcd", "dns", "dns+srv", "nope", ""]),
-       rest=URI_TEXT)  # fmt: skip
+@given(scheme=st.sampled_from(SCHEMES), rest=URI_TEXT)
 def test_any_registry_uri(scheme: str, rest: str) -> None:
     registry = outcome(lambda: lbclient.registry_from_uri(f"{scheme}://{rest}"))
     if registry is not None:
