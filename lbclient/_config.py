@@ -111,6 +111,8 @@ class ServiceConfig:
         for name, value, kind, example in examples:
             if value is not None:
                 check.instance_of(name, value, kind, f"{example} or None")
+        if self.subset_key is not None and self.subset_size is None:
+            check.warn("subset_key has no effect without subset_size (subsetting is off)")
         if self.slow_start is not None and not cls.uses_weights:
             check.warn(
                 f"slow_start has no effect with scheduler {cls.name!r}, which ignores weights; "

@@ -12,7 +12,7 @@ from __future__ import annotations
 import inspect
 import math
 import random
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from lbclient._exceptions import ConfigurationError
@@ -84,17 +84,37 @@ def check_options(cls: type[Scheduler], options: object) -> dict[str, Any]:
         "scheduler_options", options, example="{'table_size': 5003} or {}"
     )
     check_names(given, accepted_options(cls), what=f"{cls.name} option")
+    try:
+        # With the types: 1, 1.0 and True are equal keys, and only 1 may be a valid count.
+        key: Hashable = (cls, frozenset((k, type(v), v) for k, v in given.items()))
+        hash(key)
+    except TypeError:
+        key = None  # an unhashable value: check it every time
+    if key is None or key not in _ACCEPTED:
+        _trial_build(cls, given)
+        if key is not None:
+            if len(_ACCEPTED) >= 256:
+                _ACCEPTED.clear()
+            _ACCEPTED.add(key)
+    return dict(given)
+
+
+_ACCEPTED: set[Hashable] = set()
+"""(class, options) already built once: a maglev trial costs a table build (~30 ms for the
+default 65,537 slots), and every service override and every balancer repeats the same few."""
+
+
+def _trial_build(cls: type[Scheduler], options: Mapping[str, Any]) -> None:
     from lbclient._endpoint import Endpoint
     from lbclient._instance import ServiceInstance
 
     placeholder = Endpoint(ServiceInstance("placeholder", "127.0.0.1", 1))
     try:
-        cls([placeholder], rng=random.Random(0), **given)
+        cls([placeholder], rng=random.Random(0), **options)
     except ConfigurationError:
         raise
     except (TypeError, ValueError, ArithmeticError, MemoryError, RecursionError) as exc:
         raise ConfigurationError(
-            f"scheduler {cls.name!r} refused scheduler_options={dict(given)!r}: "
+            f"scheduler {cls.name!r} refused scheduler_options={dict(options)!r}: "
             f"{type(exc).__name__}: {exc}"
         ) from exc
-    return dict(given)

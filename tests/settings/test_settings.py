@@ -310,3 +310,17 @@ def test_importing_lbclient_grpc_makes_aio_available() -> None:
 def test_huge_collections_fail_fast(factory: Callable[[], object]) -> None:
     with pytest.raises(ConfigurationError, match=r"at most 1\d* items"):
         factory()
+
+
+def test_a_remembered_valid_option_does_not_let_an_equal_bool_through() -> None:
+    balancer(scheduler="dh", scheduler_options={"table_size": 1}).close()
+    with pytest.raises(ConfigurationError, match="table_size=True is invalid"):
+        balancer(scheduler="dh", scheduler_options={"table_size": True})
+
+
+def test_subset_key_without_subset_size_warns() -> None:
+    with pytest.warns(lbclient.ConfigurationWarning, match="subset_key has no effect"):
+        balancer(subset_key="client-1")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        balancer(subset_key="client-1", subset_size=1).close()
