@@ -19,11 +19,12 @@ import warnings
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, Unpack
 
+from lbclient import _validate as check
 from lbclient._answer import SkippedEntry, report_skipped
 from lbclient._channels import ChannelProviders
-from lbclient._config import ServiceConfig
+from lbclient._config import ServiceConfig, ServiceSettings
 from lbclient._context import EMPTY_CONTEXT, PickContext
 from lbclient._endpoint import Endpoint
 from lbclient._exceptions import (
@@ -511,11 +512,26 @@ class LoadBalancer:
         self,
         registry: RegistryLike,
         *,
-        services: Mapping[str, Mapping[str, Any] | ServiceConfig] | None = None,
+        services: Mapping[str, ServiceSettings | ServiceConfig] | None = None,
         listeners: Iterable[LoadBalancerListener] = (),
         rng: random.Random | None = None,
-        **defaults: Any,
+        **defaults: Unpack[ServiceSettings],
     ) -> None:
+        # Settings first: a mistake there must not leave a registry client behind.
+        self.defaults = ServiceConfig().merged(defaults)
+        if services is None:
+            services = {}
+        check.mapping("services", services, example="{'search': {'scheduler': 'ring_hash'}}")
+        self._overrides = {
+            check.text("services key", name): self.defaults.merged(cfg, f"services[{name!r}]")
+            for name, cfg in services.items()
+        }
+        if isinstance(listeners, (str, bytes)) or not isinstance(listeners, Iterable):
+            raise check.invalid("listeners", listeners, "a list of LoadBalancerListener")
+        self.listeners = tuple(listeners)
+        if rng is not None:
+            check.instance_of("rng", rng, random.Random, "random.Random(42)")
+        self._rng = rng
         if isinstance(registry, str):
             registry = registry_from_uri(registry)
         elif isinstance(registry, Mapping):
@@ -525,12 +541,6 @@ class LoadBalancer:
                 f"registry must be a Registry, a URI or a mapping, got {type(registry).__name__}"
             )
         self.registry: Registry = registry
-        self.defaults = ServiceConfig().merged(defaults)
-        self._overrides = {
-            name: self.defaults.merged(cfg) for name, cfg in (services or {}).items()
-        }
-        self.listeners = tuple(listeners)
-        self._rng = rng
         self._services: dict[str, ServiceState] = {}
         self._not_found: OrderedDict[str, tuple[float, str]] = OrderedDict()
         """Unknown service -> (remembered until, the registry's message); a bounded LRU."""

@@ -27,6 +27,7 @@ from __future__ import annotations
 from importlib import import_module
 
 from lbclient._exceptions import ConfigurationError
+from lbclient._validate import did_you_mean, invalid
 from lbclient.schedulers._base import Scheduler
 
 _MODULES = (
@@ -88,13 +89,16 @@ def scheduler_class(name: str | type[Scheduler]) -> type[Scheduler]:
         if not issubclass(name, Scheduler):
             raise ConfigurationError(f"{name!r} is not a Scheduler subclass")
         return name
+    if not isinstance(name, str):
+        raise invalid("scheduler", name, "a scheduler name such as 'round_robin', or a class")
     if not _REGISTRY:
         _load_builtins()
     try:
         return _REGISTRY[name]
     except KeyError:
         raise ConfigurationError(
-            f"unknown scheduler {name!r}; choose one of: {', '.join(available_schedulers())}"
+            f"unknown scheduler {name!r}{did_you_mean(name, _REGISTRY)}; choose one of: "
+            f"{', '.join(available_schedulers())}"
         ) from None
 
 

@@ -32,6 +32,9 @@ class Scheduler(ABC):
     aliases: ClassVar[tuple[str, ...]] = ()
     rotates: ClassVar[bool] = False
     """True for rotations (round robin, wrr): a retry must not advance the shared position."""
+    uses_weights: ClassVar[bool] = True
+    """False for the few that ignore weights (round robin, random, lc): slow start, which
+    works by lowering weights, then does nothing, and the configuration warns about it."""
     uses_key: ClassVar[bool] = False
     """True for key-based schedulers (ring_hash, maglev, ...): they read ``PickContext.key``."""
 

@@ -16,3 +16,4 @@ class LeastConnectionScheduler(ScanScheduler):
 
     name = "lc"
     weighted = False
+    uses_weights = False

@@ -38,6 +38,10 @@ from lbclient.schedulers._options import int_option
 
 DEFAULT_MAX_RING_SIZE = 65536
 
+MAX_RING_SIZE = 1 << 18
+"""The largest ring either option accepts: a ring is rebuilt at every change of the list, at
+several microseconds per point in Python (Envoy allows 8M points in C++)."""
+
 
 class RingHashScheduler(KeyedScheduler):
     """Ketama consistent hashing: the key's hash, clockwise to the next instance point."""
@@ -54,11 +58,17 @@ class RingHashScheduler(KeyedScheduler):
         **kwargs: Any,
     ) -> None:
         super().__init__(endpoints, previous=previous, **kwargs)
-        self.min_ring_size = int_option(self.name, "min_ring_size", min_ring_size, minimum=1)
+        self.min_ring_size = int_option(
+            self.name, "min_ring_size", min_ring_size, minimum=1, maximum=MAX_RING_SIZE
+        )
         if max_ring_size is None:
             max_ring_size = max(DEFAULT_MAX_RING_SIZE, self.min_ring_size)
         self.max_ring_size = int_option(
-            self.name, "max_ring_size", max_ring_size, minimum=self.min_ring_size
+            self.name,
+            "max_ring_size",
+            max_ring_size,
+            minimum=self.min_ring_size,
+            maximum=MAX_RING_SIZE,
         )
         known = previous.points if isinstance(previous, RingHashScheduler) else {}
         self.points: dict[str, list[int]] = {}
