@@ -21,9 +21,10 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
+from lbclient import _validate as check
 from lbclient._context import PickContext
 from lbclient._exceptions import ConfigurationError, LBError
-from lbclient._retry import RetryBudget, positive_seconds
+from lbclient._retry import RetryBudget
 
 if TYPE_CHECKING:
     from lbclient._balancer import ServiceState
@@ -31,6 +32,9 @@ if TYPE_CHECKING:
     from lbclient._retry import RetryState
 
 _PERCENTILE = re.compile(r"p(\d{1,2}(?:\.\d+)?)")
+
+MAX_HEDGES = 10
+"""The most backup attempts one round may send."""
 
 MIN_SAMPLES = 50
 """Latencies a percentile delay needs before the first hedge (until then: no hedging)."""
@@ -73,43 +77,21 @@ class HedgePolicy:
         if isinstance(delay, str):
             match = _PERCENTILE.fullmatch(delay)
             if match is None or not 0 < float(match.group(1)) < 100:
-                raise ConfigurationError(
-                    f"HedgePolicy.delay must be seconds > 0 or a percentile 'pNN' between "
-                    f"p0 and p100 exclusive (e.g. 'p95', 'p99.5'), got {delay!r}"
+                raise check.invalid(
+                    "HedgePolicy.delay",
+                    delay,
+                    "seconds, or a percentile strictly between p0 and p100 such as 'p95' or "
+                    "'p99.5'",
                 )
-        elif not positive_seconds(delay):
-            raise ConfigurationError(
-                f"HedgePolicy.delay must be a finite number of seconds > 0 or a percentile "
-                f"such as 'p95', got {delay!r}"
+        else:
+            object.__setattr__(
+                self, "delay", _or_percentile(check.seconds, "HedgePolicy.delay", delay)
             )
-        if (
-            not isinstance(self.max_hedges, int)
-            or isinstance(self.max_hedges, bool)
-            or not 1 <= self.max_hedges <= 10
-        ):
-            raise ConfigurationError(
-                f"HedgePolicy.max_hedges must be an int from 1 to 10, got {self.max_hedges!r}"
-            )
-        ratio = self.budget_ratio
-        if not _number(ratio) or not 0 <= ratio <= 1:
-            raise ConfigurationError(
-                f"HedgePolicy.budget_ratio is a share of requests in [0, 1], got {ratio!r}"
-            )
-        trickle = self.budget_min_per_second
-        if not _number(trickle) or trickle < 0:
-            raise ConfigurationError(
-                f"HedgePolicy.budget_min_per_second must be a finite number >= 0, got {trickle!r}"
-            )
-        cap = self.budget_cap
-        if not _number(cap) or cap < 1:
-            raise ConfigurationError(
-                f"HedgePolicy.budget_cap must be a finite number of tokens >= 1, got {cap!r}"
-            )
-        if not positive_seconds(self.min_delay):
-            raise ConfigurationError(
-                f"HedgePolicy.min_delay must be a finite number of seconds > 0, "
-                f"got {self.min_delay!r}"
-            )
+        check.integer("HedgePolicy.max_hedges", self.max_hedges, minimum=1, maximum=MAX_HEDGES)
+        check.number("HedgePolicy.budget_ratio", self.budget_ratio, minimum=0.0, maximum=1.0)
+        check.number("HedgePolicy.budget_min_per_second", self.budget_min_per_second, minimum=0.0)
+        check.number("HedgePolicy.budget_cap", self.budget_cap, minimum=1.0)
+        check.seconds("HedgePolicy.min_delay", self.min_delay)
 
     @property
     def quantile(self) -> float | None:
@@ -119,18 +101,23 @@ class HedgePolicy:
         return None
 
 
-def _number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+def _or_percentile(seconds: Any, setting: str, value: object) -> float:
+    """``check.seconds``, its message also naming the percentile form."""
+    try:
+        result: float = seconds(setting, value)
+    except ConfigurationError:
+        raise check.invalid(
+            setting, value, "a number of seconds in [0.001, 31536000] or a percentile like 'p95'"
+        ) from None
+    return result
 
 
-def check_hedge(value: object, where: str) -> HedgePolicy | None:
-    """``value`` if it is a HedgePolicy or None, else a ConfigurationError naming ``where``."""
-    if value is None or isinstance(value, HedgePolicy):
-        return value
-    raise ConfigurationError(
-        f"{where} must be a lbclient.HedgePolicy or None, got {value!r}; "
-        "e.g. hedge=lbclient.HedgePolicy(delay='p95')"
-    )
+def check_hedge(value: object) -> HedgePolicy | None:
+    """``value`` if it is a HedgePolicy or None (the ``hedge=`` option), else the one
+    ConfigurationError shape."""
+    if value is None:
+        return None
+    return check.instance_of("hedge", value, HedgePolicy, "lbclient.HedgePolicy('p95')")
 
 
 class LatencyHistogram:

@@ -24,7 +24,7 @@ import queue
 import time
 import weakref
 from collections.abc import Callable, Collection, Iterator
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Unpack
 
 import grpc
 
@@ -43,6 +43,7 @@ from lbclient.grpc._core import (
     report_attempt,
 )
 from lbclient.grpc._errors import NoInstanceRpcError
+from lbclient.grpc._options import BalancingOptions, balancing, check_channel_args
 from lbclient.grpc._pool import Lease, SubChannelPool
 from lbclient.grpc._stream import RetryingResponseStream
 
@@ -81,8 +82,8 @@ class LoadBalancedChannel(Balancing, grpc.Channel):
         self._core = ChannelCore(
             lb, service, key=key, retry=retry, idempotent=idempotent, hedge=hedge
         )
+        self._options = check_channel_args(credentials, options, compression)
         self._credentials = credentials
-        self._options = tuple(options or ())
         self._compression = compression
         self._pool: SubChannelPool[grpc.Channel] = SubChannelPool(self._subchannel, _close)
         state = lb.services.get(service)
@@ -591,7 +592,7 @@ def insecure_channel(
     lb: LoadBalancer,
     options: ChannelOptions | None = None,
     compression: grpc.Compression | None = None,
-    **lb_options: Any,
+    **lb_options: Unpack[BalancingOptions],
 ) -> LoadBalancedChannel:
     """A plaintext channel balancing each call over the instances of ``service``.
 
@@ -608,7 +609,9 @@ def insecure_channel(
     service's), ``hedge`` (a HedgePolicy for the ``idempotent`` unary-unary methods called
     with ``__call__``/``with_call``; default: the service's).
     """
-    return LoadBalancedChannel(service, lb, options=options, compression=compression, **lb_options)
+    return LoadBalancedChannel(
+        service, lb, options=options, compression=compression, **balancing(lb_options)
+    )
 
 
 def secure_channel(
@@ -617,7 +620,7 @@ def secure_channel(
     credentials: grpc.ChannelCredentials,
     options: ChannelOptions | None = None,
     compression: grpc.Compression | None = None,
-    **lb_options: Any,
+    **lb_options: Unpack[BalancingOptions],
 ) -> LoadBalancedChannel:
     """``insecure_channel`` over TLS: every sub-channel uses ``credentials``.
 
@@ -625,5 +628,10 @@ def secure_channel(
     rather than each address, pass ``options=[("grpc.ssl_target_name_override", name)]``.
     """
     return LoadBalancedChannel(
-        service, lb, credentials=credentials, options=options, compression=compression, **lb_options
+        service,
+        lb,
+        credentials=credentials,
+        options=options,
+        compression=compression,
+        **balancing(lb_options),
     )

@@ -31,6 +31,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
+from lbclient import _validate as check
 from lbclient._channels import ChannelProviders
 from lbclient._exceptions import require
 from lbclient._instance import ServiceInstance
@@ -60,6 +61,8 @@ class GrpcHealthCheck(HealthCheck):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        check.text("GrpcHealthCheck.service", self.service, empty=True)
+        check.flag("GrpcHealthCheck.watch", self.watch)
         _modules()  # fail now, where the user configures it, not in a background thread
 
     def open(self) -> Prober:
@@ -95,8 +98,7 @@ class _GrpcProber:
             if entry is not None:
                 self._stubs.move_to_end(instance.id)
             else:
-                host = f"[{instance.host}]" if ":" in instance.host else instance.host
-                target = f"{host}:{self._check.port or instance.port}"
+                target = instance.authority(self._check.port)
                 if instance.secure:
                     channel = self._grpc.secure_channel(
                         target, self._grpc.ssl_channel_credentials()

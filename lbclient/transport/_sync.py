@@ -6,7 +6,7 @@ import concurrent.futures
 import functools
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Unpack
 
 import httpx
 
@@ -16,6 +16,7 @@ from lbclient._handle import PickHandle
 from lbclient._hedge import Hedging, Race
 from lbclient._retry import RetryState
 from lbclient.transport._core import Release, RetryAttempt, TransportCore, abandon
+from lbclient.transport._options import TransportOptions, checked
 from lbclient.transport._pools import InnerTransports
 from lbclient.transport._threads import DEFAULT_HEDGE_THREADS, AttemptThreads
 
@@ -46,9 +47,9 @@ class LoadBalancedTransport(httpx.BaseTransport):
         transport: httpx.BaseTransport | Callable[[], httpx.BaseTransport] | None = None,
         *,
         hedge_threads: int = DEFAULT_HEDGE_THREADS,
-        **options: Any,
+        **options: Unpack[TransportOptions],
     ) -> None:
-        self._core = TransportCore(lb, **options)
+        self._core = TransportCore(lb, **checked(lb, options))
         self._threads = AttemptThreads(hedge_threads)
         self._inners = InnerTransports(transport, httpx.BaseTransport, httpx.HTTPTransport)
 

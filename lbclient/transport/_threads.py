@@ -7,11 +7,12 @@ import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from lbclient._exceptions import ConfigurationError
+from lbclient import _validate as check
 
 T = TypeVar("T")
 
 DEFAULT_HEDGE_THREADS = 32
+MAX_HEDGE_THREADS = 1024
 
 
 class AttemptThreads:
@@ -24,9 +25,7 @@ class AttemptThreads:
     """
 
     def __init__(self, size: int = DEFAULT_HEDGE_THREADS) -> None:
-        if not isinstance(size, int) or isinstance(size, bool) or size < 1:
-            raise ConfigurationError(f"hedge_threads must be an int >= 1, got {size!r}")
-        self.size = size
+        self.size = check.integer("hedge_threads", size, minimum=1, maximum=MAX_HEDGE_THREADS)
         self._slots = threading.BoundedSemaphore(size)
         self._lock = threading.Lock()
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None

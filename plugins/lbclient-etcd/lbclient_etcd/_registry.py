@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from urllib.parse import SplitResult, parse_qsl, unquote
 
 from lbclient import ConfigurationError, Registry, ServiceInstance, ServiceNotFound
+from lbclient import _validate as check
 from lbclient.registry import SnapshotSink, Subscription, TaskWatch, ThreadWatch, WatchPolicy
 from lbclient_etcd._http import Endpoints, EtcdHTTP, StreamAbort
 from lbclient_etcd._protocol import (
@@ -59,14 +60,16 @@ class EtcdRegistry(Registry):
     ) -> None:
         if isinstance(endpoints, str):
             endpoints = endpoints.split(",")
-        if timeout <= 0 or watch_timeout <= 0:
-            raise ConfigurationError("etcd timeout and watch_timeout must be > 0 seconds")
-        if not prefix.startswith("/"):
+        endpoints = check.strings("endpoints", endpoints, example="['http://127.0.0.1:2379']")
+        timeout = check.seconds("timeout", timeout)
+        self.watch_timeout = check.seconds("watch_timeout", watch_timeout)
+        self.min_backoff = check.seconds("min_backoff", min_backoff)
+        self.max_backoff = check.seconds("max_backoff", max_backoff, minimum=self.min_backoff)
+        if not check.text("prefix", prefix).startswith("/"):
             raise ConfigurationError(f"etcd prefix {prefix!r} must start with '/'")
+        if not isinstance(verify, (ssl.SSLContext, str, bool)):
+            raise check.invalid("verify", verify, "True, False, a CA bundle path or an SSLContext")
         self.prefix = prefix.rstrip("/") or ""
-        self.watch_timeout = watch_timeout
-        self.min_backoff = min_backoff
-        self.max_backoff = max_backoff
         self.http = EtcdHTTP(Endpoints(endpoints), timeout=timeout, verify=verify)
 
     def __repr__(self) -> str:
@@ -97,14 +100,14 @@ class EtcdRegistry(Registry):
         return Snapshot.from_range(service, prefix, answer)
 
     def _found(self, snapshot: Snapshot) -> Sequence[ServiceInstance]:
-        if not snapshot.instances:
+        if not snapshot.instances and not snapshot.skipped:
             raise ServiceNotFound(
                 f"no instance of {snapshot.service!r} is registered in etcd under "
                 f"{snapshot.prefix.decode()!r}; start one with EtcdRegistrar, or check the "
                 f"prefix (this registry uses {self.prefix!r})",
                 service=snapshot.service,
             )
-        return snapshot.ordered
+        return snapshot.usable
 
     # -- watching ---------------------------------------------------------------------------
 
@@ -128,31 +131,31 @@ class EtcdRegistry(Registry):
         """Block until the list changes (or the watch times out); return the new list."""
         if snapshot is None:
             fresh = self._read(service)
-            return fresh.ordered, fresh
+            return fresh.usable, fresh
         with self.http.stream(*self._watch_args(snapshot), abort) as messages:
             for message in messages:
                 step = watch_step(snapshot, message)
                 if step.compacted:
                     fresh = self._read(service)
-                    return fresh.ordered, fresh
+                    return fresh.usable, fresh
                 snapshot = step.snapshot
                 if step.changed:
-                    return snapshot.ordered, snapshot
+                    return snapshot.usable, snapshot
         return None, snapshot  # the stream ended: resume from the last revision seen
 
     async def _apoll(self, service: str, snapshot: Snapshot | None) -> Result:
         if snapshot is None:
             fresh = await self._aread(service)
-            return fresh.ordered, fresh
+            return fresh.usable, fresh
         async with self.http.astream(*self._watch_args(snapshot)) as messages:
             async for message in messages:
                 step = watch_step(snapshot, message)
                 if step.compacted:
                     fresh = await self._aread(service)
-                    return fresh.ordered, fresh
+                    return fresh.usable, fresh
                 snapshot = step.snapshot
                 if step.changed:
-                    return snapshot.ordered, snapshot
+                    return snapshot.usable, snapshot
         return None, snapshot
 
     def _watch_args(self, snapshot: Snapshot) -> tuple[str, Json, str, float]:
