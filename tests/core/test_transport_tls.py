@@ -200,7 +200,9 @@ def test_an_upgrade_to_https_shows_in_the_response(
 
 def test_allow_scheme_downgrade_must_be_a_bool(mode: Mode) -> None:
     lb = lbclient.LoadBalancer({"orders": ["127.0.0.1:1"]})
-    with pytest.raises(ConfigurationError, match=r"allow_scheme_downgrade=.* is invalid: expected True or False"):
+    with pytest.raises(
+        ConfigurationError, match=r"allow_scheme_downgrade=.* is invalid: expected True or False"
+    ):
         _transport(mode, lb, None, allow_scheme_downgrade="yes")
 
 
