@@ -137,7 +137,16 @@ class RetryBudget:
 class RetryState:
     """One logical request across its attempts: what to avoid next and whether to go again."""
 
-    __slots__ = ("attempt", "budget", "context", "method", "policy", "replayable", "tried")
+    __slots__ = (
+        "attempt",
+        "budget",
+        "context",
+        "method",
+        "policy",
+        "refused",
+        "replayable",
+        "tried",
+    )
 
     def __init__(
         self,
@@ -155,6 +164,8 @@ class RetryState:
         self.context = context
         self.attempt = 0
         self.tried: list[str] = []
+        self.refused = False
+        """True once the budget refused a retry the policy allowed (for ``on_retry_refused``)."""
         budget.deposit()
 
     def next_context(self) -> PickContext:
@@ -174,9 +185,12 @@ class RetryState:
         self.tried.append(instance_id)
 
     def _may_go_again(self) -> bool:
-        return (
-            self.replayable and self.attempt < self.policy.attempts and self.budget.try_withdraw()
-        )
+        if not (self.replayable and self.attempt < self.policy.attempts):
+            return False
+        if self.budget.try_withdraw():
+            return True
+        self.refused = True
+        return False
 
     def retry_failure(self, failure: Failure, *, sent: bool) -> bool:
         """After an exception: retry? ``sent`` False means the request never left."""

@@ -139,7 +139,7 @@ class TransportCore:
         )
 
     def pick(self, state: ServiceState, retry: RetryState) -> PickHandle:
-        handle = state.pick(retry.next_context())
+        handle = state.pick(retry.next_context(), retry.attempt)
         retry.record(handle.instance.id)
         return handle
 
@@ -168,16 +168,22 @@ class TransportCore:
         """Report a transport error; return the retry signal to raise, or None to re-raise."""
         failure, sent, retryable = classify(exc)
         handle.done(failure)
-        if retryable and retry.retry_failure(failure, sent=sent):
+        again = retryable and retry.retry_failure(failure, sent=sent)
+        handle.state.retried(retry.attempt, failure, granted=again, refused=retry.refused)
+        if again:
             return RetryAttempt()
         exc.add_note(f"lbclient: {handle.service}: {retry.describe()}")
         return None
 
     def on_response(self, handle: PickHandle, retry: RetryState, status: int) -> bool:
         """True when this response should be dropped and the request retried elsewhere."""
-        if status in retry.policy.statuses and retry.retry_status(status):
-            handle.done(failure_for_status(status), status=status)
-            return True
+        if status in retry.policy.statuses:
+            again = retry.retry_status(status)
+            failure = failure_for_status(status) or Failure.SERVER
+            handle.state.retried(retry.attempt, failure, granted=again, refused=retry.refused)
+            if again:
+                handle.done(failure, status=status)
+                return True
         return False
 
 
