@@ -20,27 +20,19 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from lbclient._exceptions import require
+from lbclient._exceptions import MissingDependency
 from lbclient._handle import PickHandle
 from lbclient._instance import ServiceInstance
 from lbclient._listener import INSTANCE_STATES, LoadBalancerListener
+from lbclient._observe import LATENCY_BUCKETS, outcome_label
 from lbclient._outcome import Failure, Outcome
 
-require("prometheus_client", "lbclient.metrics", "prometheus")
-
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram  # noqa: E402
-from prometheus_client.core import GaugeMetricFamily  # noqa: E402
-from prometheus_client.registry import Collector  # noqa: E402
-
-LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-"""Seconds, for RPCs: from a 1 ms loopback call to a 10 s timeout."""
-
-
-def outcome_label(outcome: Outcome) -> str:
-    """``success``, ``cancelled`` or the failure kind (``connect``, ``gateway``, ...)."""
-    if outcome.cancelled:
-        return "cancelled"
-    return "success" if outcome.failure is None else outcome.failure.value
+try:
+    from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+    from prometheus_client.core import GaugeMetricFamily
+    from prometheus_client.registry import Collector
+except ImportError as _exc:  # pragma: no cover - exercised without the extra
+    raise MissingDependency("lbclient.metrics", "prometheus") from _exc
 
 
 class _Series:
