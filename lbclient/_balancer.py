@@ -195,24 +195,31 @@ class ServiceState:
 
     def instance_states(self, usable: Sequence[Endpoint] | None = None) -> dict[str, int]:
         """How many instances are in each state (``LoadBalancerListener.on_instance_states``)."""
-        ids = {e.id for e in (self.usable if usable is None else usable)}
         counts = dict.fromkeys(INSTANCE_STATES, 0)
+        for state in self.states_by_instance(usable).values():
+            counts[state] += 1
+        return counts
+
+    def states_by_instance(self, usable: Sequence[Endpoint] | None = None) -> dict[str, str]:
+        """Each instance's state by id: ``usable``, else why not (ejected, unhealthy, ...)."""
+        ids = {e.id for e in (self.usable if usable is None else usable)}
+        states: dict[str, str] = {}
         for endpoint in list(self.endpoints.values()):
             if endpoint.id in ids:
-                counts["usable"] += 1
+                states[endpoint.id] = "usable"
                 continue
             seen: dict[str, Any] = {}
             for f in self.filters:
                 seen.update(f.stats(endpoint))
             if seen.get("ejected"):
-                counts["ejected"] += 1
+                states[endpoint.id] = "ejected"
             elif seen.get("healthy") is False:
-                counts["unhealthy"] += 1
+                states[endpoint.id] = "unhealthy"
             elif seen.get("silent"):
-                counts["silent"] += 1
+                states[endpoint.id] = "silent"
             else:
-                counts["filtered"] += 1
-        return counts
+                states[endpoint.id] = "filtered"
+        return states
 
     # -- the request path ------------------------------------------------------------------
 

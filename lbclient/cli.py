@@ -1,4 +1,4 @@
-"""The ``lbclient`` command: ``lbclient demo`` and ``lbclient schedulers``.
+"""The ``lbclient`` command: ``demo``, ``schedulers``, ``resolve`` and ``watch``.
 
 Kept to argparse and the standard library; rich (the ``[cli]`` extra) only draws nicer output.
 """
@@ -8,6 +8,9 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+
+from lbclient._inspect_cli import add_commands as add_inspect_commands
+from lbclient._inspect_cli import run as run_inspect
 
 
 def _positive(text: str) -> int:
@@ -47,6 +50,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--plain", action="store_true", help="plain text output, even with rich")
     commands.add_parser("schedulers", help="list the scheduler names this install knows")
+    add_inspect_commands(commands)
     return parser
 
 
@@ -56,6 +60,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from lbclient.schedulers import available_schedulers
 
+    if args.command in ("resolve", "watch"):
+        return run_inspect(args)
     if args.command == "schedulers":
         print("\n".join(available_schedulers()))
         return 0
