@@ -23,10 +23,13 @@ Metrics, with attributes ``lbclient.service``, ``server.address``, ``server.port
 
 from __future__ import annotations
 
+import threading
 import time
+import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from lbclient._balancer import ServiceState
 from lbclient._exceptions import MissingDependency
 from lbclient._handle import PickHandle
 from lbclient._instance import ServiceInstance
@@ -51,23 +54,38 @@ class OpenTelemetryInstrumentation(LoadBalancerListener):
     """A listener recording lbclient's measurements as OTel instruments and attempts as spans.
 
     ``meter_provider`` and ``tracer_provider`` default to the global providers. One instance
-    can serve several balancers.
+    can serve several balancers. Attempt spans are started only under a recording span (the
+    caller's trace, sampled); ``root_spans=True`` starts them in any case, each attempt then
+    being a trace of its own when nothing else is traced.
     """
 
     _ATTRIBUTE_CACHE = 4096
     """Attribute dicts are built once per (service, instance[, outcome]); churn resets them."""
 
-    def __init__(self, meter_provider: Any = None, tracer_provider: Any = None) -> None:
+    def __init__(
+        self, meter_provider: Any = None, tracer_provider: Any = None, *, root_spans: bool = False
+    ) -> None:
         from lbclient import __version__
 
         meter = metrics.get_meter(SCOPE, __version__, meter_provider)
         self._tracer = trace.get_tracer(SCOPE, __version__, tracer_provider)
-        self._requests = meter.create_counter(
-            "lbclient.requests", "{request}", "Attempts sent to an instance, by outcome."
+        self._root_spans = root_spans
+        meter.create_observable_counter(
+            "lbclient.requests",
+            [self._observe_requests],
+            "{request}",
+            "Attempts sent to an instance, by outcome.",
         )
+        self._tallies: dict[tuple[str, str, str], list[Any]] = {}
+        """``lbclient.requests`` counted here ([attributes, count]) and observed at collection:
+        one SDK measurement per attempt (the duration) instead of two."""
+        self._lock = threading.Lock()
         self._duration = _seconds_histogram(meter)
-        self._active = meter.create_up_down_counter(
-            "lbclient.requests.active", "{request}", "Attempts started and not yet finished."
+        meter.create_observable_up_down_counter(
+            "lbclient.requests.active",
+            [self._observe_active],
+            "{request}",
+            "Attempts started and not yet finished.",
         )
         self._retries = meter.create_counter(
             "lbclient.retries", "{retry}", "Failed attempts resent to another instance."
@@ -97,6 +115,9 @@ class OpenTelemetryInstrumentation(LoadBalancerListener):
             "Seconds since the first failed registry read of the current outage; 0 when fresh.",
         )
         self._spans: dict[PickHandle, trace.Span] = {}
+        self._services: weakref.WeakSet[ServiceState] = weakref.WeakSet()
+        """Where ``lbclient.requests.active`` is read from: the balancer's own in-flight
+        counts, so an attempt costs no extra measurement."""
         self._attributes: dict[tuple[str, ...], Attributes] = {}
         self._states: dict[str, dict[str, int]] = {}
         self._stale_since: dict[str, float | None] = {}
@@ -120,11 +141,13 @@ class OpenTelemetryInstrumentation(LoadBalancerListener):
         return attributes
 
     def on_attempt(self, handle: PickHandle) -> None:
+        if handle.state not in self._services:
+            self._services.add(handle.state)
+        if not (self._root_spans or trace.get_current_span().is_recording()):
+            return  # nothing to be a part of: no lone one-span traces (unless root_spans)
         instance = handle.instance
-        attributes = self._attrs(handle.service, instance)
-        self._active.add(1, attributes)
         span_attributes: Attributes = {
-            **attributes,
+            **self._attrs(handle.service, instance),
             "lbclient.instance.id": instance.id,
             "lbclient.attempt": handle.attempt,
         }
@@ -137,9 +160,15 @@ class OpenTelemetryInstrumentation(LoadBalancerListener):
     def on_attempt_end(self, handle: PickHandle, outcome: Outcome) -> None:
         attributes = self._attrs(handle.service, handle.instance)
         label = outcome_label(outcome)
-        self._active.add(-1, attributes)
         self._duration.record(outcome.latency, attributes)
-        self._requests.add(1, self._attrs(handle.service, handle.instance, label))
+        key = (handle.service, handle.instance.id, label)
+        tally = self._tallies.get(key)
+        with self._lock:
+            if tally is None:
+                tally = self._tallies.setdefault(
+                    key, [self._attrs(handle.service, handle.instance, label), 0]
+                )
+            tally[1] += 1
         span = self._spans.pop(handle, None)
         if span is None:
             return
@@ -184,6 +213,17 @@ class OpenTelemetryInstrumentation(LoadBalancerListener):
             Observation(count, {"lbclient.service": service, "lbclient.instance.state": state})
             for service, counts in list(self._states.items())
             for state, count in counts.items()
+        ]
+
+    def _observe_requests(self, options: CallbackOptions) -> Iterable[Observation]:
+        with self._lock:
+            return [Observation(count, attributes) for attributes, count in self._tallies.values()]
+
+    def _observe_active(self, options: CallbackOptions) -> Iterable[Observation]:
+        return [
+            Observation(endpoint.in_flight, self._attrs(state.name, endpoint.instance))
+            for state in list(self._services)
+            for endpoint in list(state.endpoints.values())
         ]
 
     def _observe_staleness(self, options: CallbackOptions) -> Iterable[Observation]:
