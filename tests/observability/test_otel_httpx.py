@@ -137,3 +137,18 @@ def test_a_spent_budget_is_an_event_and_a_count(otel: Any) -> None:
     assert otel.values("lbclient.retries.refused", "lbclient.service") == {(SERVICE,): 2}
     refused = [e for c in otel.finished("caller") for e in c.events if "refused" in e.name]
     assert [e.attributes["lbclient.attempt"] for e in refused] == [2, 1]
+
+
+def test_no_lone_attempt_traces_unless_asked(otel: Any) -> None:
+    from lbclient.otel import OpenTelemetryInstrumentation
+
+    roots = OpenTelemetryInstrumentation(otel.meter_provider, otel.tracer_provider, root_spans=True)
+    with HTTPBackend("a") as a:
+        for listeners, expected in (([otel.instrumentation], 0), ([roots], 1)):
+            lb = lbclient.LoadBalancer({SERVICE: [a.address]}, listeners=listeners)
+            with httpx.Client(transport=lbclient.LoadBalancedTransport(lb)) as client:
+                assert client.get(f"http://{SERVICE}/x").status_code == 200  # no caller span
+            lb.close()
+            assert len(otel.finished("lbclient.attempt")) == expected
+    (root,) = otel.finished("lbclient.attempt")
+    assert root.parent is None
