@@ -20,7 +20,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from lbclient._exceptions import MissingDependency
+from lbclient._exceptions import ConfigurationError, MissingDependency
 from lbclient._handle import PickHandle
 from lbclient._instance import ServiceInstance
 from lbclient._listener import INSTANCE_STATES, LoadBalancerListener
@@ -73,7 +73,22 @@ class PrometheusMetrics(LoadBalancerListener):
         self.registry = REGISTRY if registry is None else registry
         self.instance_label = instance_label
         per_attempt = ["service", "instance"] if instance_label else ["service"]
-        r = self.registry
+        try:
+            self._create_families(self.registry, per_attempt)
+        except ValueError as exc:  # prometheus_client: "Duplicated timeseries in CollectorRegistry"
+            raise ConfigurationError(
+                f"lbclient's metrics are already registered on {self.registry!r}: create one "
+                "PrometheusMetrics per registry and pass it to every LoadBalancer, or give "
+                "each its own registry=CollectorRegistry()"
+            ) from exc
+        self._lock = threading.Lock()
+        self._series: dict[tuple[str, ...], _Series] = {}
+        self._listed: dict[str, set[str]] = {}
+        self._states: dict[str, dict[str, int]] = {}
+        self._stale_since: dict[str, float | None] = {}
+        self.registry.register(_Snapshot(self))
+
+    def _create_families(self, r: CollectorRegistry, per_attempt: list[str]) -> None:
         self.requests = Counter(
             "lbclient_requests",
             "Attempts sent to an instance, by how they ended (success or the failure kind).",
@@ -123,12 +138,6 @@ class PrometheusMetrics(LoadBalancerListener):
             ["service"],
             registry=r,
         )
-        self._lock = threading.Lock()
-        self._series: dict[tuple[str, ...], _Series] = {}
-        self._listed: dict[str, set[str]] = {}
-        self._states: dict[str, dict[str, int]] = {}
-        self._stale_since: dict[str, float | None] = {}
-        r.register(_Snapshot(self))
 
     # -- per attempt -----------------------------------------------------------------------
 
@@ -149,7 +158,9 @@ class PrometheusMetrics(LoadBalancerListener):
 
     def on_attempt_end(self, handle: PickHandle, outcome: Outcome) -> None:
         labels = self._labels(handle.service, handle.instance)
-        series = self._get(labels)
+        series = self._series.get(labels)
+        if series is None:  # the instance left while this attempt ran: its series are gone
+            return
         series.in_flight.dec()
         series.duration.observe(outcome.latency)
         series.counter(labels, outcome_label(outcome)).inc()

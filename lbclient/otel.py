@@ -202,6 +202,10 @@ class OpenTelemetryInstrumentation(LoadBalancerListener):
     def on_registry_update(self, service: str, instances: Sequence[ServiceInstance]) -> None:
         self._updates.add(1, {"lbclient.service": service})
         self._stale_since[service] = None
+        listed = {i.id for i in instances}
+        with self._lock:  # the counts of instances that left stop being reported
+            for key in [k for k in self._tallies if k[0] == service and k[1] not in listed]:
+                del self._tallies[key]
 
     def on_registry_error(self, service: str, error: BaseException) -> None:
         self._errors.add(1, {"lbclient.service": service})

@@ -193,3 +193,35 @@ def test_registry_errors_staleness_and_departed_instances(
     assert b.address not in instances  # its series were removed with it
     updates = samples[("lbclient_registry_updates_total", frozenset({("service", "orders")}))]
     assert updates >= 2
+
+
+def test_a_second_exporter_on_the_same_registry_is_a_clear_error(
+    registry: CollectorRegistry,
+) -> None:
+    PrometheusMetrics(registry)
+    with pytest.raises(lbclient.ConfigurationError, match="one PrometheusMetrics per registry"):
+        PrometheusMetrics(registry)
+
+
+def test_an_instance_leaving_mid_request_leaves_no_series(
+    registry: CollectorRegistry, endpoint: Endpoint, tmp_path: Path
+) -> None:
+    metrics = PrometheusMetrics(registry)
+    path = tmp_path / "services.json"
+    with HTTPBackend("slow") as slow, HTTPBackend("other") as other:
+        slow.delay = 1.0
+        path.write_text(json.dumps({"orders": [slow.address]}))
+        lb = lbclient.LoadBalancer(
+            lbclient.StaticRegistry.from_file(path, reload_interval=0.05), listeners=[metrics]
+        )
+        worker = threading.Thread(target=get, args=(lb, 1))
+        worker.start()
+        endpoint.wait("lbclient_requests_in_flight", lambda v: v == 1, service="orders",
+                      instance=slow.address)  # fmt: skip
+        path.write_text(json.dumps({"orders": [other.address]}))
+        endpoint.wait("lbclient_requests_in_flight", lambda v: v is None, service="orders",
+                      instance=slow.address)  # fmt: skip
+        worker.join(20)
+        _, samples = endpoint.scrape()
+        lb.close()
+    assert slow.address not in {dict(labels).get("instance") for _, labels in samples}
