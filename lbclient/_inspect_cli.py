@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import os
 import queue
@@ -18,13 +19,16 @@ import sys
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lbclient._exceptions import ConfigurationError, LBError
 from lbclient._instance import ServiceInstance
 from lbclient._listener import LoadBalancerListener
 from lbclient._watch_views import Snapshot, make_view
 from lbclient.health import HealthCheck
+
+if TYPE_CHECKING:
+    from lbclient._balancer import ServiceState
 
 POLL_SECONDS = 0.25
 """How often ``watch`` looks again without an event (marks of added/removed rows expire)."""
@@ -65,18 +69,19 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="machine-readable output")
 
 
-def parse_health_check(text: str, interval: float = 2.0) -> HealthCheck:
-    """``http:/path``, ``tcp``, ``grpc`` or ``grpc:service`` → a health check."""
+def parse_health_check(text: str) -> HealthCheck:
+    """``http:/path``, ``tcp``, ``grpc`` or ``grpc:service`` → a health check (its interval
+    is set from ``--interval`` afterwards)."""
     from lbclient.health import GrpcHealthCheck, HttpHealthCheck, TcpHealthCheck
 
     kind, _, rest = text.partition(":")
     try:
         if kind == "http":
-            return HttpHealthCheck(rest or "/health", interval=interval)
+            return HttpHealthCheck(rest or "/health")
         if kind == "tcp" and not rest:
-            return TcpHealthCheck(interval=interval)
+            return TcpHealthCheck()
         if kind == "grpc":
-            return GrpcHealthCheck(rest, interval=interval)
+            return GrpcHealthCheck(rest)
     except LBError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
     raise argparse.ArgumentTypeError(
@@ -174,11 +179,11 @@ def watch(args: argparse.Namespace) -> int:
     from lbclient._balancer import LoadBalancer
 
     check = args.health_check
-    if check is not None and args.interval != check.interval:
+    if check is not None:
         try:
-            check = type(check)(**{**_fields(check), "interval": args.interval})
+            check = dataclasses.replace(check, interval=args.interval)
         except LBError as exc:
-            raise ConfigurationError(f"--interval: {exc}") from None
+            raise ConfigurationError(f"--interval {args.interval}: {exc}") from None
     wake: queue.SimpleQueue[None] = queue.SimpleQueue()
     changes = _Changes(wake)
     stop = threading.Event()
@@ -187,8 +192,8 @@ def watch(args: argparse.Namespace) -> int:
         stop.set()
         wake.put(None)
 
-    previous = signal.signal(signal.SIGINT, interrupted)
     lb = LoadBalancer(args.uri, health_check=check, listeners=[changes])
+    previous = signal.signal(signal.SIGINT, interrupted)
     view = make_view(args.service, args.uri, as_json=args.json)
     try:
         state = lb.service(args.service)
@@ -206,13 +211,7 @@ def watch(args: argparse.Namespace) -> int:
     return 130
 
 
-def _fields(check: HealthCheck) -> dict[str, Any]:
-    import dataclasses
-
-    return {f.name: getattr(check, f.name) for f in dataclasses.fields(check) if f.init}
-
-
-def _snapshot(state: Any, changes: _Changes) -> Snapshot:
+def _snapshot(state: ServiceState, changes: _Changes) -> Snapshot:
     states = state.states_by_instance()
     rows = []
     for endpoint in list(state.endpoints.values()):
