@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import threading
 import time
+import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
+from lbclient._balancer import ServiceState
 from lbclient._exceptions import ConfigurationError, MissingDependency
 from lbclient._handle import PickHandle
 from lbclient._instance import ServiceInstance
@@ -28,7 +30,7 @@ from lbclient._observe import LATENCY_BUCKETS, outcome_label
 from lbclient._outcome import Failure, Outcome
 
 try:
-    from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+    from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
     from prometheus_client.core import GaugeMetricFamily
     from prometheus_client.registry import Collector
 except ImportError as _exc:  # pragma: no cover - exercised without the extra
@@ -38,10 +40,9 @@ except ImportError as _exc:  # pragma: no cover - exercised without the extra
 class _Series:
     """The children of one (service, instance) label set, looked up once per attempt."""
 
-    __slots__ = ("duration", "in_flight", "outcomes", "requests")
+    __slots__ = ("duration", "outcomes", "requests")
 
     def __init__(self, metrics: PrometheusMetrics, labels: tuple[str, ...]) -> None:
-        self.in_flight = metrics.in_flight.labels(*labels)
         self.duration = metrics.duration.labels(*labels)
         self.requests = metrics.requests
         self.outcomes: dict[str, Any] = {}
@@ -86,6 +87,9 @@ class PrometheusMetrics(LoadBalancerListener):
         self._listed: dict[str, set[str]] = {}
         self._states: dict[str, dict[str, int]] = {}
         self._stale_since: dict[str, float | None] = {}
+        self._services: weakref.WeakSet[ServiceState] = weakref.WeakSet()
+        """``lbclient_requests_in_flight`` is read from these balancers' own counts at scrape
+        time: nothing to update per attempt, and a departed instance leaves no series."""
         self.registry.register(_Snapshot(self))
 
     def _create_families(self, r: CollectorRegistry, per_attempt: list[str]) -> None:
@@ -100,12 +104,6 @@ class PrometheusMetrics(LoadBalancerListener):
             "Duration of each attempt, from the pick to the end of the response body.",
             per_attempt,
             buckets=LATENCY_BUCKETS,
-            registry=r,
-        )
-        self.in_flight = Gauge(
-            "lbclient_requests_in_flight",
-            "Attempts started and not yet finished.",
-            per_attempt,
             registry=r,
         )
         self.retries = Counter(
@@ -154,14 +152,15 @@ class PrometheusMetrics(LoadBalancerListener):
         return series
 
     def on_attempt(self, handle: PickHandle) -> None:
-        self._get(self._labels(handle.service, handle.instance)).in_flight.inc()
+        if handle.state not in self._services:
+            self._services.add(handle.state)
+        self._get(self._labels(handle.service, handle.instance))
 
     def on_attempt_end(self, handle: PickHandle, outcome: Outcome) -> None:
         labels = self._labels(handle.service, handle.instance)
         series = self._series.get(labels)
         if series is None:  # the instance left while this attempt ran: its series are gone
             return
-        series.in_flight.dec()
         series.duration.observe(outcome.latency)
         series.counter(labels, outcome_label(outcome)).inc()
 
@@ -201,29 +200,44 @@ class PrometheusMetrics(LoadBalancerListener):
                 series = self._series.pop((service, instance_id), None)
                 if series is None:
                     continue
-                self.in_flight.remove(service, instance_id)
                 self.duration.remove(service, instance_id)
                 for outcome in series.outcomes:
                     self.requests.remove(service, instance_id, outcome)
 
 
 class _Snapshot(Collector):
-    """``lbclient_instances`` and ``lbclient_registry_stale_seconds``, computed per scrape."""
+    """``lbclient_requests_in_flight``, ``lbclient_instances`` and
+    ``lbclient_registry_stale_seconds``, computed per scrape."""
 
     def __init__(self, metrics: PrometheusMetrics) -> None:
         self._metrics = metrics
 
     def describe(self) -> list[GaugeMetricFamily]:
-        return list(self._families({}, {}))
+        return list(self._families({}, {}, {}))
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         m = self._metrics
-        return self._families(dict(m._states), dict(m._stale_since))
+        in_flight: dict[tuple[str, ...], int] = {}
+        for state in list(m._services):
+            for endpoint in list(state.endpoints.values()):
+                labels = m._labels(state.name, endpoint.instance)
+                in_flight[labels] = in_flight.get(labels, 0) + endpoint.in_flight
+        return self._families(in_flight, dict(m._states), dict(m._stale_since))
 
-    @staticmethod
     def _families(
-        states: dict[str, dict[str, int]], stale: dict[str, float | None]
+        self,
+        in_flight: dict[tuple[str, ...], int],
+        states: dict[str, dict[str, int]],
+        stale: dict[str, float | None],
     ) -> Iterator[GaugeMetricFamily]:
+        active = GaugeMetricFamily(
+            "lbclient_requests_in_flight",
+            "Attempts started and not yet finished.",
+            labels=["service", "instance"] if self._metrics.instance_label else ["service"],
+        )
+        for labels, count in sorted(in_flight.items()):
+            active.add_metric(list(labels), count)
+        yield active
         instances = GaugeMetricFamily(
             "lbclient_instances",
             "Instances of a service by state: usable, ejected, unhealthy, silent, filtered.",
