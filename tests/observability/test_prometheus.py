@@ -225,3 +225,24 @@ def test_an_instance_leaving_mid_request_leaves_no_series(
         _, samples = endpoint.scrape()
         lb.close()
     assert slow.address not in {dict(labels).get("instance") for _, labels in samples}
+
+
+@pytest.mark.parametrize(
+    ("module", "blocked", "extra"),
+    [
+        ("lbclient.metrics", "prometheus_client", "prometheus"),
+        ("lbclient.otel", "opentelemetry", "otel"),
+    ],
+)
+def test_a_missing_extra_says_what_to_install(module: str, blocked: str, extra: str) -> None:
+    import subprocess
+    import sys
+
+    code = (
+        f"import sys; sys.modules[{blocked!r}] = None\n"
+        "import lbclient\n"
+        f"try:\n    import {module}\n"
+        "except lbclient.MissingDependency as exc:\n    print(exc)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert f"pip install 'lbclient[{extra}]'" in done.stdout
