@@ -265,7 +265,9 @@ class ServiceState:
             except Exception:
                 log.exception("listener %r failed in on_attempt_end", listener)
 
-    def retried(self, attempt: int, failure: Failure, *, granted: bool, refused: bool) -> None:
+    def retried(
+        self, attempt: int, failure: Failure | None, *, granted: bool, refused: bool
+    ) -> None:
         """Tell listeners a failed attempt is resent (``granted``), or that the retry budget
         said no (``refused``); nothing when the policy itself does not retry it."""
         if self.listeners and (granted or refused):

@@ -49,10 +49,11 @@ class LoadBalancerListener:
     def on_attempt_end(self, handle: PickHandle, outcome: Outcome) -> None:
         """The attempt of ``handle`` ended (right after ``on_complete``); called exactly once."""
 
-    def on_retry(self, service: str, attempt: int, failure: Failure) -> None:
-        """Attempt number ``attempt`` failed with ``failure`` and another attempt will follow."""
+    def on_retry(self, service: str, attempt: int, failure: Failure | None) -> None:
+        """Attempt number ``attempt`` failed with ``failure`` and another attempt will follow
+        (``failure`` is None for a retried status that is not the instance's fault, a 429)."""
 
-    def on_retry_refused(self, service: str, attempt: int, failure: Failure) -> None:
+    def on_retry_refused(self, service: str, attempt: int, failure: Failure | None) -> None:
         """Attempt ``attempt`` failed and could have been retried, but the service's retry budget
         is spent (Envoy's ``upstream_rq_retry_overflow``): the failure goes to the caller."""
 

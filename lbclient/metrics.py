@@ -164,10 +164,10 @@ class PrometheusMetrics(LoadBalancerListener):
         series.duration.observe(outcome.latency)
         series.counter(labels, outcome_label(outcome)).inc()
 
-    def on_retry(self, service: str, attempt: int, failure: Failure) -> None:
+    def on_retry(self, service: str, attempt: int, failure: Failure | None) -> None:
         self.retries.labels(service).inc()
 
-    def on_retry_refused(self, service: str, attempt: int, failure: Failure) -> None:
+    def on_retry_refused(self, service: str, attempt: int, failure: Failure | None) -> None:
         self.retries_refused.labels(service).inc()
 
     # -- what the balancer knows -----------------------------------------------------------

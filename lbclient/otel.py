@@ -180,13 +180,13 @@ class OpenTelemetryInstrumentation(LoadBalancerListener):
             span.set_status(Status(StatusCode.ERROR, label))
         span.end()
 
-    def on_retry(self, service: str, attempt: int, failure: Failure) -> None:
+    def on_retry(self, service: str, attempt: int, failure: Failure | None) -> None:
         self._retries.add(1, {"lbclient.service": service})
-        _event("lbclient.retry", service, attempt=attempt, failure=failure.value)
+        _event("lbclient.retry", service, attempt=attempt, failure=_kind(failure))
 
-    def on_retry_refused(self, service: str, attempt: int, failure: Failure) -> None:
+    def on_retry_refused(self, service: str, attempt: int, failure: Failure | None) -> None:
         self._refused.add(1, {"lbclient.service": service})
-        _event("lbclient.retry_refused", service, attempt=attempt, failure=failure.value)
+        _event("lbclient.retry_refused", service, attempt=attempt, failure=_kind(failure))
 
     # -- what the balancer knows -----------------------------------------------------------
 
@@ -236,6 +236,10 @@ class OpenTelemetryInstrumentation(LoadBalancerListener):
             Observation(0.0 if since is None else now - since, {"lbclient.service": service})
             for service, since in list(self._stale_since.items())
         ]
+
+
+def _kind(failure: Failure | None) -> str:
+    return "none" if failure is None else failure.value
 
 
 def _event(name: str, service: str, **attributes: Any) -> None:

@@ -179,7 +179,7 @@ class TransportCore:
         """True when this response should be dropped and the request retried elsewhere."""
         if status in retry.policy.statuses:
             again = retry.retry_status(status)
-            failure = failure_for_status(status) or Failure.SERVER
+            failure = failure_for_status(status)  # None: a retried status such as 429
             handle.state.retried(retry.attempt, failure, granted=again, refused=retry.refused)
             if again:
                 handle.done(failure, status=status)

@@ -56,10 +56,10 @@ class Recorder(LoadBalancerListener):
     def on_attempt_end(self, handle: PickHandle, outcome: Outcome) -> None:
         self._add("on_attempt_end", handle, outcome)
 
-    def on_retry(self, service: str, attempt: int, failure: Failure) -> None:
+    def on_retry(self, service: str, attempt: int, failure: Failure | None) -> None:
         self._add("on_retry", service, attempt, failure)
 
-    def on_retry_refused(self, service: str, attempt: int, failure: Failure) -> None:
+    def on_retry_refused(self, service: str, attempt: int, failure: Failure | None) -> None:
         self._add("on_retry_refused", service, attempt, failure)
 
     def on_instance_states(self, service: str, counts: Mapping[str, int]) -> None:
@@ -249,3 +249,22 @@ def test_every_hook_is_a_documented_no_op() -> None:
         HOOKS
     )
     assert listener.on_retry("s", 1, Failure.CONNECT) is None
+
+
+def test_a_retried_status_that_is_no_failure_is_reported_without_one() -> None:
+    recorder = Recorder()
+    with HTTPBackend("busy") as busy, HTTPBackend("free") as free:
+        busy.status = 429
+        lb = lbclient.LoadBalancer(
+            {"orders": [busy.address, free.address]},
+            scheduler="round_robin",
+            retry=lbclient.RetryPolicy(statuses={429}),
+            listeners=[recorder],
+        )
+        for _ in range(2):
+            assert send("sync", lb, "GET", "http://orders/x").status_code == 200
+    assert recorder.named("on_retry") == [("orders", 1, None)]
+    ends = {args[0].instance.port: args[1] for args in recorder.named("on_attempt_end")}
+    assert ends[busy.port].status == 429
+    assert ends[busy.port].failure is None  # a 429 does not blame the instance
+    assert_settled(lb)
