@@ -298,12 +298,16 @@ class Race:
         if not (hedging.budget.try_withdraw() and hedging.retry_budget.try_withdraw()):
             hedging.refused += 1
             self._at = None
+            if state.listeners:
+                state.emit("on_hedge_refused", retry.attempt)
             return None
         handle = _pick_untried(state, retry, tried)
         if handle is None:
             self._at = None
             return None
         hedging.sent += 1
+        if state.listeners:
+            state.emit("on_hedge", retry.attempt, handle.instance)
         return handle
 
     def won(self) -> bool:
@@ -365,7 +369,7 @@ def _pick_untried(
         exclude=base.exclude | tried,
     )
     try:
-        handle = state.pick(context)
+        handle = state.pick(context, retry.attempt)
     except LBError:
         return None
     if handle.instance.id in tried:

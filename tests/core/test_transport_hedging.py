@@ -32,11 +32,21 @@ EAGER = HedgePolicy(delay=0.05, budget_ratio=1.0, budget_cap=10)
 class Outcomes(LoadBalancerListener):
     def __init__(self) -> None:
         self.seen: list[tuple[str, Outcome]] = []
+        self.hedged_to: list[str] = []
+        self.refused = 0
         self._lock = threading.Lock()
 
     def on_complete(self, service: str, instance: Any, outcome: Outcome) -> None:
         with self._lock:
             self.seen.append((instance.id, outcome))
+
+    def on_hedge(self, service: str, attempt: int, instance: Any) -> None:
+        with self._lock:
+            self.hedged_to.append(instance.id)
+
+    def on_hedge_refused(self, service: str, attempt: int) -> None:
+        with self._lock:
+            self.refused += 1
 
 
 @pytest.fixture
@@ -86,6 +96,8 @@ def test_a_slow_attempt_is_beaten_by_a_hedge_on_another_instance(mode: Mode, pai
         # round robin put every other request on the slow one (a fast answer delayed past
         # 50 ms by a loaded machine is hedged too)
         assert stats["hedges"] >= 3
+        assert listener.hedged_to.count("fast") == 3  # every request on the slow one
+        assert len(listener.hedged_to) == stats["hedges"]
         if mode == "async":  # the losers were cancelled at once
             assert_settled(lb)
         on_slow = [o for i, o in listener.seen if i == "slow"]
@@ -118,9 +130,11 @@ def test_the_budget_limits_hedges(mode: Mode, pair) -> None:
     slow, fast = pair
     slow.delay = 0.2
     stingy = HedgePolicy(delay=0.02, budget_ratio=0.0, budget_cap=10)  # 10 banked tokens
-    with balancer(slow, fast, hedge=stingy) as lb:
+    listener = Outcomes()
+    with balancer(slow, fast, hedge=stingy, listeners=[listener]) as lb:
         responses = run(mode, lb, [("GET", {})] * 24)
         stats = lb.stats("svc")
+        assert listener.refused == stats["hedges_refused_by_budget"]
         # 12 requests land on the slow backend, each wants a hedge, 10 get one
         assert stats["hedges"] == 10
         assert stats["hedges_refused_by_budget"] >= 2
