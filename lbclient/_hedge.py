@@ -84,9 +84,7 @@ class HedgePolicy:
                     "'p99.5'",
                 )
         else:
-            object.__setattr__(
-                self, "delay", _or_percentile(check.seconds, "HedgePolicy.delay", delay)
-            )
+            object.__setattr__(self, "delay", _delay_seconds(delay))
         check.integer("HedgePolicy.max_hedges", self.max_hedges, minimum=1, maximum=MAX_HEDGES)
         check.number("HedgePolicy.budget_ratio", self.budget_ratio, minimum=0.0, maximum=1.0)
         check.number("HedgePolicy.budget_min_per_second", self.budget_min_per_second, minimum=0.0)
@@ -101,15 +99,16 @@ class HedgePolicy:
         return None
 
 
-def _or_percentile(seconds: Any, setting: str, value: object) -> float:
-    """``check.seconds``, its message also naming the percentile form."""
+def _delay_seconds(value: object) -> float:
+    """``check.seconds`` for a fixed delay, its message also naming the percentile form."""
     try:
-        result: float = seconds(setting, value)
+        return check.seconds("HedgePolicy.delay", value)
     except ConfigurationError:
         raise check.invalid(
-            setting, value, "a number of seconds in [0.001, 31536000] or a percentile like 'p95'"
+            "HedgePolicy.delay",
+            value,
+            "a number of seconds in [0.001, 31536000] or a percentile like 'p95'",
         ) from None
-    return result
 
 
 def check_hedge(value: object) -> HedgePolicy | None:
@@ -136,7 +135,7 @@ class LatencyHistogram:
     _BUCKETS = 200
     _REFRESH = 32
     _LOG_GROWTH = math.log(_GROWTH)
-    _EDGES = tuple(1e-5 * 1.1**i for i in range(200))
+    _EDGES = tuple(1e-5 * 1.1**i for i in range(200))  # _FLOOR * _GROWTH**i (class scope)
 
     def __init__(self, window: float = 30.0) -> None:
         self._half = window / 2
@@ -213,7 +212,7 @@ class LatencyHistogram:
 class Hedging:
     """One policy at work for one service: its hedge budget and the service's latencies."""
 
-    __slots__ = ("budget", "latencies", "policy", "refused", "retry_budget", "sent")
+    __slots__ = ("_lock", "budget", "latencies", "policy", "refused", "retry_budget", "sent")
 
     def __init__(
         self, policy: HedgePolicy, latencies: LatencyHistogram, retry_budget: RetryBudget
@@ -227,9 +226,18 @@ class Hedging:
             cap=max(10.0 * policy.budget_min_per_second, policy.budget_cap),
         )
         self.sent = 0
-        """Hedges sent (an estimate under threads: an unlocked counter)."""
+        """Hedges sent."""
         self.refused = 0
         """Hedges that were due but refused by a budget."""
+        self._lock = threading.Lock()
+
+    def count(self, *, sent: bool) -> None:
+        """One hedge sent, or refused by a budget (counted exactly under threads)."""
+        with self._lock:
+            if sent:
+                self.sent += 1
+            else:
+                self.refused += 1
 
     def delay(self) -> float | None:
         """Seconds before the first hedge, or None when the percentile is not known yet."""
@@ -296,7 +304,7 @@ class Race:
             self._at = None
             return None
         if not (hedging.budget.try_withdraw() and hedging.retry_budget.try_withdraw()):
-            hedging.refused += 1
+            hedging.count(sent=False)
             self._at = None
             if state.listeners:
                 state.emit("on_hedge_refused", retry.attempt)
@@ -305,7 +313,7 @@ class Race:
         if handle is None:
             self._at = None
             return None
-        hedging.sent += 1
+        hedging.count(sent=True)
         if state.listeners:
             state.emit("on_hedge", retry.attempt, handle.instance)
         return handle
