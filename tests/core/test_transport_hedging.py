@@ -328,3 +328,15 @@ def _eventually(predicate: Any, timeout: float = 10.0) -> bool:
             return True
         event.wait(0.01)
     return bool(predicate())
+
+
+def test_the_deadline_bounds_every_hedge(mode: Mode, pair) -> None:
+    slow, fast = pair
+    fast.delay = 5.0  # both slow: the first attempt and its hedge are cut at the deadline
+    policy = lbclient.RetryPolicy(timeout=0.3)
+    with balancer(slow, fast, hedge=EAGER, retry=policy) as lb:
+        with pytest.raises(lbclient.DeadlineExceeded):
+            run(mode, lb, [("GET", {})])
+        assert lb.stats("svc")["hedges"] == 1
+        fast.delay = slow.delay = 0
+        assert _eventually(lambda: all(r["in_flight"] == 0 for r in lb.stats("svc")["instances"]))
