@@ -50,6 +50,8 @@ class Result:
     attempts: int = 0
     hedges: int = 0
     refused: int = 0
+    delays: list[float] = field(default_factory=list)
+    """The hedge delay (the tracked p95) at the end of each run."""
 
     def pct(self, q: float) -> float:
         ordered = sorted(self.latencies)
@@ -66,6 +68,7 @@ class Result:
         self.attempts += other.attempts
         self.hedges += other.hedges
         self.refused += other.refused
+        self.delays += other.delays
 
 
 async def run(label: str, addresses: list[str], hedge: lbclient.HedgePolicy | None) -> Result:
@@ -90,6 +93,9 @@ async def run(label: str, addresses: list[str], hedge: lbclient.HedgePolicy | No
         await asyncio.gather(*(worker(end, result.latencies) for _ in range(CONCURRENCY)))
         result.seconds = time.monotonic() - started
         after = lb.stats("svc")
+        if hedge is not None:
+            delay = lb.service("svc").hedges.get(hedge).delay()
+            result.delays.append(delay or 0.0)
     lb.close()
     result.attempts = _picks(after) - _picks(before)
     result.hedges = after["hedges"] - before["hedges"]
@@ -131,14 +137,16 @@ def table(results: list[Result]) -> str:
     base = results[0]
     lines = [
         "| run | requests | requests/s | p50 ms | p99 ms | p99.9 ms | extra load | hedges sent "
-        "| hedges refused by the budget | p99 / baseline p99 | p99.9 / baseline p99.9 |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| hedges refused by the budget | hedge delay ms | p99 / baseline p99 "
+        "| p99.9 / baseline p99.9 |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         lines.append(
             f"| {r.label} | {len(r.latencies):,} | {len(r.latencies) / r.seconds:,.0f} "
             f"| {r.pct(0.5) * 1000:.1f} | {r.pct(0.99) * 1000:.1f} | {r.pct(0.999) * 1000:.1f} "
             f"| {r.extra:.1%} | {r.hedges:,} | {r.refused:,} "
+            f"| {' / '.join(f'{d * 1000:.0f}' for d in r.delays) or '-'} "
             f"| {r.pct(0.99) / base.pct(0.99):.2f} | {r.pct(0.999) / base.pct(0.999):.2f} |"
         )
     return "\n".join(lines)
