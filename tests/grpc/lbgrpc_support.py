@@ -75,9 +75,10 @@ class _Servicer:
         self.backend = backend
         self.pb2 = backend.echo.pb2
 
-    def _enter(self, request: Any, context: grpc.ServicerContext) -> None:
+    def _enter(self, request: Any, context: grpc.ServicerContext, delay: float = 0.0) -> None:
         backend = self.backend
         backend.count(context)
+        _sleep(context, delay)  # before an abort too: a slow failure
         if backend.abort_code is not None:
             context.abort(backend.abort_code, f"{backend.name} answers {backend.abort_code.name}")
         if request is not None and request.abort:
@@ -89,8 +90,8 @@ class _Servicer:
         return self.pb2.Reply(backend=self.backend.name, metadata=metadata, **fields)
 
     def Unary(self, request: Any, context: grpc.ServicerContext) -> Any:
-        self._enter(request, context)
-        _sleep(context, request.sleep + self.backend.delay)
+        self._enter(request, context, self.backend.delay)
+        _sleep(context, request.sleep)
         return self._reply(context, text=request.text)
 
     def ServerStream(self, request: Any, context: grpc.ServicerContext) -> Any:

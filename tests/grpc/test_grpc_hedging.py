@@ -135,3 +135,35 @@ async def test_aio_caller_cancelling_a_hedged_call_releases_everything(echo, bac
         assert all(r["failures"] == 0 for r in lb.stats("echo")["instances"])
     finally:
         await channel.close()
+
+
+async def test_aio_all_attempts_failing_end_as_an_unhedged_call_would(echo, backends, make_lb):
+    for backend in backends:
+        backend.abort_code = grpc.StatusCode.UNAVAILABLE
+        backend.delay = 0.05  # answers after the hedge delay: every round is hedged
+    lb = make_lb(backends, hedge=HedgePolicy(delay=0.01, budget_ratio=1.0))
+    channel = lbclient.grpc.aio.insecure_channel("echo", lb, idempotent="all")
+    stub = echo.pb2_grpc.EchoStub(channel)
+    try:
+        call = stub.Unary(echo.pb2.Request())
+        with pytest.raises(grpc.RpcError) as caught:
+            await call
+        assert caught.value.code() is grpc.StatusCode.UNAVAILABLE
+        assert await call.code() is grpc.StatusCode.UNAVAILABLE
+        assert lb.stats("echo")["hedges"] >= 1
+        assert in_flight(lb) == 0
+    finally:
+        await channel.close()
+
+
+async def test_aio_methods_outside_idempotent_are_never_hedged(echo, backends, make_lb):
+    backends[0].delay = 0.2
+    lb = make_lb(backends[:2], hedge=HEDGE)
+    channel = lbclient.grpc.aio.insecure_channel("echo", lb)
+    stub = echo.pb2_grpc.EchoStub(channel)
+    try:
+        replies = [await stub.Unary(echo.pb2.Request()) for _ in range(4)]
+        assert {r.backend for r in replies} == {"a", "b"}
+        assert lb.stats("echo")["hedges"] == 0
+    finally:
+        await channel.close()

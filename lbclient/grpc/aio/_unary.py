@@ -176,6 +176,7 @@ class RetryingUnaryCall(grpc.aio.UnaryUnaryCall[Any, Any]):
                         return _Won(task.result())
                     if error is not None:
                         failure = error
+                        self._call = call  # the Call methods answer for the error raised
             if not isinstance(failure, grpc.RpcError):
                 assert failure is not None
                 raise failure
