@@ -67,11 +67,14 @@ class Balancing:
         return state
 
     def _begin(self, state: ServiceState, retry: RetryState) -> tuple[PickHandle, Lease[Any]]:
+        handle = self._pick(state, retry)
+        return handle, self._lease(state, handle)
+
+    def _pick(self, state: ServiceState, retry: RetryState) -> PickHandle:
         try:
-            handle = self._core.pick(state, retry)
+            return self._core.pick(state, retry)
         except LBError as exc:
             raise self.error_class(self._core.service, exc) from exc
-        return handle, self._lease(state, handle)
 
     def _lease(self, state: ServiceState, handle: PickHandle) -> Lease[Any]:
         """The sub-channel of the picked instance; the handle is cancelled if there is none."""

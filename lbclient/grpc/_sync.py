@@ -20,7 +20,6 @@ an active health check marks it down; such services should enable one of the two
 from __future__ import annotations
 
 import contextlib
-import queue
 import time
 import weakref
 from collections.abc import Callable, Collection, Iterator
@@ -32,6 +31,7 @@ from lbclient._balancer import LoadBalancer, ServiceState
 from lbclient._handle import PickHandle
 from lbclient._hedge import HedgePolicy, Hedging, Race
 from lbclient._instance import ServiceInstance
+from lbclient._racing import race_futures
 from lbclient._retry import RetryPolicy, RetryState
 from lbclient.grpc._base import Balancing, Method
 from lbclient.grpc._core import (
@@ -334,46 +334,25 @@ class _MultiCallable:
         request: Any,
         args: tuple[Any, ...],
     ) -> tuple[Any, Any]:
-        """One round: ``(winning future, None)``, or ``(None, last failed future)``."""
+        """One round over grpcio futures (``race_futures``): ``(winning future, None)``,
+        or ``(None, last failed future)``."""
         channel = self._channel
-        ended: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        attempts: dict[Any, PickHandle] = {}
 
-        def launch(handle: PickHandle, lease: Lease[Any]) -> None:
+        def start(handle: PickHandle, lease: Lease[Any]) -> Any:
             try:
                 future = self._method.on(lease).future(request, deadline.remaining(), *args)
             except BaseException as exc:
                 handle.__exit__(type(exc), exc, None)
                 channel._pool.release(lease)
                 raise
-            attempts[future] = handle
             _report_attempt_when_done(future, race, handle, lease, channel._pool)
-            future.add_done_callback(ended.put)
+            return future
 
-        launch(*channel._begin(state, retry))
-        failure: Any = None
-        try:
-            while attempts:
-                try:
-                    future = ended.get(timeout=race.wait())
-                except queue.Empty:
-                    hedge = race.hedge(state, retry)
-                    if hedge is not None:
-                        launch(hedge, channel._lease(state, hedge))
-                    continue
-                attempt = attempts.pop(future)
-                if future.code() is not grpc.StatusCode.OK:
-                    failure = future
-                elif race.won():
-                    race.record(attempt.started)
-                    return future, None
-            return None, failure
-        finally:
-            race.decided = True
-            now = time.monotonic()
-            for future, handle in attempts.items():
-                future.cancel()
-                race.record(handle.started, now)
+        handle, lease = channel._begin(state, retry)
+        first = start(handle, lease)
+        return race_futures(
+            race, state, retry, (handle, first), lambda h: start(h, channel._lease(state, h))
+        )
 
     def _started(self, invoke: Callable[[Any], Any], metadata: Any) -> Any:
         """Start one attempt whose outcome is reported when grpcio says the call ended."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Unpack
@@ -14,6 +13,7 @@ from lbclient._balancer import LoadBalancer, ServiceState
 from lbclient._exceptions import ServiceNotFound
 from lbclient._handle import PickHandle
 from lbclient._hedge import Hedging, Race
+from lbclient._racing import on_asyncio, race_tasks
 from lbclient._retry import RetryState
 from lbclient.transport._core import (
     Release,
@@ -66,58 +66,25 @@ class AsyncLoadBalancedTransport(httpx.AsyncBaseTransport):
     async def _race(
         self, request: httpx.Request, state: ServiceState, retry: RetryState, hedging: Hedging
     ) -> httpx.Response:
-        """One round of a hedged request: attempts in tasks, the first answer wins (the
-        decisions are ``Race``'s; this only starts, waits for and cancels tasks)."""
+        """One round of a hedged request: its attempts race in tasks (``race_tasks``)."""
         race = hedging.race()
         handle = self._core.pick(request, state, retry)
-        if not race.hedged or not _on_asyncio():  # no delay known yet: one attempt
+        if not race.hedged or not on_asyncio():  # no delay known yet: one attempt
             response = await self._attempt(request, handle, retry, race)
             race.record(handle.started)
             return response
-        attempts: dict[asyncio.Task[httpx.Response], PickHandle] = {}
-        self._launch(attempts, request, handle, retry, race)
-        failure: BaseException | None = None
-        try:
-            while attempts:
-                done, _ = await asyncio.wait(
-                    attempts, timeout=race.wait(), return_when=asyncio.FIRST_COMPLETED
-                )
-                if not done:
-                    hedge = race.hedge(state, retry)
-                    if hedge is not None:
-                        self._launch(attempts, request, hedge, retry, race)
-                    continue
-                winner = None
-                for task in done:
-                    attempt = attempts.pop(task)
-                    error = task.exception()
-                    if error is not None:
-                        failure = error
-                    elif race.won():
-                        race.record(attempt.started)
-                        winner = task.result()
-                    else:  # answered in the same instant as the winner
-                        await _discard(attempt, task.result())
-                if winner is not None:
-                    return winner
+        answer, failure = await race_tasks(
+            race,
+            state,
+            retry,
+            handle,
+            lambda attempt: self._attempt(request, attempt, retry, race),
+            _discard,
+        )
+        if answer is None:
             assert failure is not None
             raise failure
-        finally:
-            if attempts:
-                await _cancel(race, attempts)
-
-    def _launch(
-        self,
-        attempts: dict[asyncio.Task[httpx.Response], PickHandle],
-        request: httpx.Request,
-        handle: PickHandle,
-        retry: RetryState,
-        race: Race,
-    ) -> None:
-        task = asyncio.get_running_loop().create_task(self._attempt(request, handle, retry, race))
-        # A task cancelled before its first step never runs _attempt's own release.
-        task.add_done_callback(lambda done: handle.cancel() if done.cancelled() else None)
-        attempts[task] = handle
+        return answer
 
     async def _attempt(
         self, request: httpx.Request, handle: PickHandle, retry: RetryState, race: Race | None
@@ -159,33 +126,8 @@ class AsyncLoadBalancedTransport(httpx.AsyncBaseTransport):
             await inner.aclose()
 
 
-def _on_asyncio() -> bool:
-    """Hedges run in asyncio tasks: under another event loop (trio) requests go unhedged."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return False
-    return True
-
-
-async def _cancel(race: Race, attempts: dict[asyncio.Task[httpx.Response], PickHandle]) -> None:
-    """Cancel the attempts that lost (or all, when the caller gave up) and wait for them.
-    Each releases its slot as a cancellation; the time it ran joins the latencies."""
-    race.decided = True
-    for task in attempts:
-        task.cancel()
-    now = time.monotonic()
-    await asyncio.wait(attempts)
-    for task, handle in attempts.items():
-        if task.cancelled():
-            race.record(handle.started, now)
-        elif task.exception() is None:
-            await _discard(handle, task.result())
-
-
 async def _discard(handle: PickHandle, response: httpx.Response) -> None:
-    """A losing answer: its instance is not judged, its connection goes back."""
-    handle.cancel()
+    """A losing answer (its handle already released): its connection goes back."""
     await response.aclose()
 
 

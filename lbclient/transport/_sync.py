@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import concurrent.futures
-import functools
 import time
 from collections.abc import Callable, Iterator
 from typing import Unpack
@@ -14,6 +12,7 @@ from lbclient._balancer import LoadBalancer, ServiceState
 from lbclient._exceptions import ServiceNotFound
 from lbclient._handle import PickHandle
 from lbclient._hedge import Hedging, Race
+from lbclient._racing import Attempt, race_futures
 from lbclient._retry import RetryState
 from lbclient.transport._core import Release, RetryAttempt, TransportCore, abandon
 from lbclient.transport._options import TransportOptions, checked
@@ -75,10 +74,9 @@ class LoadBalancedTransport(httpx.BaseTransport):
     def _race(
         self, request: httpx.Request, state: ServiceState, retry: RetryState, hedging: Hedging
     ) -> httpx.Response:
-        """One round of a hedged request: attempts on the pool's threads, the first answer
-        wins (the decisions are ``Race``'s; this only starts and waits for attempts). A
-        thread cannot be interrupted: a losing attempt runs to its end, then releases its
-        slot as a cancellation and closes its answer."""
+        """One round of a hedged request: its attempts race on the pool's threads
+        (``race_futures``). A losing attempt runs to its end (a blocking read cannot be
+        interrupted), then releases its slot as a cancellation and closes its answer."""
         race = hedging.race()
         handle = self._core.pick(request, state, retry)
         first = (
@@ -90,42 +88,18 @@ class LoadBalancedTransport(httpx.BaseTransport):
             response = self._attempt(request, handle, retry, race)
             race.record(handle.started)
             return response
-        attempts = {first: handle}
-        failure: BaseException | None = None
-        try:
-            while attempts:
-                done, _ = concurrent.futures.wait(
-                    attempts, timeout=race.wait(), return_when=concurrent.futures.FIRST_COMPLETED
-                )
-                if not done:
-                    hedge = race.hedge(state, retry)
-                    if hedge is not None:
-                        future = self._threads.submit(self._attempt, request, hedge, retry, race)
-                        if future is None:
-                            hedge.cancel()
-                        else:
-                            attempts[future] = hedge
-                    continue
-                winner = None
-                for future in done:
-                    attempt = attempts.pop(future)
-                    error = future.exception()
-                    if error is not None:
-                        failure = error
-                    elif race.won():
-                        race.record(attempt.started)
-                        winner = future.result()
-                    else:  # answered in the same instant as the winner
-                        _discard(attempt, future.result())
-                if winner is not None:
-                    return winner
+
+        def launch(hedge: PickHandle) -> Attempt | None:
+            future = self._threads.submit(self._attempt, request, hedge, retry, race)
+            if future is None:
+                hedge.cancel()
+            return future
+
+        winner, failure = race_futures(race, state, retry, (handle, first), launch, _discard)
+        if winner is None:
             assert failure is not None
-            raise failure
-        finally:
-            race.decided = True
-            for future, attempt in attempts.items():
-                future.cancel()
-                future.add_done_callback(functools.partial(_lost, race, attempt))
+            raise failure.exception()  # type: ignore[misc]
+        return winner.result()  # type: ignore[attr-defined,no-any-return]
 
     def _attempt(
         self, request: httpx.Request, handle: PickHandle, retry: RetryState, race: Race | None
@@ -161,21 +135,8 @@ class LoadBalancedTransport(httpx.BaseTransport):
             inner.close()
 
 
-def _lost(
-    race: Race, handle: PickHandle, future: concurrent.futures.Future[httpx.Response]
-) -> None:
-    """A losing attempt ended (or was cancelled before it began): release its slot as a
-    cancellation, close its answer; how long it took joins the latencies."""
-    if future.cancelled():
-        handle.cancel()
-    elif future.exception() is None:
-        race.record(handle.started)
-        _discard(handle, future.result())
-
-
 def _discard(handle: PickHandle, response: httpx.Response) -> None:
-    """A losing answer: its instance is not judged, its connection goes back."""
-    handle.cancel()
+    """A losing answer (its handle already released): its connection goes back."""
     response.close()
 
 

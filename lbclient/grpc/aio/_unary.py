@@ -10,8 +10,6 @@ or for the channel's own error when no attempt could start.
 from __future__ import annotations
 
 import asyncio
-import functools
-import time
 from collections.abc import Awaitable, Callable, Generator
 from typing import TYPE_CHECKING, Any
 
@@ -20,9 +18,9 @@ import grpc.aio
 
 from lbclient._handle import PickHandle
 from lbclient._hedge import Race
+from lbclient._racing import race_tasks
 from lbclient.grpc._base import Method
 from lbclient.grpc._core import Deadline, report_attempt
-from lbclient.grpc._pool import Lease, SubChannelPool
 
 if TYPE_CHECKING:
     from lbclient._balancer import ServiceState
@@ -37,31 +35,6 @@ class _Won:
 
     def __init__(self, response: Any) -> None:
         self.response = response
-
-
-async def _answer(call: Any, race: Race, handle: PickHandle) -> Any:
-    """Await one attempt of a hedged call and report how it ended (a lost one: cancelled)."""
-    try:
-        response = await call
-    except grpc.RpcError as error:
-        report_attempt(race, handle, error.code(), error.details())
-        raise
-    except BaseException as exc:  # cancelled: grpcio cancelled the RPC too
-        handle.__exit__(type(exc), exc, None)
-        raise
-    handle.done()
-    return response
-
-
-def _ended(
-    handle: PickHandle, lease: Lease[Any], pool: SubChannelPool[Any], task: asyncio.Task[Any]
-) -> None:
-    """An attempt's task ended: give its sub-channel back; a task cancelled before its first
-    step never reported, so its handle is released here (a no-op otherwise)."""
-    try:
-        handle.cancel()
-    finally:
-        pool.release(lease)
 
 
 class RetryingUnaryCall(grpc.aio.UnaryUnaryCall[Any, Any]):
@@ -136,60 +109,38 @@ class RetryingUnaryCall(grpc.aio.UnaryUnaryCall[Any, Any]):
         race: Race,
         attempt: Callable[[Any, float | None], Any],
     ) -> Any:
-        """One round of a hedged call: each attempt in a task, the first answer wins and the
-        others are cancelled (``Race`` decides). Returns ``_Won``, or the last RpcError."""
+        """One round of a hedged call, its attempts racing in tasks (``race_tasks``): the
+        response wrapped in ``_Won``, or the last RpcError."""
         channel = self._channel
-        attempts: dict[asyncio.Task[Any], tuple[PickHandle, Any]] = {}
-        loop = asyncio.get_running_loop()
 
-        def launch(handle: PickHandle, lease: Lease[Any]) -> None:
+        async def one(handle: PickHandle) -> tuple[Any, Any]:
+            lease = channel._lease(state, handle)
             try:
                 call = attempt(self._method.on(lease), self._deadline.remaining())
-            except BaseException as exc:
+                if self._call is None:
+                    self._call = call
+                try:
+                    response = await call
+                except grpc.RpcError as error:
+                    self._call = call  # the Call methods answer for the error raised
+                    report_attempt(race, handle, error.code(), error.details())
+                    raise
+                handle.done()
+                return call, response
+            except BaseException as exc:  # cancelled (grpcio cancels the RPC too), or ours
                 handle.__exit__(type(exc), exc, None)
-                channel._pool.release(lease)
                 raise
-            if self._call is None:
-                self._call = call
-            task = loop.create_task(_answer(call, race, handle))
-            task.add_done_callback(functools.partial(_ended, handle, lease, channel._pool))
-            attempts[task] = (handle, call)
+            finally:
+                channel._pool.release(lease)
 
-        launch(*channel._begin(state, retry))
-        failure: BaseException | None = None
-        try:
-            while attempts:
-                done, _ = await asyncio.wait(
-                    attempts, timeout=race.wait(), return_when=asyncio.FIRST_COMPLETED
-                )
-                if not done:
-                    hedge = race.hedge(state, retry)
-                    if hedge is not None:
-                        launch(hedge, channel._lease(state, hedge))
-                    continue
-                for task in done:
-                    handle, call = attempts.pop(task)
-                    error = task.exception()
-                    if error is None and race.won():
-                        race.record(handle.started)
-                        self._call = call
-                        return _Won(task.result())
-                    if error is not None:
-                        failure = error
-                        self._call = call  # the Call methods answer for the error raised
-            if not isinstance(failure, grpc.RpcError):
-                assert failure is not None
-                raise failure
-            return failure
-        finally:
-            race.decided = True
-            if attempts:
-                for task in attempts:
-                    task.cancel()
-                now = time.monotonic()
-                await asyncio.wait(attempts)
-                for handle, _ in attempts.values():
-                    race.record(handle.started, now)
+        answer, failure = await race_tasks(race, state, retry, channel._pick(state, retry), one)
+        if answer is not None:
+            self._call = answer[0]
+            return _Won(answer[1])
+        if not isinstance(failure, grpc.RpcError):
+            assert failure is not None
+            raise failure
+        return failure
 
     def __await__(self) -> Generator[Any, None, Any]:
         return self._task.__await__()
