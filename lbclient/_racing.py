@@ -34,10 +34,18 @@ class Attempt(Protocol):
     def cancel(self) -> bool: ...
     def cancelled(self) -> bool: ...
     def exception(self) -> BaseException | None: ...
+    def result(self) -> Any: ...
 
 
 Discard = Callable[[PickHandle, Any], None]
 """Close a losing attempt's answer (an httpx response); its handle is already released."""
+
+
+def failure_of(attempt: Attempt | None) -> BaseException:
+    """The exception a failed attempt ended with (grpcio's future is its own RpcError)."""
+    error = attempt.exception() if attempt is not None else None
+    assert error is not None, "a round ends with a winner or a failed attempt"
+    return error
 
 
 def race_futures(
@@ -97,7 +105,7 @@ def _lost(race: Race, handle: PickHandle, discard: Discard | None, future: Attem
     if future.cancelled() or future.exception() is None:
         race.record(handle.started)
     if not future.cancelled() and future.exception() is None and discard is not None:
-        discard(handle, future.result())  # type: ignore[attr-defined]
+        discard(handle, future.result())
 
 
 async def race_tasks(

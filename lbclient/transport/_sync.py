@@ -12,7 +12,7 @@ from lbclient._balancer import LoadBalancer, ServiceState
 from lbclient._exceptions import ServiceNotFound
 from lbclient._handle import PickHandle
 from lbclient._hedge import Hedging, Race
-from lbclient._racing import Attempt, race_futures
+from lbclient._racing import Attempt, failure_of, race_futures
 from lbclient._retry import RetryState
 from lbclient.transport._core import Release, RetryAttempt, TransportCore, abandon
 from lbclient.transport._options import TransportOptions, checked
@@ -97,9 +97,9 @@ class LoadBalancedTransport(httpx.BaseTransport):
 
         winner, failure = race_futures(race, state, retry, (handle, first), launch, _discard)
         if winner is None:
-            assert failure is not None
-            raise failure.exception()  # type: ignore[misc]
-        return winner.result()  # type: ignore[attr-defined,no-any-return]
+            raise failure_of(failure)
+        answer: httpx.Response = winner.result()
+        return answer
 
     def _attempt(
         self, request: httpx.Request, handle: PickHandle, retry: RetryState, race: Race | None
