@@ -15,6 +15,7 @@ wait for and cancel attempts around these decisions.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import re
 import threading
@@ -91,7 +92,7 @@ class HedgePolicy:
         check.number("HedgePolicy.budget_cap", self.budget_cap, minimum=1.0)
         check.seconds("HedgePolicy.min_delay", self.min_delay)
 
-    @property
+    @functools.cached_property
     def quantile(self) -> float | None:
         """The delay as a quantile in (0, 1) (``"p95"`` → 0.95), or None for fixed seconds."""
         if isinstance(self.delay, str):
@@ -327,8 +328,11 @@ class Race:
 
     def record(self, started: float, now: float | None = None) -> None:
         """One attempt's sample: how long it took to answer, or had run when it was
-        cancelled (a lower bound that keeps the tail in the histogram)."""
-        self.hedging.latencies.record((time.monotonic() if now is None else now) - started)
+        cancelled (a lower bound that keeps the tail in the histogram). Only a percentile
+        delay reads the histogram: a fixed delay records nothing."""
+        hedging = self.hedging
+        if hedging.policy.quantile is not None:
+            hedging.latencies.record((time.monotonic() if now is None else now) - started)
 
 
 class Hedges:
