@@ -2,6 +2,7 @@
 
     python benchmarks/bench_hedging.py            # 2 rounds of 2 runs of 8 s, ~45 s
     python benchmarks/bench_hedging.py --write    # also rewrite "## Hedging" in README.md
+    python benchmarks/bench_hedging.py --sync     # also the sync transport, ~90 s
 
 Ten backends (lbclient.testing.BackendProcess: a child process, loopback only) answer in
 ``BASE_DELAY``, but each request independently takes ``SLOWDOWN`` times as long with
@@ -19,9 +20,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -72,9 +75,10 @@ class Result:
 
 
 async def run(label: str, addresses: list[str], hedge: lbclient.HedgePolicy | None) -> Result:
+    """One run through AsyncLoadBalancedTransport, CONCURRENCY tasks."""
     lb = lbclient.LoadBalancer({"svc": addresses}, hedge=hedge)
-    transport = lbclient.AsyncLoadBalancedTransport(lb)
     result = Result(label)
+    transport = lbclient.AsyncLoadBalancedTransport(lb)
     async with httpx.AsyncClient(transport=transport, timeout=10.0) as client:
 
         async def worker(end: float, latencies: list[float] | None) -> None:
@@ -89,13 +93,52 @@ async def run(label: str, addresses: list[str], hedge: lbclient.HedgePolicy | No
         await asyncio.gather(*(worker(warm_end, None) for _ in range(CONCURRENCY)))
         before = lb.stats("svc")
         started = time.monotonic()
-        end = started + RUN
-        await asyncio.gather(*(worker(end, result.latencies) for _ in range(CONCURRENCY)))
+        await asyncio.gather(*(worker(started + RUN, result.latencies) for _ in range(CONCURRENCY)))
         result.seconds = time.monotonic() - started
-        after = lb.stats("svc")
-        if hedge is not None:
-            delay = lb.service("svc").hedges.get(hedge).delay()
-            result.delays.append(delay or 0.0)
+    return _collect(result, lb, hedge, before)
+
+
+def run_sync(label: str, addresses: list[str], hedge: lbclient.HedgePolicy | None) -> Result:
+    """One run through LoadBalancedTransport, CONCURRENCY threads."""
+    lb = lbclient.LoadBalancer({"svc": addresses}, hedge=hedge)
+    result = Result(label)
+    transport = lbclient.LoadBalancedTransport(lb)
+    with httpx.Client(transport=transport, timeout=10.0) as client:
+
+        def worker(end: float, latencies: list[float] | None) -> None:
+            while time.monotonic() < end:
+                started = time.perf_counter()
+                client.get("http://svc/work").raise_for_status()
+                if latencies is not None:
+                    latencies.append(time.perf_counter() - started)
+
+        def phase(end: float, latencies: list[float] | None) -> None:
+            threads = [
+                threading.Thread(target=worker, args=(end, latencies)) for _ in range(CONCURRENCY)
+            ]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+
+        phase(time.monotonic() + WARMUP, None)
+        before = lb.stats("svc")
+        started = time.monotonic()
+        phase(started + RUN, result.latencies)
+        result.seconds = time.monotonic() - started
+    return _collect(result, lb, hedge, before)
+
+
+def _collect(
+    result: Result,
+    lb: lbclient.LoadBalancer,
+    hedge: lbclient.HedgePolicy | None,
+    before: dict[str, Any],
+) -> Result:
+    """Attempts, hedges and the hedge delay of a run, from the balancer's stats."""
+    after = lb.stats("svc")
+    if hedge is not None:
+        result.delays.append(lb.service("svc").hedges.get(hedge).delay() or 0.0)
     lb.close()
     result.attempts = _picks(after) - _picks(before)
     result.hedges = after["hedges"] - before["hedges"]
@@ -107,13 +150,18 @@ def _picks(stats: dict[str, object]) -> int:
     return sum(row["picks"] for row in stats["instances"])  # type: ignore[attr-defined,misc]
 
 
-CONFIGURATIONS = [
-    ("no hedging (baseline)", None),
-    ('hedging, `HedgePolicy(delay="p95")`', lbclient.HedgePolicy(delay="p95")),
+P95 = lbclient.HedgePolicy(delay="p95")
+CONFIGURATIONS: list[tuple[str, lbclient.HedgePolicy | None, bool]] = [
+    ("no hedging (baseline)", None, False),
+    ('hedging, `HedgePolicy(delay="p95")`', P95, False),
+]
+SYNC_CONFIGURATIONS: list[tuple[str, lbclient.HedgePolicy | None, bool]] = [
+    ("sync, no hedging", None, True),
+    ('sync, hedging, `HedgePolicy(delay="p95")`', P95, True),
 ]
 
 
-async def main_async() -> list[Result]:
+async def main_async(sync: bool) -> list[Result]:
     specs = [
         BackendSpec(
             f"b{i}",
@@ -124,24 +172,30 @@ async def main_async() -> list[Result]:
         )
         for i in range(BACKENDS)
     ]
-    pooled = {label: Result(label) for label, _ in CONFIGURATIONS}
+    configurations = CONFIGURATIONS + (SYNC_CONFIGURATIONS if sync else [])
+    pooled = {label: Result(label) for label, _, _ in configurations}
     with BackendProcess(specs) as servers:
         addresses = list(servers.addresses.values())
         for _ in range(ROUNDS):
-            for label, hedge in CONFIGURATIONS:
-                pooled[label].add(await run(label, addresses, hedge))
-    return [pooled[label] for label, _ in CONFIGURATIONS]
+            for label, hedge, threads in configurations:
+                if threads:
+                    result = await asyncio.to_thread(run_sync, label, addresses, hedge)
+                else:
+                    result = await run(label, addresses, hedge)
+                pooled[label].add(result)
+    return [pooled[label] for label, _, _ in configurations]
 
 
 def table(results: list[Result]) -> str:
-    base = results[0]
+    """Rows come in pairs, baseline then hedged: each is compared with its pair's baseline."""
     lines = [
         "| run | requests | requests/s | p50 ms | p99 ms | p99.9 ms | extra load | hedges sent "
         "| hedges refused by the budget | hedge delay ms | p99 / baseline p99 "
         "| p99.9 / baseline p99.9 |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for r in results:
+    for index, r in enumerate(results):
+        base = results[index - index % 2]
         lines.append(
             f"| {r.label} | {len(r.latencies):,} | {len(r.latencies) / r.seconds:,.0f} "
             f"| {r.pct(0.5) * 1000:.1f} | {r.pct(0.99) * 1000:.1f} | {r.pct(0.999) * 1000:.1f} "
@@ -152,19 +206,30 @@ def table(results: list[Result]) -> str:
     return "\n".join(lines)
 
 
+def sync_note(results: list[Result]) -> str:
+    if len(results) <= len(CONFIGURATIONS):
+        return ""
+    return (
+        f"; the sync rows (`--sync`) send from {CONCURRENCY} threads through "
+        "LoadBalancedTransport, compared with their own baseline"
+    )
+
+
 def section(results: list[Result]) -> str:
     return "\n".join(
         [
             HEADING,
             "",
-            f"Command: `python benchmarks/bench_hedging.py` (Python {sys.version.split()[0]}, "
+            f"Command: `python benchmarks/bench_hedging.py"
+            f"{' --sync' if sync_note(results) else ''}` (Python {sys.version.split()[0]}, "
             f"{time.strftime('%Y-%m-%d')}).",
             "",
             f"{BACKENDS} backends in a child process answer in {BASE_DELAY * 1000:g} ms, but each "
             f"request independently takes {SLOWDOWN}x as long ({BASE_DELAY * SLOWDOWN * 1000:g} "
             f"ms) with probability {TAIL_RATE:.0%}. An asyncio client keeps {CONCURRENCY} "
             f"requests in flight for {RUN:g} s per run (after {WARMUP:g} s of warm-up, not "
-            f"measured), {ROUNDS} interleaved rounds pooled, round_robin. Extra load: attempts "
+            f"measured), {ROUNDS} interleaved rounds pooled, round_robin"
+            f"{sync_note(results)}. Extra load: attempts "
             "sent beyond one per request (cancelled losers included). Ratios against the "
             "baseline of the same invocation; a shared 2-core machine.",
             "",
@@ -188,8 +253,13 @@ def section(results: list[Result]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--write", action="store_true", help="update benchmarks/README.md")
+    parser.add_argument(
+        "--sync",
+        action="store_true",
+        help="also measure LoadBalancedTransport from threads (about twice as long)",
+    )
     args = parser.parse_args()
-    text = section(asyncio.run(main_async()))
+    text = section(asyncio.run(main_async(args.sync)))
     print(text)
     if args.write:
         _readme.write_section(HEADING, text)
