@@ -16,7 +16,7 @@ import asyncio
 import functools
 import queue
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Protocol, TypeVar
 
 from lbclient._balancer import ServiceState
@@ -113,7 +113,7 @@ async def race_tasks(
     state: ServiceState,
     retry: RetryState,
     first: PickHandle,
-    attempt: Callable[[PickHandle], Awaitable[T]],
+    attempt: Callable[[PickHandle], Coroutine[Any, Any, T]],
     discard: Callable[[PickHandle, T], Awaitable[None]] | None = None,
 ) -> tuple[T, None] | tuple[None, BaseException]:
     """Run one round over asyncio tasks: ``(answer, None)`` or ``(None, last failure)``.
@@ -126,7 +126,7 @@ async def race_tasks(
     tasks: dict[asyncio.Task[T], PickHandle] = {}
 
     def launch(handle: PickHandle) -> None:
-        task = loop.create_task(_as_coroutine(attempt(handle)))
+        task = loop.create_task(attempt(handle))
         # A task cancelled before its first step never runs the attempt's own release.
         task.add_done_callback(lambda done: handle.cancel() if done.cancelled() else None)
         tasks[task] = handle
@@ -184,10 +184,6 @@ async def _cancel(
             handle.cancel()
             if discard is not None:
                 await discard(handle, task.result())
-
-
-async def _as_coroutine(awaitable: Awaitable[T]) -> T:
-    return await awaitable
 
 
 def on_asyncio() -> bool:
