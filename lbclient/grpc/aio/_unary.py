@@ -4,7 +4,9 @@ The task picks an instance, awaits grpcio's call on that instance's sub-channel 
 ``_core.py`` allows, starts again elsewhere after a pause, within the caller's deadline.
 ``await`` gives the last attempt's response (grpcio's own UnaryUnaryCall also runs in a
 task); the Call methods (``code()``, ``details()``, metadata) answer for the last attempt,
-or for the channel's own error when no attempt could start.
+or for the channel's own error when no attempt could start. A hedged call (``HedgePolicy``,
+idempotent methods) races its attempts in tasks of their own (``lbclient._racing``); the
+Call methods then answer for the attempt that won, or for the error raised.
 """
 
 from __future__ import annotations
@@ -67,15 +69,15 @@ class RetryingUnaryCall(grpc.aio.UnaryUnaryCall[Any, Any]):
             state = core.state or await channel._astate()
             retry = core.start(state, self._method.name, request, metadata, replayable=True)
             hedging = core.hedging(state, retry)
-            while hedging is not None:
-                failure = await self._race(state, retry, hedging.race(), attempt)
-                if isinstance(failure, _Won):
-                    return failure.response
-                pause = core.pause(retry, failure, deadline)
+            while hedging is not None:  # rounds of racing attempts, retried as one attempt
+                outcome = await self._race(state, retry, hedging.race(), attempt)
+                if isinstance(outcome, _Won):
+                    return outcome.response
+                pause = core.pause(retry, outcome, deadline)
                 if pause is None:
                     if len(retry.tried) > 1:
-                        failure.add_note(core.describe(retry))
-                    raise failure
+                        outcome.add_note(core.describe(retry))
+                    raise outcome
                 await asyncio.sleep(pause)
             while True:
                 handle, lease = channel._begin(state, retry)
