@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import contextvars
 import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -36,7 +37,8 @@ class AttemptThreads:
         if self._closed or not self._slots.acquire(blocking=False):
             return None
         try:
-            future = self._start().submit(fn, *args)
+            # In the caller's context (tracing spans, contextvars), as an unhedged attempt is.
+            future = self._start().submit(contextvars.copy_context().run, fn, *args)
         except RuntimeError:  # closed meanwhile
             self._slots.release()
             return None
