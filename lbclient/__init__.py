@@ -11,15 +11,18 @@ import types as _types
 from importlib.metadata import version as _metadata_version
 
 from lbclient._balancer import LoadBalancer, ServiceState
+from lbclient._breaker import CircuitBreaker
 from lbclient._config import ServiceConfig
 from lbclient._context import PickContext
 from lbclient._endpoint import Endpoint
 from lbclient._exceptions import (
+    CircuitOpen,
     ConfigurationError,
     DeadlineExceeded,
     LBError,
     MissingDependency,
     NoAvailableInstance,
+    Overloaded,
     RegistryAccessDenied,
     RegistryUnavailable,
     SchemeDowngradeRefused,
@@ -72,6 +75,8 @@ def __getattr__(name: str) -> object:
 __all__ = [
     "NO_RETRY",
     "AsyncLoadBalancedTransport",
+    "CircuitBreaker",
+    "CircuitOpen",
     "ConfigurationError",
     "DeadlineExceeded",
     "Endpoint",
@@ -87,6 +92,7 @@ __all__ = [
     "NoAvailableInstance",
     "Outcome",
     "OutlierDetection",
+    "Overloaded",
     "PickContext",
     "PickHandle",
     "Registry",

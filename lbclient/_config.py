@@ -6,9 +6,10 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from lbclient._breaker import CircuitBreaker
 from lbclient._endpoint import DEFAULT_EWMA_DECAY
 from lbclient._exceptions import ConfigurationError
-from lbclient._retry import RetryPolicy
+from lbclient._retry import RetryPolicy, positive_seconds
 from lbclient.filters._base import FilterFactory
 from lbclient.filters.outlier import OutlierDetection
 from lbclient.filters.slow_start import SlowStart
@@ -54,12 +55,26 @@ class ServiceConfig:
     """Use only a deterministic subset of this many instances (off by default)."""
     subset_key: str | None = None
     """This client's identity for subsetting (default: the host name)."""
+    max_requests: int | None = None
+    """Calls in flight at once to this service (Envoy: 1024); None: no limit. Off by default:
+    see docs/bounding-calls.md for why lbclient does not copy Envoy's defaults."""
+    max_pending: int = 0
+    """Calls that may wait for one of ``max_requests`` (Envoy: 1024); 0: refuse at once."""
+    pending_timeout: float = 1.0
+    """Seconds a call waits in the pending queue at most (never past its deadline)."""
+    max_retries: int | None = None
+    """Calls retrying at once (Envoy: 3); None: only the retry budget limits retries."""
+    max_requests_per_instance: int | None = None
+    """Attempts in flight at once on one instance; a full instance is skipped. None: no limit."""
+    circuit_breaker: CircuitBreaker | None = None
+    """A service-level circuit breaker (``lbclient.CircuitBreaker()``); None: off."""
 
     def __post_init__(self) -> None:
         scheduler_class(self.scheduler)  # fail at configuration time, naming the choices
         if self.ewma_decay <= 0:
             raise ConfigurationError(f"ewma_decay must be > 0, got {self.ewma_decay}")
         _check_health_settings(self)
+        _check_limits(self)
 
     def merged(self, overrides: Mapping[str, Any] | ServiceConfig) -> ServiceConfig:
         """A copy with ``overrides`` applied; unknown keys are an error naming the valid ones."""
@@ -93,3 +108,31 @@ def _check_health_settings(config: ServiceConfig) -> None:
         raise ConfigurationError(f"heartbeat_timeout must be > 0, got {config.heartbeat_timeout}")
     if config.subset_size is not None and config.subset_size < 1:
         raise ConfigurationError(f"subset_size must be >= 1, got {config.subset_size}")
+
+
+def _check_limits(config: ServiceConfig) -> None:
+    """Concurrency limits: whole numbers (None: unlimited), checked before any call."""
+    limits: list[tuple[str, object, int, bool]] = [
+        ("max_requests", config.max_requests, 1, True),
+        ("max_pending", config.max_pending, 0, False),
+        ("max_retries", config.max_retries, 0, True),
+        ("max_requests_per_instance", config.max_requests_per_instance, 1, True),
+    ]
+    for name, value, least, optional in limits:
+        if value is None and optional:
+            continue
+        if not isinstance(value, int) or isinstance(value, bool) or value < least:
+            valid = f"an int >= {least}" + (" or None (no limit)" if optional else "")
+            raise ConfigurationError(f"{name} must be {valid}, got {value!r}")
+    if not positive_seconds(config.pending_timeout):
+        raise ConfigurationError(
+            f"pending_timeout must be a finite number of seconds > 0, "
+            f"got {config.pending_timeout!r}"
+        )
+    if config.circuit_breaker is not None and not isinstance(
+        config.circuit_breaker, CircuitBreaker
+    ):
+        raise ConfigurationError(
+            f"circuit_breaker must be a CircuitBreaker or None, got {config.circuit_breaker!r}; "
+            "e.g. circuit_breaker=lbclient.CircuitBreaker(failure_rate=0.5)"
+        )

@@ -14,6 +14,7 @@ from lbclient._outcome import Failure, Outcome
 
 if TYPE_CHECKING:
     from lbclient._balancer import ServiceState
+    from lbclient._limits import Ticket
 
 
 class PickHandle:
@@ -28,15 +29,23 @@ class PickHandle:
     blaming the instance). ``done`` may be called any number of times; only the first counts.
     """
 
-    __slots__ = ("_finished", "_state", "context", "endpoint", "instance", "started")
+    __slots__ = ("_finished", "_state", "_ticket", "context", "endpoint", "instance", "started")
 
-    def __init__(self, state: ServiceState, endpoint: Endpoint, context: PickContext) -> None:
+    def __init__(
+        self,
+        state: ServiceState,
+        endpoint: Endpoint,
+        context: PickContext,
+        ticket: Ticket | None = None,
+    ) -> None:
         self._state = state
         self.endpoint = endpoint
         self.instance: ServiceInstance = endpoint.instance
         self.context = context
         self.started = time.monotonic()
         self._finished = False
+        self._ticket = ticket if ticket is not None and ticket.hold() else None
+        """The admission of the call this attempt belongs to (limits, breaker), if any."""
 
     def __repr__(self) -> str:
         return f"<PickHandle {self._state.name} -> {self.instance.address}>"
@@ -57,7 +66,11 @@ class PickHandle:
             return
         self._finished = True
         outcome = Outcome(time.monotonic() - self.started, failure, cancelled, status)
-        self._state.complete(self.endpoint, outcome)
+        try:
+            self._state.complete(self.endpoint, outcome)
+        finally:
+            if self._ticket is not None:
+                self._ticket.drop(outcome)
 
     def cancel(self) -> None:
         """Release the slot without judging the instance (the caller gave up)."""

@@ -14,12 +14,16 @@ import math
 import threading
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from tenacity import RetryCallState, wait_exponential, wait_random
 from tenacity.wait import wait_base
 
 from lbclient._context import PickContext
 from lbclient._outcome import Failure
+
+if TYPE_CHECKING:
+    from lbclient._limits import Ticket
 
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 
@@ -201,6 +205,7 @@ class RetryState:
         "method",
         "policy",
         "replayable",
+        "ticket",
         "tried",
     )
 
@@ -223,6 +228,8 @@ class RetryState:
         self.context = context
         self.attempt = 0
         self.tried: list[str] = []
+        self.ticket: Ticket | None = None
+        """The call's admission (limits, breaker), set once it is admitted; None: none."""
         budget.deposit()
 
     def next_context(self) -> PickContext:
@@ -242,9 +249,20 @@ class RetryState:
         self.tried.append(instance_id)
 
     def _may_go_again(self) -> bool:
-        return (
-            self.replayable and self.attempt < self.policy.attempts and self.budget.try_withdraw()
-        )
+        return self.replayable and self.attempt < self.policy.attempts and self._spend()
+
+    def _spend(self) -> bool:
+        """Take what a retry costs: a ``max_retries`` slot (kept until the call ends), then
+        a budget token; a slot taken for a retry the budget refuses goes back."""
+        ticket = self.ticket
+        if ticket is None or ticket.retrying:
+            return self.budget.try_withdraw()
+        if not ticket.take_retry():
+            return False
+        if self.budget.try_withdraw():
+            return True
+        ticket.gate.give_back_retry(ticket)
+        return False
 
     def retry_failure(self, failure: Failure, *, sent: bool) -> bool:
         """After an exception: retry? ``sent`` False means the request never left."""
@@ -282,7 +300,7 @@ class RetryState:
             pause = retry_after
         if self.deadline is not None and time.monotonic() + pause >= self.deadline:
             return None
-        if not self.budget.try_withdraw():
+        if not self._spend():
             return None
         return pause
 

@@ -21,16 +21,27 @@ except ImportError as _exc:  # pragma: no cover - exercised only without the ext
     raise MissingDependency("lbclient.grpc", "grpc") from _exc
 
 from lbclient.grpc._core import DEFAULT_KEY_METADATA, failure_for_code, key_from_metadata
-from lbclient.grpc._errors import NoInstanceAioRpcError, NoInstanceRpcError
+from lbclient.grpc._errors import (
+    CircuitOpenAioRpcError,
+    CircuitOpenRpcError,
+    NoInstanceAioRpcError,
+    NoInstanceRpcError,
+    OverloadedAioRpcError,
+    OverloadedRpcError,
+)
 from lbclient.grpc._interceptor import LoadBalancingInterceptor
 from lbclient.grpc._sync import LoadBalancedChannel, insecure_channel, secure_channel
 
 __all__ = [
     "DEFAULT_KEY_METADATA",
+    "CircuitOpenAioRpcError",
+    "CircuitOpenRpcError",
     "LoadBalancedChannel",
     "LoadBalancingInterceptor",
     "NoInstanceAioRpcError",
     "NoInstanceRpcError",
+    "OverloadedAioRpcError",
+    "OverloadedRpcError",
     "failure_for_code",
     "insecure_channel",
     "key_from_metadata",

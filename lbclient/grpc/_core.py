@@ -187,7 +187,7 @@ class ChannelCore:
         )
 
     def pick(self, state: ServiceState, retry: RetryState) -> PickHandle:
-        handle = state.pick(retry.next_context())
+        handle = state.pick(retry.next_context(), retry.ticket)
         retry.record(handle.instance.id)
         return handle
 
