@@ -23,12 +23,15 @@ import dataclasses
 import threading
 import time
 
-from lbclient._exceptions import CircuitOpen, ConfigurationError
-from lbclient._retry import positive_seconds
+from lbclient import _validate as check
+from lbclient._exceptions import CircuitOpen
 
 CLOSED = "closed"
 OPEN = "open"
 HALF_OPEN = "half_open"
+
+MAX_WINDOW = 1_000_000
+"""The most calls a window may remember (its memory is one bool per call)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,27 +55,18 @@ class CircuitBreaker:
     half_open_calls: int = 10
 
     def __post_init__(self) -> None:
-        rate = self.failure_rate
-        if not isinstance(rate, (int, float)) or isinstance(rate, bool) or not 0 < rate <= 1:
-            raise ConfigurationError(
-                f"CircuitBreaker.failure_rate is a share in (0, 1], e.g. 0.5, got {rate!r}"
-            )
+        check.number("CircuitBreaker.failure_rate", self.failure_rate, above=0.0, maximum=1.0)
         for name in ("minimum_calls", "window", "half_open_calls"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ConfigurationError(
-                    f"CircuitBreaker.{name} must be an int >= 1, got {value!r}"
-                )
+            check.integer(
+                f"CircuitBreaker.{name}", getattr(self, name), minimum=1, maximum=MAX_WINDOW
+            )
         if self.minimum_calls > self.window:
-            raise ConfigurationError(
-                f"CircuitBreaker.minimum_calls ({self.minimum_calls}) cannot exceed window "
-                f"({self.window}): the breaker could never open"
+            raise check.invalid(
+                "CircuitBreaker.minimum_calls",
+                self.minimum_calls,
+                f"at most window={self.window} (else the breaker could never open)",
             )
-        if not positive_seconds(self.open_for):
-            raise ConfigurationError(
-                f"CircuitBreaker.open_for must be a finite number of seconds > 0, "
-                f"got {self.open_for!r}"
-            )
+        check.seconds("CircuitBreaker.open_for", self.open_for)
 
 
 class BreakerState:

@@ -230,3 +230,34 @@ def test_a_breaker_per_service(backends: list[HTTPBackend]) -> None:
     assert lb.service("orders").gate is not None
     assert lb.service("users").gate is None
     lb.close()
+
+
+def test_a_panic_refusal_is_not_an_outcome(mode: Mode, backends: list[HTTPBackend]) -> None:
+    """Every instance ejected and fail_open off: the panic threshold refuses the calls
+    (NoAvailableInstance) before any is sent; the breaker counts only calls that reached an
+    instance, so it neither opens on the refusals nor keeps a half-open permit for them."""
+    for backend in backends[:2]:
+        backend.status = 503
+    lb = balancer(
+        backends[:2],
+        outlier=lbclient.OutlierDetection(consecutive_5xx=2, max_ejection_percent=100),
+        fail_open=False,
+        retry=lbclient.RetryPolicy(attempts=1),
+        circuit_breaker=CircuitBreaker(minimum_calls=10, window=10),
+    )
+    answered = 0
+    for _ in range(10):
+        try:
+            send(mode, lb, "GET", "http://orders/x")
+        except lbclient.NoAvailableInstance:
+            break
+        answered += 1
+    assert 0 < answered < 10  # both instances ejected after their 503s
+    assert breaker_stats(lb)["calls"] == answered
+    for _ in range(10):
+        with pytest.raises(lbclient.NoAvailableInstance):
+            send(mode, lb, "GET", "http://orders/x")
+    assert breaker_stats(lb)["calls"] == answered
+    assert breaker_stats(lb)["state"] == "closed"
+    assert lb.stats("orders")["limits"]["in_flight"] == 0
+    lb.close()
