@@ -306,25 +306,27 @@ def test_a_cancelled_waiting_task_leaves_the_queue(one: HTTPBackend) -> None:
 def test_slots_never_leak_under_many_threads(one: HTTPBackend) -> None:
     one.delay = 0.002
     lb = balancer([one], max_requests=3, max_pending=4, pending_timeout=5)
-    transport = lbclient.LoadBalancedTransport(lb)
+    client = httpx.Client(transport=lbclient.LoadBalancedTransport(lb))  # one, shared
     outcomes: list[str] = []
     lock = threading.Lock()
 
     def work() -> None:
-        with httpx.Client(transport=transport) as client:
-            for _ in range(15):
-                try:
-                    status = str(client.get("http://orders/x").status_code)
-                except Overloaded as exc:
-                    status = exc.limit
-                with lock:
-                    outcomes.append(status)
+        for _ in range(15):
+            try:
+                status = str(client.get("http://orders/x").status_code)
+            except Overloaded as exc:
+                status = exc.limit
+            except Exception as exc:  # shown by the assertion below
+                status = repr(exc)
+            with lock:
+                outcomes.append(status)
 
     threads = [threading.Thread(target=work) for _ in range(16)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(60)
+    client.close()
     assert len(outcomes) == 16 * 15
     assert set(outcomes) <= {"200", "max_requests", "max_pending"}
     assert "max_requests" in outcomes  # 16 callers for 3 slots and 4 places in line
