@@ -29,19 +29,31 @@ class PickHandle:
     blaming the instance). ``done`` may be called any number of times; only the first counts.
     """
 
-    __slots__ = ("_finished", "_state", "_ticket", "context", "endpoint", "instance", "started")
+    __slots__ = (
+        "_finished",
+        "_state",
+        "_ticket",
+        "attempt",
+        "context",
+        "endpoint",
+        "instance",
+        "started",
+    )
 
     def __init__(
         self,
         state: ServiceState,
         endpoint: Endpoint,
         context: PickContext,
+        attempt: int = 1,
         ticket: Ticket | None = None,
     ) -> None:
         self._state = state
         self.endpoint = endpoint
         self.instance: ServiceInstance = endpoint.instance
         self.context = context
+        self.attempt = attempt
+        """1 for a request's first try, 2 for its first retry, ..."""
         self.started = time.monotonic()
         self._finished = False
         self._ticket = ticket if ticket is not None and ticket.hold() else None
@@ -53,6 +65,11 @@ class PickHandle:
     @property
     def service(self) -> str:
         return self._state.name
+
+    @property
+    def state(self) -> ServiceState:
+        """The balancer's state of the service this attempt belongs to."""
+        return self._state
 
     @property
     def finished(self) -> bool:
@@ -67,7 +84,7 @@ class PickHandle:
         self._finished = True
         outcome = Outcome(time.monotonic() - self.started, failure, cancelled, status)
         try:
-            self._state.complete(self.endpoint, outcome)
+            self._state.complete(self, outcome)
         finally:
             if self._ticket is not None:
                 self._ticket.drop(outcome)

@@ -227,6 +227,7 @@ class RetryState:
         "deadline",
         "method",
         "policy",
+        "refused",
         "replayable",
         "ticket",
         "tried",
@@ -253,6 +254,9 @@ class RetryState:
         self.tried: list[str] = []
         self.ticket: Ticket | None = None
         """The call's admission (limits, breaker), set once it is admitted; None: none."""
+        self.refused = False
+        """True once the budget (or ``max_retries``) refused a retry the policy allowed (for
+        ``on_retry_refused``)."""
         budget.deposit()
 
     def next_context(self) -> PickContext:
@@ -272,19 +276,26 @@ class RetryState:
         self.tried.append(instance_id)
 
     def _may_go_again(self) -> bool:
-        return self.replayable and self.attempt < self.policy.attempts and self._spend()
+        if not (self.replayable and self.attempt < self.policy.attempts):
+            return False
+        return self._spend()
 
     def _spend(self) -> bool:
         """Take what a retry costs: a ``max_retries`` slot (kept until the call ends), then
         a budget token; a slot taken for a retry the budget refuses goes back."""
         ticket = self.ticket
-        if ticket is None or ticket.retrying:
-            return self.budget.try_withdraw()
-        if not ticket.take_retry():
-            return False
+        taken = False
+        if ticket is not None and not ticket.retrying:
+            if not ticket.take_retry():
+                self.refused = True
+                return False
+            taken = True
         if self.budget.try_withdraw():
             return True
-        ticket.gate.give_back_retry(ticket)
+        if taken:
+            assert ticket is not None
+            ticket.gate.give_back_retry(ticket)
+        self.refused = True
         return False
 
     def retry_failure(self, failure: Failure, *, sent: bool) -> bool:
