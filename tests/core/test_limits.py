@@ -375,7 +375,18 @@ def test_max_retries_zero_stops_retries_and_counts_them(
 ) -> None:
     for backend in backends:
         backend.status = 503
-    lb = balancer(backends, max_retries=0)
+    refusals: list[int] = []
+
+    class Refusals(lbclient.LoadBalancerListener):
+        def on_retry_refused(self, service: str, attempt: int, failure: object) -> None:
+            refusals.append(attempt)
+
+    lb = lbclient.LoadBalancer(
+        {"orders": [b.address for b in backends]},
+        **PLAIN,
+        max_retries=0,
+        listeners=[Refusals()],
+    )
     caller = Caller(mode, lb)
     try:
         assert caller.get().status_code == 503
@@ -383,6 +394,7 @@ def test_max_retries_zero_stops_retries_and_counts_them(
         caller.close()
     assert sum(b.requests for b in backends) == 1  # the answer came back, no retry
     assert gate_stats(lb)["retries_refused_by_limit"] == 1
+    assert refusals == [1]  # listeners hear of it as of a budget refusal
     assert_released(lb)
     lb.close()
 
