@@ -87,7 +87,7 @@ class ServiceState:
         judges = [i for i, f in enumerate(self.filters) if f.judges_health]
         self._health_span = (judges[0], judges[-1]) if judges else None
         self.panic = PanicThreshold(name, config.panic_threshold, fail_open=config.fail_open)
-        self.gate = _gate(name, config)
+        self.gate = _gate(name, config, self.emit if self.listeners else None)
         """Concurrency limits and circuit breaker (None when none is set: costs nothing)."""
         self.per_instance_limit = config.max_requests_per_instance
         self.per_instance_overflows = 0
@@ -448,6 +448,8 @@ class ServiceState:
             if endpoint.id not in skipped and endpoint.try_begin(limit):
                 return endpoint
         self.per_instance_overflows += 1
+        if self.listeners:
+            self.emit("on_refused", "max_requests_per_instance")
         raise Overloaded(
             f"every usable instance of {self.name!r} has max_requests_per_instance={limit} "
             "requests in flight; the request was refused without being sent",
@@ -806,7 +808,7 @@ class LoadBalancer:
         self.close()
 
 
-def _gate(service: str, config: ServiceConfig) -> CallGate | None:
+def _gate(service: str, config: ServiceConfig, emit: Callable[..., None] | None) -> CallGate | None:
     """The service's admission gate, or None when it has no limit and no breaker."""
     if (
         config.max_requests is None
@@ -821,6 +823,7 @@ def _gate(service: str, config: ServiceConfig) -> CallGate | None:
         pending_timeout=config.pending_timeout,
         max_retries=config.max_retries,
         circuit_breaker=config.circuit_breaker,
+        emit=emit,
     )
 
 

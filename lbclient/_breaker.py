@@ -22,6 +22,7 @@ import collections
 import dataclasses
 import threading
 import time
+from collections.abc import Callable
 
 from lbclient import _validate as check
 from lbclient._exceptions import CircuitOpen
@@ -80,6 +81,7 @@ class BreakerState:
         "_failures",
         "_generation",
         "_lock",
+        "_on_state",
         "_opened_at",
         "_trials_left",
         "_trials_out",
@@ -90,8 +92,15 @@ class BreakerState:
         "state",
     )
 
-    def __init__(self, config: CircuitBreaker, service: str) -> None:
+    def __init__(
+        self,
+        config: CircuitBreaker,
+        service: str,
+        on_state: Callable[[str], None] | None = None,
+    ) -> None:
         self.config = config
+        self._on_state = on_state
+        """Told of each new state, outside the lock (``on_circuit_state``)."""
         self.service = service
         self.state = CLOSED
         self._lock = threading.Lock()
@@ -111,36 +120,51 @@ class BreakerState:
         with self._lock:
             if self.state is CLOSED:
                 return self._generation
-            if self.state is OPEN:
+            moved = self.state is OPEN
+            if moved:
                 wait = self._opened_at + self.config.open_for - time.monotonic()
                 if wait > 0:
                     self.refused += 1
                     raise self._refusal(wait)
                 self._transition(HALF_OPEN)
-            if self._trials_left > 0:
+            admitted = self._trials_left > 0
+            if admitted:
                 self._trials_left -= 1
                 self._trials_out += 1
-                return self._generation
-            self.refused += 1
+                generation = self._generation
+            else:
+                self.refused += 1
+        if moved:
+            self._told(HALF_OPEN)
+        if admitted:
+            return generation
         raise self._refusal(None)
 
     def record(self, generation: int, failed: bool) -> None:
         """The final outcome of a call admitted in ``generation``."""
         with self._lock:
-            if generation != self._generation:
-                return  # admitted before a transition: says nothing about the current state
-            if self.state is HALF_OPEN:
-                self._trials_out -= 1
-            calls = self._calls
-            if len(calls) == calls.maxlen and calls[0]:
-                self._failures -= 1
-            calls.append(failed)
-            self._failures += failed
-            if self.state is CLOSED:
-                if len(calls) >= self.config.minimum_calls and self._rate() >= 1:
-                    self._transition(OPEN)
-            elif self.state is HALF_OPEN and self._trials_left == 0 and self._trials_out == 0:
-                self._transition(OPEN if self._rate() >= 1 else CLOSED)
+            before = self.state
+            self._record(generation, failed)
+            after = self.state
+        if after is not before:
+            self._told(after)
+
+    def _record(self, generation: int, failed: bool) -> None:
+        """``record`` under the lock."""
+        if generation != self._generation:
+            return  # admitted before a transition: says nothing about the current state
+        if self.state is HALF_OPEN:
+            self._trials_out -= 1
+        calls = self._calls
+        if len(calls) == calls.maxlen and calls[0]:
+            self._failures -= 1
+        calls.append(failed)
+        self._failures += failed
+        if self.state is CLOSED:
+            if len(calls) >= self.config.minimum_calls and self._rate() >= 1:
+                self._transition(OPEN)
+        elif self.state is HALF_OPEN and self._trials_left == 0 and self._trials_out == 0:
+            self._transition(OPEN if self._rate() >= 1 else CLOSED)
 
     def release(self, generation: int) -> None:
         """A call admitted in ``generation`` ended without an outcome: give its permit back."""
@@ -148,6 +172,10 @@ class BreakerState:
             if generation == self._generation and self.state is HALF_OPEN:
                 self._trials_out -= 1
                 self._trials_left += 1
+
+    def _told(self, state: str) -> None:
+        if self._on_state is not None:
+            self._on_state(state)
 
     def _rate(self) -> float:
         """The failure share over the window, relative to the threshold (>= 1: trip)."""

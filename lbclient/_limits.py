@@ -88,13 +88,25 @@ class CallGate:
         pending_timeout: float = 1.0,
         max_retries: int | None = None,
         circuit_breaker: CircuitBreaker | None = None,
+        emit: Callable[..., None] | None = None,
     ) -> None:
         self.service = service
+        self._emit = emit
+        """``ServiceState.emit`` when the service has listeners (``on_refused``,
+        ``on_circuit_state``), else None."""
         self.max_requests = max_requests
         self.max_pending = max_pending
         self.pending_timeout = pending_timeout
         self.max_retries = max_retries
-        self.breaker = None if circuit_breaker is None else BreakerState(circuit_breaker, service)
+        self.breaker = (
+            None
+            if circuit_breaker is None
+            else BreakerState(
+                circuit_breaker,
+                service,
+                None if emit is None else lambda state: emit("on_circuit_state", state),
+            )
+        )
         self.lock = threading.Lock()
         self._waiters: collections.deque[Ticket] = collections.deque()
         self.active = 0
@@ -124,6 +136,7 @@ class CallGate:
                 self.overflows += 1
                 waiting = len(self._waiters)
         if not ticket.granted:
+            self._refused("max_requests")
             raise Overloaded(
                 f"{self.service!r} has max_requests={limit} calls in flight and "
                 f"{waiting} of max_pending={self.max_pending} waiting; the call was refused "
@@ -159,6 +172,7 @@ class CallGate:
             else:
                 waited = False
         if waited:
+            self._refused("max_pending")
             raise Overloaded(
                 f"{self.service!r}: no slot of max_requests={self.max_requests} came free "
                 f"within the pending timeout ({self.pending_timeout:g} s, or the call's "
@@ -186,7 +200,12 @@ class CallGate:
         except BaseException:
             ticket.closed = True
             self._free(ticket)
+            self._refused("circuit_open")
             raise
+
+    def _refused(self, reason: str) -> None:
+        if self._emit is not None:
+            self._emit("on_refused", reason)
 
     # -- the end of a call -----------------------------------------------------------------
 

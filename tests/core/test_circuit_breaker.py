@@ -259,3 +259,33 @@ def test_a_panic_refusal_is_not_an_outcome(mode: Mode, backends: list[HTTPBacken
     assert breaker_stats(lb)["state"] == "closed"
     assert lb.stats("orders")["limits"]["in_flight"] == 0
     lb.close()
+
+
+def test_listeners_hear_refusals_and_state_changes(backends: list[HTTPBackend]) -> None:
+    heard: list[tuple[str, str]] = []
+
+    class Heard(lbclient.LoadBalancerListener):
+        def on_refused(self, service: str, reason: str) -> None:
+            heard.append(("refused", reason))
+
+        def on_circuit_state(self, service: str, state: str) -> None:
+            heard.append(("state", state))
+
+    one = backends[:1]
+    one[0].status = 503
+    lb = balancer(one, retry=lbclient.RetryPolicy(attempts=1), listeners=[Heard()])
+    for _ in range(4):
+        send("sync", lb, "GET", "http://orders/x")
+    with pytest.raises(CircuitOpen):
+        send("sync", lb, "GET", "http://orders/x")
+    one[0].status = None
+    time.sleep(SLOWER.open_for)
+    for _ in range(2):
+        send("sync", lb, "GET", "http://orders/x")
+    assert heard == [
+        ("state", "open"),
+        ("refused", "circuit_open"),
+        ("state", "half_open"),
+        ("state", "closed"),
+    ]
+    lb.close()
