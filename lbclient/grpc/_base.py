@@ -53,7 +53,7 @@ class Balancing:
     """Resolve the service once, then pick an instance and lease its sub-channel per attempt."""
 
     @staticmethod
-    def refusal(service: str, cause: LBError) -> Exception:
+    def error_class(service: str, cause: LBError) -> Exception:
         """Raised when the channel refuses a call itself (no instance, a limit, the breaker):
         ``_errors.rpc_error`` or ``aio_rpc_error``."""
         raise NotImplementedError
@@ -68,7 +68,7 @@ class Balancing:
             try:
                 state = self._core.resolved(self._core.lb.service(self._core.service))
             except LBError as exc:
-                raise type(self).refusal(self._core.service, exc) from exc
+                raise self.error_class(self._core.service, exc) from exc
         return state
 
     def _admit(
@@ -81,7 +81,7 @@ class Balancing:
         try:
             return admit(state.gate, retry, deadline, queue=queue)
         except LBError as exc:
-            raise type(self).refusal(self._core.service, exc) from exc
+            raise self.error_class(self._core.service, exc) from exc
 
     async def _aadmit(
         self, state: ServiceState, retry: RetryState, deadline: float | None
@@ -92,13 +92,13 @@ class Balancing:
         try:
             return await aadmit(state.gate, retry, deadline)
         except LBError as exc:
-            raise type(self).refusal(self._core.service, exc) from exc
+            raise self.error_class(self._core.service, exc) from exc
 
     def _begin(self, state: ServiceState, retry: RetryState) -> tuple[PickHandle, Lease[Any]]:
         try:
             handle = self._core.pick(state, retry)
         except LBError as exc:
-            raise type(self).refusal(self._core.service, exc) from exc
+            raise self.error_class(self._core.service, exc) from exc
         try:
             lease = self._pool.acquire(state, handle.endpoint)
         except PoolClosed:

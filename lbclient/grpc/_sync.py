@@ -63,7 +63,7 @@ class LoadBalancedChannel(Balancing, grpc.Channel):
     """A channel to every instance of ``service``; build it with ``insecure_channel``."""
 
     @staticmethod
-    def refusal(service: str, cause: LBError) -> Exception:
+    def error_class(service: str, cause: LBError) -> Exception:
         return rpc_error(service, cause)
 
     def __init__(

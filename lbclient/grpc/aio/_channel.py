@@ -47,7 +47,7 @@ class LoadBalancedAioChannel(Balancing, grpc.aio.Channel):
     """An asyncio channel to every instance of ``service``; build it with ``insecure_channel``."""
 
     @staticmethod
-    def refusal(service: str, cause: LBError) -> Exception:
+    def error_class(service: str, cause: LBError) -> Exception:
         return aio_rpc_error(service, cause)
 
     def __init__(
