@@ -464,3 +464,66 @@ def test_every_scheduler_skips_full_instances(backends: list[HTTPBackend], sched
         caller.close()
     assert_settled(lb)
     lb.close()
+
+
+# -- the admission core alone ----------------------------------------------------------------
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    limit=st.integers(1, 3),
+    pending=st.integers(0, 3),
+    steps=st.lists(
+        st.tuples(st.sampled_from(["enter", "end", "settle", "cancel"]), st.integers(0, 99)),
+        max_size=60,
+    ),
+)
+def test_the_gate_keeps_its_counts_and_its_order(
+    limit: int, pending: int, steps: list[tuple[str, int]]
+) -> None:
+    """Calls arrive, end, stop waiting or give up in any order: the slots in use are exactly
+    the granted calls still running, never more than the limit; the queue never exceeds
+    max_pending and hands slots over first come, first served."""
+    from lbclient._limits import CallGate, Ticket
+
+    gate = CallGate("orders", max_requests=limit, max_pending=pending, pending_timeout=1)
+    running: list[Ticket] = []
+    waiting: list[Ticket] = []
+    granted_order: list[Ticket] = []
+    queued_order: list[Ticket] = []
+    for action, pick in steps:
+        if action == "enter":
+            try:
+                ticket = gate.enter()
+            except Overloaded:
+                assert len(running) + len([t for t in waiting if t.granted]) == limit
+                continue
+            if ticket.granted:
+                running.append(ticket)
+            else:
+                gate.arm(ticket, lambda ticket=ticket: granted_order.append(ticket))
+                waiting.append(ticket)
+                queued_order.append(ticket)
+        elif action == "end" and running:
+            running.pop(pick % len(running)).drop()
+        elif action == "settle" and waiting:
+            ticket = waiting.pop(pick % len(waiting))
+            try:
+                gate.settle(ticket)
+            except Overloaded:
+                assert not ticket.granted
+            else:
+                running.append(ticket)
+        elif action == "cancel" and waiting:
+            gate.abandon(waiting.pop(pick % len(waiting)))
+        holding = len(running) + len([t for t in waiting if t.granted])
+        assert gate.active == holding <= limit
+        assert len(gate._waiters) == len([t for t in waiting if not t.granted]) <= pending
+    granted = [t for t in queued_order if t in granted_order]
+    assert granted_order == granted  # woken in the order they queued
+    for ticket in running:
+        ticket.drop()
+    for ticket in waiting:
+        gate.abandon(ticket)
+    assert gate.active == 0
+    assert not gate._waiters
