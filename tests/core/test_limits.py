@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 import lbclient
 from lbclient import ConfigurationError, LBError, Overloaded
-from lbclient.testing import HTTPBackend
+from lbclient.testing import BlackHole, HTTPBackend
 
 from ._support import PLAIN, Mode, assert_settled
 
@@ -363,6 +363,55 @@ def test_slots_never_leak_when_tasks_are_cancelled_anywhere(seed: int) -> None:
                 await asyncio.gather(*tasks, return_exceptions=True)
 
         asyncio.run(scenario())
+        assert_released(lb)
+        lb.close()
+
+
+def test_black_holed_calls_free_their_slots_at_the_deadline(mode: Mode) -> None:
+    """An upstream that never answers: the admitted calls are cut by their deadline, the
+    waiters then get the slots (and are cut in turn), the others are refused at once."""
+    with BlackHole() as hole:
+        lb = lbclient.LoadBalancer(
+            {"orders": [hole.address]},
+            **PLAIN,
+            max_requests=2,
+            max_pending=2,
+            pending_timeout=30,
+            retry=lbclient.RetryPolicy(timeout=1.0),  # long enough to see both queued
+        )
+        outcomes: list[str] = []
+        lock = threading.Lock()
+
+        def call() -> None:
+            caller = Caller(mode, lb)
+            try:
+                caller.get()
+                outcome = "answered"
+            except lbclient.DeadlineExceeded:
+                outcome = "deadline"
+            except Overloaded as exc:
+                outcome = exc.limit
+            finally:
+                caller.close()
+            with lock:
+                outcomes.append(outcome)
+
+        threads = [threading.Thread(target=call) for _ in range(4)]
+        for thread in threads[:2]:
+            thread.start()
+        wait_until(lambda: gate_stats(lb)["in_flight"] == 2)
+        for thread in threads[2:]:
+            thread.start()
+        wait_until(lambda: gate_stats(lb)["pending"] == 2)
+        extra = Caller(mode, lb)
+        try:
+            with pytest.raises(Overloaded):
+                extra.get()  # two running, two waiting: no place left
+        finally:
+            extra.close()
+        for thread in threads:
+            thread.join(30)
+        assert sorted(outcomes) == ["deadline"] * 4  # the waiters ran after the first two
         assert_released(lb)
         lb.close()
 
