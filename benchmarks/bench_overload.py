@@ -1,6 +1,6 @@
 """Overload: the upstream's capacity drops 10x while the offered load stays the same.
 
-    python benchmarks/bench_overload.py            # about 30 s
+    python benchmarks/bench_overload.py            # about 45 s
     python benchmarks/bench_overload.py --write    # also rewrite "## Overload" in README.md
 
 The upstream is a real HTTP server on loopback with a pool of workers in front of a fixed
@@ -11,12 +11,15 @@ AsyncLoadBalancedTransport. Each run has a healthy phase, then a degraded phase 
 pool shrinks 10x (40 workers to 4: a tenth of the throughput, so at the offered load the
 upstream is 10x slower than it needs to be), then capacity comes back so the backlog drains.
 
-Two runs, same load, same upstream:
+Three runs, same load, same upstream:
 
 - no limits (lbclient's default): every call is sent; the upstream's backlog, the callers'
   latency and the number of the caller's live tasks grow for as long as the overload lasts;
 - ``max_requests=6, max_pending=2, pending_timeout=0.01``: sized at 1.2x the healthy
-  concurrency (rate x service time = 5); the excess is refused at once with Overloaded.
+  concurrency (rate x service time = 5); a call finding no slot waits up to 10 ms, then
+  is refused with Overloaded;
+- ``max_requests=6`` alone (``max_pending=0``): every excess call is refused at once, which
+  times the refusals themselves.
 
 Reported per run and phase: admitted calls and their p50/p99 latency (ratio to the healthy
 p99 of the same run), refusals and their p99 latency, and the peak number of live caller
@@ -235,6 +238,7 @@ def run(args: argparse.Namespace) -> list[tuple[str, dict[str, Phase], int]]:
             "max_requests=6, max_pending=2",
             {"max_requests": 6, "max_pending": 2, "pending_timeout": 0.01},
         ),
+        ("max_requests=6, no queue", {"max_requests": 6}),
     ):
         upstream = Upstream(args.service)
         lb = lbclient.LoadBalancer(
@@ -263,7 +267,34 @@ def run(args: argparse.Namespace) -> list[tuple[str, dict[str, Phase], int]]:
     return results
 
 
-def report(args: argparse.Namespace, results: list[tuple[str, dict[str, Phase], int]]) -> str:
+async def refusal_cost(calls: int = 3000) -> list[float]:
+    """Seconds per refused call, one after the other on an idle event loop: what a refusal
+    itself costs, without the other tasks of the runs above around it."""
+    upstream = Upstream(0.001)
+    lb = lbclient.LoadBalancer({"orders": [upstream.address]}, max_requests=1)
+    durations = []
+    try:
+        transport = lbclient.AsyncLoadBalancedTransport(lb)
+        async with httpx.AsyncClient(transport=transport) as client:
+            held = await client.send(client.build_request("GET", "http://orders/x"), stream=True)
+            for _ in range(calls):
+                started = time.perf_counter()
+                try:
+                    await client.get("http://orders/x")
+                except lbclient.Overloaded:
+                    durations.append(time.perf_counter() - started)
+            await held.aclose()
+    finally:
+        lb.close()
+        upstream.close()
+    return durations
+
+
+def report(
+    args: argparse.Namespace,
+    results: list[tuple[str, dict[str, Phase], int]],
+    alone: list[float],
+) -> str:
     what = (
         "the upstream's worker pool shrinks 10x (40 to 4)"
         if args.mode == "capacity"
@@ -282,10 +313,11 @@ def report(args: argparse.Namespace, results: list[tuple[str, dict[str, Phase], 
         "upstream can then serve 4/5 of what is asked). Latencies in ms, from the caller; "
         "the p99 ratio compares with the healthy p99 of the same run; tasks = the caller's "
         "live tasks at most; backlog = requests waiting for a worker in the upstream, at most. "
-        "A shared 2-core machine: single values can be off by several ms.",
+        "A shared 2-core machine (other jobs running): single values can be off by "
+        "several ms, a refusal's p99 included (the process is preempted).",
         "",
         "| run | phase | admitted | p50 | p99 | p99 / healthy p99 | refused at once "
-        "| its p99 | refused after waiting | errors | tasks |",
+        "| its p50 / p99 | refused after waiting | errors | tasks |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, phases, backlog in results:
@@ -294,7 +326,12 @@ def report(args: argparse.Namespace, results: list[tuple[str, dict[str, Phase], 
             if phase_name == "warm-up":
                 continue
             p99 = percentile(phase.admitted, 0.99)
-            refusal = f"{percentile(phase.refused, 0.99) * 1000:.2f}" if phase.refused else "-"
+            refusal = (
+                f"{percentile(phase.refused, 0.5) * 1000:.2f} / "
+                f"{percentile(phase.refused, 0.99) * 1000:.2f}"
+                if phase.refused
+                else "-"
+            )
             lines.append(
                 f"| {name} | {phase_name} | {len(phase.admitted)} | "
                 f"{statistics.median(phase.admitted) * 1000:.1f} | {p99 * 1000:.1f} | "
@@ -302,6 +339,12 @@ def report(args: argparse.Namespace, results: list[tuple[str, dict[str, Phase], 
                 f"{phase.waited} | {phase.errors} | {phase.peak_tasks} |"
             )
         lines.append(f"| {name} | upstream backlog, at most | {backlog} | | | | | | | | |")
+    lines += [
+        "",
+        f"A refusal alone ({len(alone)} in a row on an idle loop, `Overloaded` from "
+        f"`max_requests`): p50 {percentile(alone, 0.5) * 1e6:.0f} us, p99 "
+        f"{percentile(alone, 0.99) * 1e6:.0f} us.",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -314,7 +357,7 @@ def main() -> None:
     parser.add_argument("--mode", choices=["capacity", "service"], default="capacity")
     parser.add_argument("--write", action="store_true", help="rewrite the README section")
     args = parser.parse_args()
-    text = report(args, run(args))
+    text = report(args, run(args), asyncio.run(refusal_cost()))
     print(text)
     if args.write:
         _readme.write_section(HEADING, text)
