@@ -39,11 +39,23 @@ if TYPE_CHECKING:
 class Ticket:
     """One admitted (or queued) call. Its references are counted under the gate's lock."""
 
-    __slots__ = ("closed", "failed", "gate", "generation", "granted", "refs", "retrying", "wake")
+    __slots__ = (
+        "closed",
+        "failed",
+        "gate",
+        "generation",
+        "granted",
+        "queued",
+        "refs",
+        "retrying",
+        "wake",
+    )
 
     def __init__(self, gate: CallGate) -> None:
         self.gate = gate
         self.granted = False
+        self.queued = False
+        """True when it had to wait: ``settle`` then decides (a slot can come any moment)."""
         self.wake: Callable[[], None] | None = None
         self.refs = 1
         self.closed = False
@@ -130,6 +142,7 @@ class CallGate:
                 self.active += 1
                 ticket.granted = True
             elif queue and len(self._waiters) < self.max_pending:
+                ticket.queued = True
                 self._waiters.append(ticket)
                 return ticket
             else:
@@ -274,7 +287,7 @@ def admit(
     """Admit a call from a thread, waiting in the queue when the limit is reached; its
     attempts (picked with ``retry``) then belong to the returned ticket."""
     ticket = retry.ticket = gate.enter(queue=queue)
-    if ticket.granted:
+    if not ticket.queued:
         return ticket
     event = threading.Event()
     try:
@@ -290,7 +303,7 @@ def admit(
 async def aadmit(gate: CallGate, retry: RetryState, deadline: float | None) -> Ticket:
     """``admit`` for asyncio: the task waits, the event loop does not."""
     ticket = retry.ticket = gate.enter()
-    if ticket.granted:
+    if not ticket.queued:
         return ticket
     loop = asyncio.get_running_loop()
     granted = loop.create_future()

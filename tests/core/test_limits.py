@@ -549,7 +549,7 @@ def test_the_gate_keeps_its_counts_and_its_order(
             except Overloaded:
                 assert len(running) + len([t for t in waiting if t.granted]) == limit
                 continue
-            if ticket.granted:
+            if not ticket.queued:
                 running.append(ticket)
             else:
                 gate.arm(ticket, lambda ticket=ticket: granted_order.append(ticket))
