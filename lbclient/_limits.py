@@ -25,6 +25,7 @@ import collections
 import contextlib
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -279,6 +280,23 @@ class CallGate:
 
 
 # -- the waiting edges ---------------------------------------------------------------------
+
+
+def held_until_pinned(owner: object, retry: RetryState) -> Callable[[], object]:
+    """For a call that may restart on another instance until its first message: the
+    caller's reference to the ticket stays with ``owner`` (the response stream) until the
+    returned function is called (pinned, or given up) or ``owner`` is collected, so a
+    restart still belongs to the call's slot."""
+    ticket = retry.ticket
+    if ticket is None:
+        return _nothing
+    release = weakref.finalize(owner, ticket.drop)
+    release.atexit = False
+    return release
+
+
+def _nothing() -> None:
+    return None
 
 
 def admit(

@@ -419,9 +419,10 @@ class _UnaryStream(_MultiCallable, _UnaryStreamBase):
             ticket = channel._admit(state, retry, None, queue=False)
             try:
                 first = attempt(timeout)
-            finally:  # its handle keeps the ticket (a restart after it ended runs unticketed)
+            except BaseException:
                 if ticket is not None:
                     ticket.drop()
+                raise
         except FailedCall as error:
             return error  # a finished, failed call: raised from next(), as in grpcio
         return RetryingResponseStream(first, attempt, channel._core, retry, deadline)

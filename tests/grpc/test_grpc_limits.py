@@ -160,3 +160,57 @@ async def test_aio_open_breaker_is_unavailable_and_circuit_open(echo, backends, 
         assert caught.value.code() is S.UNAVAILABLE
         assert isinstance(caught.value, CircuitOpen)
         assert "circuit breaker" in caught.value.details()
+
+
+def test_sync_stream_restarts_stay_in_the_call_slot(echo, backends, make_lb):
+    """A server stream that fails before its first message starts again elsewhere; the
+    restart belongs to the same call, so the call's one slot stays taken throughout."""
+    backends[0].abort_code = S.UNAVAILABLE
+    backends[1].abort_code = S.UNAVAILABLE
+    lb = make_lb(backends, max_requests=1, outlier=None)
+    channel = lbclient.grpc.insecure_channel("echo", lb, idempotent="all")
+    stub = echo.pb2_grpc.EchoStub(channel)
+    for _ in range(6):  # until a stream needed a restart (round robin starts anywhere)
+        calls = sum(b.calls for b in backends)
+        stream = stub.ServerStream(echo.pb2.Request(count=2, sleep=30))
+        assert next(stream).backend == "c"
+        restarted = sum(b.calls for b in backends) - calls > 1
+        if restarted:
+            break
+        stream.cancel()
+        assert wait_until(lambda: released(lb))
+    assert restarted
+    assert limits(lb)["in_flight"] == 1
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.Unary(echo.pb2.Request())
+    assert caught.value.code() is S.RESOURCE_EXHAUSTED
+    stream.cancel()
+    assert wait_until(lambda: released(lb))
+    channel.close()
+
+
+async def test_aio_stream_restarts_stay_in_the_call_slot(echo, backends, make_lb):
+    backends[0].abort_code = S.UNAVAILABLE
+    backends[1].abort_code = S.UNAVAILABLE
+    lb = make_lb(backends, max_requests=1, outlier=None)
+    async with lbclient.grpc.aio.insecure_channel("echo", lb, idempotent="all") as channel:
+        stub = echo.pb2_grpc.EchoStub(channel)
+        for _ in range(6):
+            calls = sum(b.calls for b in backends)
+            stream = stub.ServerStream(echo.pb2.Request(count=2, sleep=30))
+            assert (await stream.read()).backend == "c"
+            restarted = sum(b.calls for b in backends) - calls > 1
+            if restarted:
+                break
+            stream.cancel()
+            for _ in range(500):
+                if released(lb):
+                    break
+                await asyncio.sleep(0.01)
+        assert restarted
+        assert limits(lb)["in_flight"] == 1
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stub.Unary(echo.pb2.Request())
+        assert caught.value.code() is S.RESOURCE_EXHAUSTED
+        stream.cancel()
+    assert wait_until(lambda: released(lb))

@@ -319,9 +319,10 @@ class _UnaryStream(_MultiCallable, grpc.aio.UnaryStreamMultiCallable[Any, Any]):
         ticket = channel._admit(state, retry, None, queue=False)
         try:
             first = attempt(timeout)
-        finally:  # its handle keeps the ticket (a restart after it ended runs unticketed)
+        except BaseException:
             if ticket is not None:
                 ticket.drop()
+            raise
         return RetryingAioResponseStream(first, attempt, channel._core, retry, Deadline(timeout))
 
 
