@@ -14,9 +14,8 @@ edges that wait in the pending queue. A call admitted gets a ``Ticket``:
 - a call that retries holds one of ``max_retries`` retry slots from its first retry on;
 - with a circuit breaker, the ticket carries its permit and the call's final outcome.
 
-A service with no limit and no breaker has no gate (``ServiceState.gate`` is None): the request
-path then pays one
-attribute test.
+A service with no limit and no breaker has no gate (``ServiceState.gate`` is None): the
+request path then pays one attribute test.
 """
 
 from __future__ import annotations
