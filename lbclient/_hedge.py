@@ -381,7 +381,7 @@ def _pick_untried(
         exclude=base.exclude | tried,
     )
     try:
-        handle = state.pick(context, retry.attempt)
+        handle = state.pick(context, retry.attempt, retry.ticket)
     except LBError:
         return None
     if handle.instance.id in tried:

@@ -101,6 +101,11 @@ class OpenTelemetryInstrumentation(LoadBalancerListener):
         self._hedges_refused = meter.create_counter(
             "lbclient.hedges.refused", "{hedge}", "Hedges refused by the hedge or retry budget."
         )
+        self._calls_refused = meter.create_counter(
+            "lbclient.refused",
+            "{call}",
+            "Calls refused without being sent (a concurrency limit or the circuit breaker).",
+        )
         self._ejections = meter.create_counter(
             "lbclient.ejections", "{ejection}", "Instances ejected by outlier detection."
         )
@@ -203,6 +208,13 @@ class OpenTelemetryInstrumentation(LoadBalancerListener):
     def on_hedge_refused(self, service: str, attempt: int) -> None:
         self._hedges_refused.add(1, {"lbclient.service": service})
         _event("lbclient.hedge_refused", service, attempt=attempt)
+
+    def on_refused(self, service: str, reason: str) -> None:
+        self._calls_refused.add(1, {"lbclient.service": service, "lbclient.reason": reason})
+        _event("lbclient.refused", service, reason=reason)
+
+    def on_circuit_state(self, service: str, state: str) -> None:
+        _event("lbclient.circuit_breaker", service, state=state)
 
     # -- what the balancer knows -----------------------------------------------------------
 

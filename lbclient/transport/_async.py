@@ -13,6 +13,7 @@ from lbclient._balancer import LoadBalancer, ServiceState
 from lbclient._exceptions import ServiceNotFound
 from lbclient._handle import PickHandle
 from lbclient._hedge import Hedging, Race
+from lbclient._limits import aadmit
 from lbclient._racing import on_asyncio, race_tasks
 from lbclient._retry import RetryState
 from lbclient.transport._core import (
@@ -53,15 +54,20 @@ class AsyncLoadBalancedTransport(httpx.AsyncBaseTransport):
                 return await self._inners.for_request(request).handle_async_request(request)
             raise
         retry = self._core.start(request, state, started)
+        ticket = None if state.gate is None else await aadmit(state.gate, retry, retry.deadline)
         hedging = self._core.hedging(state, retry)
-        while True:
-            try:
-                if hedging is None:
-                    handle = self._core.pick(request, state, retry)
-                    return await self._attempt(request, handle, retry, None)
-                return await self._race(request, state, retry, hedging)
-            except RetryAttempt as signal:
-                await anyio.sleep(signal.pause)
+        try:
+            while True:
+                try:
+                    if hedging is None:
+                        handle = self._core.pick(request, state, retry)
+                        return await self._attempt(request, handle, retry, None)
+                    return await self._race(request, state, retry, hedging)
+                except RetryAttempt as signal:
+                    await anyio.sleep(signal.pause)
+        finally:
+            if ticket is not None:  # the returned response's handle keeps it until closed
+                ticket.drop()
 
     async def _race(
         self, request: httpx.Request, state: ServiceState, retry: RetryState, hedging: Hedging

@@ -12,6 +12,7 @@ from lbclient._balancer import LoadBalancer, ServiceState
 from lbclient._exceptions import ServiceNotFound
 from lbclient._handle import PickHandle
 from lbclient._hedge import Hedging, Race
+from lbclient._limits import admit
 from lbclient._racing import Attempt, failure_of, race_futures
 from lbclient._retry import RetryState
 from lbclient.transport._core import Release, RetryAttempt, TransportCore, abandon
@@ -61,15 +62,20 @@ class LoadBalancedTransport(httpx.BaseTransport):
                 return self._inners.for_request(request).handle_request(request)
             raise
         retry = self._core.start(request, state, started)
+        ticket = None if state.gate is None else admit(state.gate, retry, retry.deadline)
         hedging = self._core.hedging(state, retry)
-        while True:
-            try:
-                if hedging is None:
-                    handle = self._core.pick(request, state, retry)
-                    return self._attempt(request, handle, retry, None)
-                return self._race(request, state, retry, hedging)
-            except RetryAttempt as signal:
-                time.sleep(signal.pause)
+        try:
+            while True:
+                try:
+                    if hedging is None:
+                        handle = self._core.pick(request, state, retry)
+                        return self._attempt(request, handle, retry, None)
+                    return self._race(request, state, retry, hedging)
+                except RetryAttempt as signal:
+                    time.sleep(signal.pause)
+        finally:
+            if ticket is not None:  # the returned response's handle keeps it until closed
+                ticket.drop()
 
     def _race(
         self, request: httpx.Request, state: ServiceState, retry: RetryState, hedging: Hedging

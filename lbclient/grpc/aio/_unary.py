@@ -68,38 +68,43 @@ class RetryingUnaryCall(grpc.aio.UnaryUnaryCall[Any, Any]):
         try:
             state = core.state or await channel._astate()
             retry = core.start(state, self._method.name, request, metadata, replayable=True)
-            hedging = core.hedging(state, retry)
-            while hedging is not None:  # rounds of racing attempts, retried as one attempt
-                outcome = await self._race(state, retry, hedging.race(), attempt)
-                if isinstance(outcome, _Won):
-                    return outcome.response
-                pause = core.pause(retry, outcome, deadline)
-                if pause is None:
-                    if len(retry.tried) > 1:
-                        outcome.add_note(core.describe(retry))
-                    raise outcome
-                await asyncio.sleep(pause)
-            while True:
-                handle, lease = channel._begin(state, retry)
-                try:
-                    self._call = call = attempt(self._method.on(lease), deadline.remaining())
-                    response = await call
-                except grpc.RpcError as error:
-                    pause = core.after_error(handle, retry, error, deadline)
-                    pool.release(lease)
+            ticket = await channel._aadmit(state, retry, deadline.at)
+            try:
+                hedging = core.hedging(state, retry)
+                while hedging is not None:  # rounds of racing attempts, retried as one attempt
+                    outcome = await self._race(state, retry, hedging.race(), attempt)
+                    if isinstance(outcome, _Won):
+                        return outcome.response
+                    pause = core.pause(retry, outcome, deadline)
                     if pause is None:
-                        if retry.attempt > 1:
-                            error.add_note(core.describe(retry))
-                        raise
+                        if len(retry.tried) > 1:
+                            outcome.add_note(core.describe(retry))
+                        raise outcome
                     await asyncio.sleep(pause)
-                    continue
-                except BaseException as exc:
-                    handle.__exit__(type(exc), exc, None)
+                while True:
+                    handle, lease = channel._begin(state, retry)
+                    try:
+                        self._call = call = attempt(self._method.on(lease), deadline.remaining())
+                        response = await call
+                    except grpc.RpcError as error:
+                        pause = core.after_error(handle, retry, error, deadline)
+                        pool.release(lease)
+                        if pause is None:
+                            if retry.attempt > 1:
+                                error.add_note(core.describe(retry))
+                            raise
+                        await asyncio.sleep(pause)
+                        continue
+                    except BaseException as exc:
+                        handle.__exit__(type(exc), exc, None)
+                        pool.release(lease)
+                        raise
+                    handle.done()
                     pool.release(lease)
-                    raise
-                handle.done()
-                pool.release(lease)
-                return response
+                    return response
+            finally:
+                if ticket is not None:
+                    ticket.drop()
         except BaseException as exc:
             self._error = exc
             raise
