@@ -340,3 +340,20 @@ def test_the_deadline_bounds_every_hedge(mode: Mode, pair) -> None:
         assert lb.stats("svc")["hedges"] == 1
         fast.delay = slow.delay = 0
         assert _eventually(lambda: all(r["in_flight"] == 0 for r in lb.stats("svc")["instances"]))
+
+
+def test_a_hedged_call_holds_one_call_slot_until_its_last_attempt_ends(mode: Mode, pair) -> None:
+    slow, fast = pair
+    slow.delay = 1.0
+    with balancer(slow, fast, hedge=EAGER, max_requests=1) as lb:
+        limits = lb.stats("svc")["limits"]
+        first = run(mode, lb, [("GET", {})] * 2)  # fast, then slow beaten by its hedge
+        assert winners(first) == ["fast", "fast"]  # a hedge is an attempt, not another call
+        if mode == "sync":  # the losing thread still waits on the slow instance: the call
+            with pytest.raises(lbclient.Overloaded):  # keeps its slot until that attempt ends
+                run(mode, lb, [("GET", {})])
+        assert _eventually(lambda: lb.stats("svc")["limits"]["in_flight"] == 0)
+        assert winners(run(mode, lb, [("GET", {})])) in (["fast"], ["slow"])
+        limits = lb.stats("svc")["limits"]
+        assert limits["refused_overflow"] == (1 if mode == "sync" else 0)
+        assert _eventually(lambda: all(r["in_flight"] == 0 for r in lb.stats("svc")["instances"]))
