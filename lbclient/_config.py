@@ -13,6 +13,9 @@ from lbclient.filters._base import FilterFactory
 from lbclient.filters.outlier import OutlierDetection
 from lbclient.filters.slow_start import SlowStart
 from lbclient.health import HealthCheck
+from lbclient.routing._base import Router
+from lbclient.routing._settings import check_routing
+from lbclient.routing.priority import DEFAULT_OVERPROVISIONING
 from lbclient.schedulers import Scheduler, scheduler_class
 
 
@@ -54,12 +57,32 @@ class ServiceConfig:
     """Use only a deterministic subset of this many instances (off by default)."""
     subset_key: str | None = None
     """This client's identity for subsetting (default: the host name)."""
+    hint_header: str | None = None
+    """Spring's hint: the request header (gRPC: metadata key) naming a hint; the instances
+    whose ``metadata[hint_key]`` equals it take the request (none: all). None: off."""
+    hint_key: str = "hint"
+    """The instance metadata key the hint is matched against."""
+    sticky_cookie: str | None = None
+    """Spring's sticky session: the cookie (gRPC: metadata key) holding an instance id; that
+    instance takes the request while usable. None: off."""
+    sticky_set_cookie: bool = False
+    """Set ``sticky_cookie`` to the chosen instance's id on httpx responses (the client's
+    cookie jar then keeps later requests on it)."""
+    same_instance: bool = False
+    """Spring's same-instance preference: keep the instance chosen last while usable."""
+    routers: Sequence[Router] = ()
+    """Your own request-aware rules (``lbclient.routing.SubsetRouter``, ...), asked in order
+    after the built-in ones; see docs/routing.md."""
+    overprovisioning_factor: float = DEFAULT_OVERPROVISIONING
+    """Envoy's priority spill-over: a level keeps all traffic while its healthy share x this
+    factor is at least 1 (1.4: down to ~71% healthy)."""
 
     def __post_init__(self) -> None:
         scheduler_class(self.scheduler)  # fail at configuration time, naming the choices
         if self.ewma_decay <= 0:
             raise ConfigurationError(f"ewma_decay must be > 0, got {self.ewma_decay}")
         _check_health_settings(self)
+        check_routing(self)
 
     def merged(self, overrides: Mapping[str, Any] | ServiceConfig) -> ServiceConfig:
         """A copy with ``overrides`` applied; unknown keys are an error naming the valid ones."""

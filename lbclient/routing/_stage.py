@@ -1,0 +1,150 @@
+"""The routing stage: one scheduler per group, chosen per request by the rules in order.
+
+``RoutedScheduler`` stands where the service's scheduler stands and is built, like it, only
+when the usable list changes: it asks every router to ``prepare`` the list, builds a scheduler
+of the service's kind (with its options) over each group, and, when instances have several
+priorities, one per priority level with the levels' shares laid out as a smooth cycle. A pick
+asks the rules in order; the first that names a group picks inside it; with none, the
+request goes to the priority levels (or the whole list). When no rule is configured and every
+instance has the same priority, the balancer builds the plain scheduler instead: the stage
+costs nothing.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Hashable, Mapping, Sequence
+from typing import Any
+
+from lbclient._context import PickContext
+from lbclient._endpoint import Endpoint
+from lbclient.routing._base import Router, Routes
+from lbclient.routing._schedule import Rotation, smooth_cycle
+from lbclient.schedulers._base import Scheduler
+
+
+class _One(Scheduler):
+    """A group of one instance (sticky session, same instance): nothing to schedule."""
+
+    name = "one"
+
+    def choose(self, context: PickContext) -> Endpoint:
+        return self.endpoints[0]
+
+
+class _Table:
+    """One router's routes and the scheduler of each of its groups."""
+
+    __slots__ = ("routes", "schedulers")
+
+    def __init__(self, routes: Routes, schedulers: dict[Hashable, Scheduler]) -> None:
+        self.routes = routes
+        self.schedulers = schedulers
+
+
+class _Levels(Scheduler):
+    """Priority levels: a smooth cycle of levels by load, a scheduler inside each."""
+
+    name = "priority"
+
+    def __init__(
+        self,
+        endpoints: Sequence[Endpoint],
+        *,
+        levels: dict[int, Scheduler],
+        loads: Mapping[int, int],
+        rng: random.Random | None = None,
+    ) -> None:
+        super().__init__(endpoints, rng=rng)
+        self.levels = levels
+        self._rotation = Rotation(smooth_cycle(loads), self.rng)
+
+    def pick(self, context: PickContext) -> Endpoint:
+        return self.levels[self._rotation.next()].pick(context)
+
+    def choose(self, context: PickContext) -> Endpoint:
+        return self.pick(context)
+
+
+class RoutedScheduler(Scheduler):
+    """The service's scheduler behind request-aware rules and priority levels."""
+
+    name = "routed"
+
+    def __init__(
+        self,
+        endpoints: Sequence[Endpoint],
+        *,
+        base: type[Scheduler],
+        options: Mapping[str, Any],
+        routers: Sequence[Router] = (),
+        loads: Mapping[int, int] | None = None,
+        rng: random.Random | None = None,
+        previous: Scheduler | None = None,
+    ) -> None:
+        super().__init__(endpoints, rng=rng)
+        self.base = base
+        self._options = dict(options)
+        old = previous if isinstance(previous, RoutedScheduler) else None
+        self.tables: tuple[_Table, ...] = tuple(
+            self._table(router, old.tables[i] if old and i < len(old.tables) else None)
+            for i, router in enumerate(routers)
+        )
+        self._watchers = tuple(t.routes for t in self.tables if t.routes.watches_picks)
+        present = {e.instance.priority for e in self.endpoints}
+        self.loads = {p: share for p, share in (loads or {}).items() if p in present and share}
+        self.fallback = self._fallback(old.fallback if old else previous)
+
+    def _build(self, members: Sequence[Endpoint], previous: Scheduler | None) -> Scheduler:
+        if len(members) == 1:
+            return _One(members, rng=self.rng)
+        if previous is not None and type(previous) is not self.base:
+            previous = None
+        return self.base(members, rng=self.rng, previous=previous, **self._options)
+
+    def _table(self, router: Router, old: _Table | None) -> _Table:
+        routes = router.prepare(self.endpoints, old.routes if old else None)
+        before = old.schedulers if old else {}
+        schedulers = {
+            key: self._build(members, before.get(key))
+            for key, members in routes.groups.items()
+            if members
+        }
+        return _Table(routes, schedulers)
+
+    def _fallback(self, previous: Scheduler | None) -> Scheduler:
+        """The whole usable list's scheduler: by priority level when there are several."""
+        if len(self.loads) < 2:
+            return self._build(self.endpoints, previous)
+        old = previous.levels if isinstance(previous, _Levels) else {}
+        levels = {
+            level: self._build(
+                [e for e in self.endpoints if e.instance.priority == level], old.get(level)
+            )
+            for level in self.loads
+        }
+        return _Levels(self.endpoints, levels=levels, loads=self.loads, rng=self.rng)
+
+    def pick(self, context: PickContext) -> Endpoint:
+        endpoint = self._route(context)
+        for routes in self._watchers:
+            routes.picked(endpoint)
+        return endpoint
+
+    def _route(self, context: PickContext) -> Endpoint:
+        for table in self.tables:
+            key = table.routes.route(context)
+            if key is None:
+                continue
+            scheduler = table.schedulers.get(key)
+            if scheduler is None:
+                continue
+            endpoint = scheduler.pick(context)
+            # A retry leaves a one-instance group (sticky, same instance) for the others;
+            # a subset keeps its retries inside itself.
+            if endpoint.id not in context.exclude or len(scheduler.endpoints) > 1:
+                return endpoint
+        return self.fallback.pick(context)
+
+    def choose(self, context: PickContext) -> Endpoint:
+        return self._route(context)
