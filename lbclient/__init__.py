@@ -7,6 +7,9 @@
 >>> # client.get("http://orders/api/items")  -- the host names the service
 """
 
+import types as _types
+from importlib.metadata import version as _metadata_version
+
 from lbclient._balancer import LoadBalancer, ServiceState
 from lbclient._config import ServiceConfig
 from lbclient._context import PickContext
@@ -39,7 +42,7 @@ from lbclient.transport import (
     key_from_header,
 )
 
-__version__ = "0.1.0"
+__version__ = _metadata_version("lbclient")  # one source: pyproject.toml, via the install
 
 _OPTIONAL = {
     # name: (module, extra) -- imported on first access so the core needs no optional extra
@@ -110,3 +113,17 @@ __all__ = [
     "register_scheduler",
     "registry_from_uri",
 ]
+
+# Show the public module in reprs, tracebacks and help(): ``lbclient.ConfigurationError``,
+# not ``lbclient._exceptions.ConfigurationError`` (as httpx does). Not for classes that
+# annotate attributes themselves (the dataclasses, ClassVars): typing.get_type_hints (and
+# so pydantic, cattrs, ...) resolves those annotations in ``sys.modules[cls.__module__]``.
+for _name in __all__:
+    _value = globals()[_name]
+    if isinstance(_value, type):
+        _rename = "__annotations__" not in vars(_value)
+    else:
+        _rename = isinstance(_value, _types.FunctionType)
+    if _rename:
+        _value.__module__ = "lbclient"
+del _name, _value, _rename

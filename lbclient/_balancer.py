@@ -18,6 +18,7 @@ from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
+from lbclient._answer import SkippedEntry, report_skipped
 from lbclient._channels import ChannelProviders
 from lbclient._config import ServiceConfig
 from lbclient._context import EMPTY_CONTEXT, PickContext
@@ -82,6 +83,8 @@ class ServiceState:
         self.scheduler_error: str | None = None
         """Why the last rebuild asked by a filter failed (the previous scheduler serves)."""
         self._rejected: str | None = None
+        self.skipped: frozenset[SkippedEntry] = frozenset()
+        """The entries of the last registry answer that were malformed and left out."""
         self.stale_since: float | None = None
         self.subscription: Subscription | None = None
         self.closed = False
@@ -120,6 +123,7 @@ class ServiceState:
         with self._lock:
             if self.closed:
                 return
+            self.skipped = report_skipped(self.name, instances, self.skipped)
             previous = self.endpoints
             changed: list[tuple[Endpoint, ServiceInstance]] = []
             added: list[Endpoint] = []
@@ -386,6 +390,7 @@ class ServiceState:
             "stale_seconds": None if self.stale_since is None else now - self.stale_since,
             "registry_error": self.registry_error,
             "scheduler_error": self.scheduler_error,
+            "skipped_entries": len(self.skipped),
             "retry_budget": round(self.retry_budget.balance, 2),
             "retries_refused_by_budget": self.retry_budget.exhausted,
         }
@@ -586,10 +591,13 @@ class LoadBalancer:
         return dict(self._services)
 
     def stats(self, service: str | None = None) -> dict[str, Any]:
-        """Per-service, per-instance counters: in flight, picks, successes, failures, latency."""
+        """Per-service, per-instance counters: in flight, picks, successes, failures, latency.
+
+        ``stats(service)`` resolves the service as ``pick`` does (an unknown one raises
+        ServiceNotFound); ``stats()`` covers the services in use so far.
+        """
         if service is not None:
-            state = self._services.get(service)
-            return state.stats() if state else {}
+            return (self._services.get(service) or self.service(service)).stats()
         return {name: state.stats() for name, state in sorted(self._services.items())}
 
     def close(self) -> None:

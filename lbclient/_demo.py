@@ -82,6 +82,8 @@ class AttemptRecorder(LoadBalancerListener):
 
 @dataclasses.dataclass
 class BackendRow:
+    """What one backend saw: every attempt sent to it (first tries and retries alike)."""
+
     name: str
     role: str
     attempts: int
@@ -92,6 +94,9 @@ class BackendRow:
 
 @dataclasses.dataclass
 class SchedulerResult:
+    """``requests`` the caller sent; ``errors`` of them failed for the caller (after retries);
+    ``attempts`` (per backend in ``rows``) include the retries."""
+
     scheduler: str
     requests: int
     errors: int
@@ -178,7 +183,7 @@ async def run_scheduler(
 
 
 def backend_table(result: SchedulerResult) -> tuple[list[str], list[list[str]]]:
-    header = ["backend", "behaviour", "requests", "share", "errors", "p50 ms", "p99 ms"]
+    header = ["backend", "behaviour", "attempts", "share", "failed attempts", "p50 ms", "p99 ms"]
     total = result.attempts or 1
     rows = [
         [
@@ -198,14 +203,18 @@ def backend_table(result: SchedulerResult) -> tuple[list[str], list[list[str]]]:
 def summary_line(result: SchedulerResult) -> str:
     retries = result.attempts - result.requests
     return (
-        f"{result.requests} requests in {result.seconds:.1f}s ({result.rate:.0f}/s), "
-        f"{result.errors} failed for the caller, {retries} retried on another backend; "
+        f"{result.requests} requests in {result.seconds:.1f}s ({result.rate:.0f}/s) made "
+        f"{result.attempts} attempts ({retries} retries on another backend); "
+        f"{result.errors} requests failed for the caller; "
         f"end-to-end p50 {result.p50_ms:.1f} ms, p99 {result.p99_ms:.1f} ms"
     )
 
 
 def comparison_table(results: Sequence[SchedulerResult]) -> tuple[list[str], list[list[str]]]:
-    header = ["scheduler", "req/s", "p50 ms", "p99 ms", "errors", "retries", "to slow", "to flaky"]
+    header = [
+        "scheduler", "req/s", "p50 ms", "p99 ms", "failed requests", "retries", "to slow",
+        "to flaky",
+    ]  # fmt: skip
     rows = [
         [
             r.scheduler,
@@ -363,7 +372,8 @@ def run_demo(
     if len(results) > 1:
         header, rows = comparison_table(results)
         report.table(
-            "All schedulers (errors: failed for the caller; retries: attempts sent elsewhere)",
+            "All schedulers (failed requests: failed for the caller after retries; retries: "
+            "attempts sent to another backend; to slow, to flaky: share of attempts)",
             header,
             rows,
         )

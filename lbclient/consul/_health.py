@@ -18,11 +18,13 @@ from __future__ import annotations
 import dataclasses
 import logging
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 from consul.exceptions import ACLDisabled, ACLPermissionDenied, BadRequest, ConsulException
 
+from lbclient._address import show
+from lbclient._answer import AnswerReader, Instances
 from lbclient._exceptions import (
     ConfigurationError,
     LBError,
@@ -73,7 +75,7 @@ class HealthQuery:
 
     def read(
         self, service: str, answer: Any, cursor: int | None
-    ) -> tuple[Sequence[ServiceInstance] | None, int | None]:
+    ) -> tuple[Instances | None, int | None]:
         """Turn ``(index, entries)`` into ``(instances or None if unchanged, next cursor)``."""
         if not isinstance(answer, tuple) or len(answer) != 2:
             raise _malformed(service, f"expected (index, entries), got {type(answer).__name__}")
@@ -92,16 +94,18 @@ class HealthQuery:
             return instances, None
         return instances, max(index, 1)
 
-    def instances(self, service: str, entries: Any) -> tuple[ServiceInstance, ...]:
-        """Parse every entry or reject the whole answer (the last good list is kept)."""
+    def instances(self, service: str, entries: Any) -> Instances:
+        """Parse every entry; a malformed entry is skipped (and counted), the others apply.
+
+        Only an answer malformed as a whole (not a JSON array, or no entry valid) is
+        rejected, and the last good list is kept.
+        """
         if not isinstance(entries, list):
             raise _malformed(service, f"expected a JSON array, got {type(entries).__name__}")
-        parsed = []
-        for entry in entries:
-            try:
-                instance = self._instance(service, entry)
-            except (KeyError, TypeError, AttributeError, ValueError) as exc:
-                raise _malformed(service, f"entry {str(entry)[:200]!r}: {exc!r}") from None
+        reader = AnswerReader(service, "Consul")
+        parsed: list[ServiceInstance] = []
+        for position, entry in enumerate(entries):
+            instance = reader.attempt(_label(entry, position), self._instance, service, entry)
             if instance is not None:
                 parsed.append(instance)
         ids = [i.id for i in parsed]
@@ -109,36 +113,42 @@ class HealthQuery:
             parsed = [
                 dataclasses.replace(i, id=f"{i.id}@{i.metadata['consul.node']}") for i in parsed
             ]
-        return tuple(parsed)
+        return reader.result(parsed)
 
-    def _instance(self, service: str, entry: Mapping[str, Any]) -> ServiceInstance | None:
-        svc, node = entry["Service"], entry["Node"]
+    def _instance(self, service: str, entry: Any) -> ServiceInstance | None:
+        """One entry of the answer, None when Consul says not to use it; raises when the
+        entry is malformed (a field missing or of the wrong JSON type)."""
+        entry = _object(entry, "the entry")
+        svc, node = _object(entry["Service"], "Service"), _object(entry["Node"], "Node")
         checks = entry.get("Checks") or []
+        if not isinstance(checks, list):
+            raise TypeError(f"Checks {show(checks)} is not an array")
         health = "passing"
         for check in checks:
-            status = check["Status"]
+            status = _object(check, "a check")["Status"]
             if _RANK.get(status, 2) > _RANK[health]:
                 health = status if status in _RANK else "critical"
         if health == "critical" or (self.passing_only and health != "passing"):
             return None
         port = svc["Port"]
         if isinstance(port, bool) or not isinstance(port, int):
-            raise TypeError(f"Service.Port {port!r} is not an integer")
+            raise TypeError(f"Service.Port {show(port)} is not an integer")
         if port == 0:
-            log.warning("%s: instance %r has no port in Consul, skipped", service, svc["ID"])
-            return None
-        weights = svc.get("Weights") or {}
+            raise ConfigurationError("it has no port in Consul (Service.Port 0)", service=service)
+        weights = _object(svc.get("Weights") or {}, "Service.Weights")
         weight = weights.get("Warning" if health == "warning" else "Passing", 1)
-        if not weight:
-            return None
-        service_meta = dict(svc.get("Meta") or {})
-        node_meta = dict(node.get("Meta") or {})
+        if weight == 0 and not isinstance(weight, bool):
+            return None  # Consul's own rule: weight 0 takes no traffic
+        service_meta = _strings(svc.get("Meta"), "Service.Meta")
+        node_meta = _strings(node.get("Meta"), "Node.Meta")
+        node_name, service_id = _string(node["Node"], "Node.Node"), _string(svc["ID"], "ID")
+        address = svc.get("Address") or _string(node["Address"], "Node.Address")
         zone = service_meta.get(self.zone_key) or node_meta.get(self.zone_key) or None
-        metadata = {str(k): str(v) for k, v in service_meta.items()}
+        metadata = dict(service_meta)
         metadata.update(
             {
-                "consul.node": str(node["Node"]),
-                "consul.service_id": str(svc["ID"]),
+                "consul.node": node_name,
+                "consul.service_id": service_id,
                 "consul.health": health,
                 # the last word of each service check: a passing TTL check is a heartbeat
                 "consul.checks": ";".join(
@@ -148,15 +158,55 @@ class HealthQuery:
         )
         return ServiceInstance(
             service,
-            svc.get("Address") or node["Address"],
+            address,
             port,
-            id=str(svc["ID"]),
+            id=service_id,
             weight=weight,
             zone=zone,
-            tags=frozenset(svc.get("Tags") or ()),
+            tags=_tags(svc.get("Tags")),
             metadata=metadata,
             scheme=service_meta.get("scheme") or self.instance_scheme,
         )
+
+
+def _label(entry: Any, position: int) -> str:
+    """How a skipped entry is named in logs: its service ID, else its position."""
+    try:
+        service_id = entry["Service"]["ID"]
+    except (KeyError, TypeError, IndexError):
+        service_id = None
+    return service_id if isinstance(service_id, str) else f"#{position}"
+
+
+def _object(value: Any, what: str) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise TypeError(f"{what} {show(value)} is not a JSON object")
+    return value
+
+
+def _string(value: Any, what: str) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"{what} {show(value)} is not a string")
+    return value
+
+
+def _tags(value: Any) -> frozenset[str]:
+    """Service.Tags, a JSON array of strings (``"abc"`` is not the tags a, b and c)."""
+    if value is None:
+        return frozenset()
+    if not isinstance(value, list) or not all(isinstance(t, str) for t in value):
+        raise TypeError(f"Service.Tags {show(value)} is not an array of strings")
+    return frozenset(value)
+
+
+def _strings(value: Any, what: str) -> dict[str, str]:
+    """A ``map[string]string`` of Consul (Meta): absent is empty, anything else an error."""
+    if value is None:
+        return {}
+    mapping = _object(value, what)
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in mapping.items()):
+        raise TypeError(f"{what} {show(value)} is not a map of strings to strings")
+    return dict(mapping)
 
 
 def _malformed(service: str, detail: str) -> RegistryUnavailable:

@@ -142,7 +142,7 @@ class ConsulRegistry(Registry):
             instances, index = self.query.read(service, answer, None)
             if instances or self._known(service, client.catalog.services(dc=self.query.dc)):
                 self._resolved[service] = index
-                return instances or ()
+                return () if instances is None else instances
         except Exception as exc:
             raise translate(exc, service, self.settings.address) from exc
         raise self._not_found(service)
@@ -154,7 +154,7 @@ class ConsulRegistry(Registry):
             instances, index = self.query.read(service, answer, None)
             if instances or self._known(service, await client.catalog.services(dc=self.query.dc)):
                 self._resolved[service] = index
-                return instances or ()
+                return () if instances is None else instances
         except Exception as exc:
             raise translate(exc, service, self.settings.address) from exc
         finally:

@@ -121,8 +121,7 @@ class _HttpProber:
 
     def probe(self, instance: ServiceInstance) -> ProbeResult:
         scheme = "https" if instance.secure else "http"
-        host = f"[{instance.host}]" if ":" in instance.host else instance.host
-        url = f"{scheme}://{host}:{self._check.port or instance.port}{self._check.path}"
+        url = f"{scheme}://{instance.authority(self._check.port)}{self._check.path}"
         try:
             response = self._client.get(url)
         except httpx.HTTPError as exc:
@@ -152,7 +151,7 @@ class _TcpProber:
         self._check = check
 
     def probe(self, instance: ServiceInstance) -> ProbeResult:
-        address = (instance.host, self._check.port or instance.port)
+        address = (instance.ascii_host, self._check.port or instance.port)
         try:
             with socket.create_connection(address, timeout=self._check.timeout):
                 return ProbeResult(True, "connected")

@@ -95,8 +95,7 @@ class _GrpcProber:
             if entry is not None:
                 self._stubs.move_to_end(instance.id)
             else:
-                host = f"[{instance.host}]" if ":" in instance.host else instance.host
-                target = f"{host}:{self._check.port or instance.port}"
+                target = instance.authority(self._check.port)
                 if instance.secure:
                     channel = self._grpc.secure_channel(
                         target, self._grpc.ssl_channel_credentials()

@@ -95,8 +95,7 @@ class GrpcWatchProber:
 
     async def _watch(self, instance: ServiceInstance, stream: _Stream) -> None:
         grpc, pb2, pb2_grpc = self._grpc, self._pb2, self._pb2_grpc
-        host = f"[{instance.host}]" if ":" in instance.host else instance.host
-        target = f"{host}:{self._check.port or instance.port}"
+        target = instance.authority(self._check.port)
         request = pb2.HealthCheckRequest(service=self._check.service)
         backoff = MIN_BACKOFF
         while True:

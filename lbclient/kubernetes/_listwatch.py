@@ -21,6 +21,8 @@ import json
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from lbclient._address import show
+from lbclient._answer import skipped_of
 from lbclient._exceptions import RegistryUnavailable
 from lbclient._instance import ServiceInstance
 from lbclient.kubernetes._errors import status_message
@@ -61,10 +63,20 @@ class ListWatch:
     # -- results fed back by the driver ---------------------------------------------------
 
     def listed(self, body: bytes | str | Mapping[str, Any]) -> None:
-        data = json.loads(body) if isinstance(body, (bytes, str)) else body
-        items = data.get("items") or ()
-        self.objects = {str(item["metadata"]["name"]): item for item in items}
-        self.resource_version = str(data["metadata"]["resourceVersion"])
+        try:
+            data = json.loads(body) if isinstance(body, (bytes, str)) else body
+        except ValueError as exc:
+            raise self._malformed(f"a list answer that is not JSON ({exc})") from None
+        meta = data.get("metadata") if isinstance(data, Mapping) else None
+        items = data.get("items") if isinstance(data, Mapping) else None
+        if not isinstance(meta, Mapping) or not isinstance(items or [], list):
+            raise self._malformed(f"a list answer that is not a List: {show(data)}")
+        if meta.get("resourceVersion") is None:
+            raise self._malformed("a list answer without metadata.resourceVersion")
+        # An item without a name is kept under its position: the converter skips (and
+        # counts) it as malformed instead of the whole list failing.
+        self.objects = {_name_of(item) or f"\0#{n}": item for n, item in enumerate(items or ())}
+        self.resource_version = str(meta["resourceVersion"])
         self._need_list = False
         self.lists += 1
 
@@ -84,10 +96,16 @@ class ListWatch:
             return
         if not line.strip():
             return
-        event = json.loads(line)
+        try:
+            event = json.loads(line)
+        except ValueError as exc:
+            raise self._malformed(f"a watch line that is not JSON ({exc})") from None
         self._lines_since_open += 1
         self._empty_streams = 0
-        kind, obj = event.get("type"), event.get("object") or {}
+        obj = (event.get("object") if isinstance(event, Mapping) else None) or {}
+        if not isinstance(event, Mapping) or not isinstance(obj, Mapping):
+            raise self._malformed(f"a watch event that is not an object: {show(event)}")
+        kind = event.get("type")
         if kind == "ERROR":
             if obj.get("code") == 410:
                 self.stream_closed()
@@ -98,13 +116,26 @@ class ListWatch:
                 f"{obj.get('reason')}: {status_message(json.dumps(obj))}",
                 service=self.service,
             )
-        meta = obj.get("metadata") or {}
-        if meta.get("resourceVersion"):
+        meta = obj.get("metadata")
+        if isinstance(meta, Mapping) and meta.get("resourceVersion"):
             self.resource_version = str(meta["resourceVersion"])
-        if kind in ("ADDED", "MODIFIED"):
-            self.objects[str(meta["name"])] = obj
-        elif kind == "DELETED":
-            self.objects.pop(str(meta.get("name")), None)
+        if kind not in ("ADDED", "MODIFIED", "DELETED"):
+            return
+        name = _name_of(obj)
+        if name is None:  # not trackable by name: list again (it is skipped there)
+            raise self._malformed(f"a {kind} event for an object without metadata.name")
+        if kind == "DELETED":
+            self.objects.pop(name, None)
+        else:
+            self.objects[name] = obj
+
+    def _malformed(self, what: str) -> RegistryUnavailable:
+        self._need_list = True
+        self.stream_closed()
+        return RegistryUnavailable(
+            f"Kubernetes sent {what} for service {self.service!r}; listing again",
+            service=self.service,
+        )
 
     def broken(self, error: BaseException) -> None:
         """Reading the stream failed: reconnect from the last version if it ever worked."""
@@ -137,7 +168,13 @@ class ListWatch:
         if self._need_list or self.resource_version is None:
             return None
         current = self.snapshot()
-        if current == self.published:
+        if current == self.published and skipped_of(current) == skipped_of(self.published or ()):
             return None
         self.published = current
         return current
+
+
+def _name_of(obj: Any) -> str | None:
+    meta = obj.get("metadata") if isinstance(obj, Mapping) else None
+    name = meta.get("name") if isinstance(meta, Mapping) else None
+    return name if isinstance(name, str) else None

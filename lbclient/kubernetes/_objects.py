@@ -15,6 +15,8 @@ import logging
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from lbclient._address import show
+from lbclient._answer import AnswerReader, Instances
 from lbclient._exceptions import ConfigurationError
 from lbclient._instance import ServiceInstance
 
@@ -66,114 +68,218 @@ def _scheme(port: Mapping[str, Any]) -> str | None:
 
 def _instance(
     selection: Selection,
-    host: str,
+    host: Any,
     port: Mapping[str, Any],
-    zone: str | None,
-    metadata: dict[str, str],
-) -> ServiceInstance | None:
-    try:
-        return ServiceInstance(
-            selection.service,
-            host,
-            int(port["port"]),
-            zone=zone or None,
-            metadata={k: v for k, v in metadata.items() if v},
-            scheme=_scheme(port),
-        )
-    except (ConfigurationError, KeyError, TypeError, ValueError) as exc:
-        log.warning("%s: skipping endpoint %r: %s", selection.service, host, exc)
-        return None
+    zone: Any,
+    metadata: dict[str, Any],
+) -> ServiceInstance:
+    if not isinstance(host, str):
+        raise TypeError(f"address {show(host)} is not a string")
+    return ServiceInstance(
+        selection.service,
+        host,
+        _port_number(port),
+        zone=_optional_string(zone, "zone"),
+        metadata={k: text for k, v in metadata.items() if (text := _optional_string(v, k))},
+        scheme=_scheme(port),
+    )
 
 
-def slice_instances(
-    selection: Selection, slices: Iterable[Mapping[str, Any]]
-) -> tuple[ServiceInstance, ...]:
-    """Merge every EndpointSlice of a service into one list (duplicates across slices once)."""
+def _object(value: Any, what: str) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise TypeError(f"{what} {show(value)} is not an object")
+    return value
+
+
+def _optional_object(value: Any, what: str) -> Mapping[str, Any]:
+    return {} if value is None else _object(value, what)
+
+
+def _list(value: Any, what: str) -> list[Any]:
+    """A JSON array, or empty for null/absent (``"x"`` is not a list of one-letter items)."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise TypeError(f"{what} {show(value)} is not an array")
+    return value
+
+
+def _optional_string(value: Any, what: str) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    raise TypeError(f"{what} {show(value)} is not a string")
+
+
+def _port_number(port: Mapping[str, Any]) -> int:
+    number = port.get("port")
+    if isinstance(number, bool) or not isinstance(number, int):
+        raise TypeError(f"port {show(number)} is not an integer")
+    return number
+
+
+def _ports(value: Any) -> list[Mapping[str, Any]]:
+    return [_object(p, "port") for p in _list(value, "ports")]
+
+
+def _name(obj: Any, kind: str, position: int) -> tuple[Mapping[str, Any], str]:
+    """The object's metadata and ``"Kind name"``; raises when it has no usable name."""
+    meta = _object(_object(obj, kind).get("metadata"), "metadata")
+    name = meta.get("name")
+    if not isinstance(name, str):
+        raise TypeError(f"metadata.name {show(name)} of {kind} #{position} is not a string")
+    return meta, f"{kind} {name}"
+
+
+def slice_instances(selection: Selection, slices: Iterable[Mapping[str, Any]]) -> Instances:
+    """Merge every EndpointSlice of a service into one list (duplicates across slices once).
+
+    A malformed slice or endpoint is skipped (and counted), the others apply.
+    """
+    reader = AnswerReader(selection.service, "Kubernetes")
     ready: dict[str, ServiceInstance] = {}
     draining: dict[str, ServiceInstance] = {}
     ports_seen: list[str] = []
     matched = False
-    for obj in slices:
-        meta = obj.get("metadata") or {}
-        name = str(meta.get("name", "?"))
-        endpoints = obj.get("endpoints") or ()
-        port = pick_port(selection, obj.get("ports"), f"EndpointSlice {name!r}")
-        ports_seen += [str(p.get("name") or p.get("port")) for p in obj.get("ports") or ()]
+    for position, obj in enumerate(slices):
+        checked = reader.attempt(f"EndpointSlice #{position}", _slice, obj, position)
+        if checked is None:
+            continue
+        meta, label, endpoints, ports = checked
+        port = pick_port(selection, ports, label)
+        ports_seen += [str(p.get("name") or p.get("port")) for p in ports]
         if port is None:
             continue
         matched = True
-        for endpoint in endpoints:
-            addresses = endpoint.get("addresses") or ()
-            if not addresses:
-                continue
-            conditions = endpoint.get("conditions") or {}
-            is_ready = conditions.get("ready") is not False
-            serving = conditions.get("serving")
-            is_serving = is_ready if serving is None else bool(serving)
-            terminating = bool(conditions.get("terminating"))
-            usable = is_ready and not terminating
-            if not usable and not (
-                selection.fallback_to_terminating and terminating and is_serving
-            ):
-                continue
-            target = endpoint.get("targetRef") or {}
-            instance = _instance(
+        for index, endpoint in enumerate(endpoints):
+            found = reader.attempt(
+                f"{label} endpoint #{index}",
+                _slice_endpoint,
                 selection,
-                str(addresses[0]),
+                obj,
+                meta,
+                label,
+                endpoint,
                 port,
-                endpoint.get("zone"),
-                {
-                    "node": endpoint.get("nodeName") or "",
-                    "pod": target.get("name") or "",
-                    "namespace": target.get("namespace") or meta.get("namespace") or "",
-                    "hostname": endpoint.get("hostname") or "",
-                    "slice": name,
-                    "address_type": str(obj.get("addressType") or ""),
-                    "app_protocol": str(port.get("appProtocol") or ""),
-                    "terminating": "true" if terminating else "",
-                },
             )
-            if instance is not None:
+            if found is not None:
+                usable, instance = found
                 (ready if usable else draining).setdefault(instance.id, instance)
     _check_port(selection, matched, ports_seen)
     chosen = ready or draining
-    return tuple(chosen[key] for key in sorted(chosen))
+    return reader.result(chosen[key] for key in sorted(chosen))
 
 
-def endpoints_instances(
-    selection: Selection, objects: Iterable[Mapping[str, Any]]
-) -> tuple[ServiceInstance, ...]:
-    """The ready addresses of legacy core/v1 Endpoints (``notReadyAddresses`` are skipped)."""
+def _slice(
+    obj: Any, position: int
+) -> tuple[Mapping[str, Any], str, list[Any], list[Mapping[str, Any]]]:
+    meta, label = _name(obj, "EndpointSlice", position)
+    return meta, label, _list(obj.get("endpoints"), "endpoints"), _ports(obj.get("ports"))
+
+
+def _slice_endpoint(
+    selection: Selection,
+    obj: Mapping[str, Any],
+    meta: Mapping[str, Any],
+    label: str,
+    endpoint: Any,
+    port: Mapping[str, Any],
+) -> tuple[bool, ServiceInstance] | None:
+    """``(usable, instance)`` of one endpoint, None when its conditions leave it out."""
+    endpoint = _object(endpoint, "endpoint")
+    addresses = _list(endpoint.get("addresses"), "addresses")
+    if not addresses:
+        return None
+    conditions = _optional_object(endpoint.get("conditions"), "conditions")
+    is_ready = conditions.get("ready") is not False
+    serving = conditions.get("serving")
+    is_serving = is_ready if serving is None else bool(serving)
+    terminating = bool(conditions.get("terminating"))
+    usable = is_ready and not terminating
+    if not usable and not (selection.fallback_to_terminating and terminating and is_serving):
+        return None
+    target = _optional_object(endpoint.get("targetRef"), "targetRef")
+    instance = _instance(
+        selection,
+        addresses[0],
+        port,
+        endpoint.get("zone"),
+        {
+            "node": endpoint.get("nodeName"),
+            "pod": target.get("name"),
+            "namespace": target.get("namespace") or meta.get("namespace"),
+            "hostname": endpoint.get("hostname"),
+            "slice": label.partition(" ")[2],
+            "address_type": obj.get("addressType"),
+            "app_protocol": port.get("appProtocol"),
+            "terminating": "true" if terminating else "",
+        },
+    )
+    return usable, instance
+
+
+def endpoints_instances(selection: Selection, objects: Iterable[Mapping[str, Any]]) -> Instances:
+    """The ready addresses of legacy core/v1 Endpoints (``notReadyAddresses`` are skipped).
+
+    A malformed object, subset or address is skipped (and counted), the others apply.
+    """
+    reader = AnswerReader(selection.service, "Kubernetes")
     found: dict[str, ServiceInstance] = {}
     ports_seen: list[str] = []
     matched = False
-    for obj in objects:
-        meta = obj.get("metadata") or {}
-        for subset in obj.get("subsets") or ():
-            port = pick_port(selection, subset.get("ports"), f"Endpoints {meta.get('name')!r}")
-            ports_seen += [str(p.get("name") or p.get("port")) for p in subset.get("ports") or ()]
+    for position, obj in enumerate(objects):
+        checked = reader.attempt(f"Endpoints #{position}", _endpoints, obj, position)
+        if checked is None:
+            continue
+        meta, label, subsets = checked
+        for number, subset in enumerate(subsets):
+            where = f"{label} subset #{number}"
+            parts = reader.attempt(where, _subset, subset)
+            if parts is None:
+                continue
+            addresses, ports = parts
+            port = pick_port(selection, ports, label)
+            ports_seen += [str(p.get("name") or p.get("port")) for p in ports]
             if port is None:
                 continue
             matched = True
-            for address in subset.get("addresses") or ():
-                target = address.get("targetRef") or {}
-                instance = _instance(
-                    selection,
-                    str(address.get("ip", "")),
-                    port,
-                    None,
-                    {
-                        "node": address.get("nodeName") or "",
-                        "pod": target.get("name") or "",
-                        "namespace": target.get("namespace") or meta.get("namespace") or "",
-                        "hostname": address.get("hostname") or "",
-                        "app_protocol": str(port.get("appProtocol") or ""),
-                    },
+            for index, address in enumerate(addresses):
+                instance = reader.attempt(
+                    f"{where} address #{index}", _address, selection, meta, address, port
                 )
                 if instance is not None:
                     found.setdefault(instance.id, instance)
     _check_port(selection, matched, ports_seen)
-    return tuple(found[key] for key in sorted(found))
+    return reader.result(found[key] for key in sorted(found))
+
+
+def _endpoints(obj: Any, position: int) -> tuple[Mapping[str, Any], str, list[Any]]:
+    meta, label = _name(obj, "Endpoints", position)
+    return meta, label, _list(obj.get("subsets"), "subsets")
+
+
+def _subset(subset: Any) -> tuple[list[Any], list[Mapping[str, Any]]]:
+    subset = _object(subset, "subset")
+    return _list(subset.get("addresses"), "addresses"), _ports(subset.get("ports"))
+
+
+def _address(
+    selection: Selection, meta: Mapping[str, Any], address: Any, port: Mapping[str, Any]
+) -> ServiceInstance:
+    address = _object(address, "address")
+    target = _optional_object(address.get("targetRef"), "targetRef")
+    return _instance(
+        selection,
+        address.get("ip"),
+        port,
+        None,
+        {
+            "node": address.get("nodeName"),
+            "pod": target.get("name"),
+            "namespace": target.get("namespace") or meta.get("namespace"),
+            "hostname": address.get("hostname"),
+            "app_protocol": port.get("appProtocol"),
+        },
+    )
 
 
 def _check_port(selection: Selection, matched: bool, ports_seen: list[str]) -> None:

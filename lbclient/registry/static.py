@@ -10,8 +10,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import SplitResult, parse_qsl, unquote
 
+from lbclient._address import show
+from lbclient._answer import AnswerReader, Instances
 from lbclient._exceptions import ConfigurationError, ServiceNotFound
-from lbclient._instance import InstanceEntry, ServiceInstance, parse_instances
+from lbclient._instance import InstanceEntry, ServiceInstance, parse_instance, parse_instances
 from lbclient.registry._base import NoWatch, Registry, SnapshotSink, Subscription
 from lbclient.registry._watch import ThreadWatch, WatchPolicy
 
@@ -19,7 +21,8 @@ ENV_PREFIX = "LBCLIENT_SERVICE_"
 
 
 class StaticRegistry(Registry):
-    """Instances listed up front. Entries are validated at once, so mistakes fail at startup.
+    """Instances listed up front. Entries are validated at once, so mistakes fail at startup;
+    a file reloaded later skips (logs and counts) a bad entry and applies the others.
 
     >>> registry = StaticRegistry({"orders": ["127.0.0.1:8001", "[::1]:8002"]})
     >>> [i.address for i in registry.resolve("orders")]
@@ -98,7 +101,7 @@ class StaticRegistry(Registry):
             current = path.stat().st_mtime
             if mtime is not None and current == mtime:
                 return None, current
-            return parse_instances(service, _read_file(path).get(service, ())), current
+            return reload_instances(service, _read_file(path).get(service, ()), path), current
 
         # A local file is cheap to re-read: after a bad edit (or a read that caught a write
         # half done), try again at the reload pace instead of WatchPolicy's 30 s default.
@@ -134,6 +137,32 @@ class StaticRegistry(Registry):
         if uri.path and uri.path != "/":
             return cls.from_file(unquote(uri.path))
         return cls(dict(parse_qsl(uri.query, keep_blank_values=True)))
+
+
+def reload_instances(service: str, entries: Any, path: Path) -> Instances:
+    """The entries of ``service`` in a reloaded file, read one by one: a bad entry (or a
+    duplicate id) is skipped and the others apply, as for any registry answer. Only a value
+    that is not a list (nor a ``"host:port,host:port"`` string) is an error as a whole."""
+    if isinstance(entries, str):
+        entries = entries.replace(",", " ").split()
+    if not isinstance(entries, list):
+        raise ConfigurationError(
+            f"static registry file {str(path)!r}: service {service!r} must map to a list of "
+            f"instances (or 'host:port,host:port'), got {type(entries).__name__}",
+            service=service,
+        )
+    reader = AnswerReader(service, f"static registry file {str(path)!r}")
+    found: dict[str, ServiceInstance] = {}
+    for position, entry in enumerate(entries):
+        label = entry if isinstance(entry, str) else f"#{position}"
+        instance = reader.attempt(label, parse_instance, service, entry)
+        if instance is None:
+            continue
+        if instance.id in found:
+            reader.skip(label, f"duplicate instance id {show(instance.id)}; give each a unique id")
+            continue
+        found[instance.id] = instance
+    return reader.result(found.values())
 
 
 def _read_file(path: Path) -> dict[str, Any]:

@@ -218,7 +218,7 @@ class TransportCore:
         """The request as sent to the picked instance: URL, Host header and TLS name rewritten."""
         instance = handle.instance
         scheme = instance.scheme if instance.scheme in ("http", "https") else request.url.scheme
-        origin = self._origins.get(scheme, instance.host, instance.port)
+        origin = self._origins.get(scheme, instance.ascii_host, instance.port)
         if self.host_header == "instance":
             host: bytes | None = origin.address
         elif self.host_header == "service":
@@ -228,7 +228,7 @@ class TransportCore:
         prepared = _copy_request(request, origin.rewrite(request.url), host)
         if scheme == "https":
             if self.tls_server_name == "service":
-                prepared.extensions["sni_hostname"] = request.url.host
+                prepared.extensions["sni_hostname"] = request.url.raw_host.decode("ascii")
             elif self.tls_server_name != "instance":
                 prepared.extensions["sni_hostname"] = self.tls_server_name
         return prepared
@@ -336,7 +336,8 @@ class _Origin:
         url = httpx.URL(scheme=scheme, host=host, port=port)
         self.parsed: Any = url._uri_reference if _FAST_MODELS else None
         self.address = f"[{host}]:{port}".encode() if ":" in host else f"{host}:{port}".encode()
-        """``ServiceInstance.address`` (the Host header), encoded as ``Headers`` would."""
+        """``ServiceInstance.address`` (the Host header, built from ``ascii_host``: never raw
+        UTF-8), encoded as ``Headers`` would."""
 
     def rewrite(self, url: httpx.URL) -> httpx.URL:
         """``url.copy_with(scheme=..., host=..., port=...)`` without re-validating ``url``.

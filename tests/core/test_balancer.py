@@ -189,7 +189,10 @@ def test_stats_shape() -> None:
         } <= set(row)
     assert sum(row["in_flight"] for row in rows) == 1
     assert lb.stats("orders")["instances"][0]["in_flight"] == 0
-    assert lb.stats("never-used") == {}
+    assert lb.stats("search")["instances"][0]["picks"] == 0  # resolved on first use, as pick
+    assert set(lb.stats()) == {"orders", "search"}
+    with pytest.raises(ServiceNotFound, match="nope"):
+        lb.stats("nope")  # as lb.pick("nope")
 
 
 class Recorder(LoadBalancerListener):

@@ -18,9 +18,12 @@ SMALL_TABLES: dict[str, dict[str, Any]] = {
 
 
 def endpoints(weights: Iterable[float], *, port: int = 20000) -> list[Endpoint]:
-    """One endpoint per weight, ids ``127.0.0.<n>:<port+n>`` so they sort by position."""
+    """One endpoint per weight, ids ``127.0.0.<n>:<port+n>`` (``127.0.1.<n - 256>`` after
+    255) so that the first ones sort by position."""
     return [
-        Endpoint(ServiceInstance("svc", f"127.0.0.{n + 1}", port + n, weight=w))
+        Endpoint(
+            ServiceInstance("svc", f"127.0.{(n + 1) // 256}.{(n + 1) % 256}", port + n, weight=w)
+        )
         for n, w in enumerate(weights)
     ]
 

@@ -10,6 +10,7 @@ import threading
 import pytest
 
 from lbclient import ConfigurationError, LoadBalancer, Outcome, PickContext
+from lbclient._instance import MAX_WEIGHT, MIN_WEIGHT
 from lbclient.schedulers import available_schedulers, scheduler_class
 from lbclient.schedulers.ring_hash import RingHashScheduler
 from lbclient.schedulers.weighted_round_robin import WeightedRoundRobinScheduler
@@ -222,7 +223,7 @@ def test_sh_hashes_the_source_not_the_key() -> None:
 
 
 def test_extreme_weights_keep_rings_and_schedules_bounded() -> None:
-    items = endpoints([1.0, 1e9, 3.0])
+    items = endpoints([MIN_WEIGHT, MAX_WEIGHT, 3.0])  # the widest ratio an instance allows
     ring = build("ring_hash", items)
     assert isinstance(ring, RingHashScheduler)
     assert ring.ring_size <= ring.max_ring_size + len(items)

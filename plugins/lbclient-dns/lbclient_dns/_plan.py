@@ -13,6 +13,7 @@ from collections.abc import Generator, Sequence
 from typing import Literal
 
 from lbclient import RegistryUnavailable, ServiceInstance, ServiceNotFound
+from lbclient.registry import AnswerReader
 
 log = logging.getLogger("lbclient.dns")
 
@@ -96,11 +97,21 @@ def addresses_plan(
             "name, or that the service is deployed",
             service=service,
         )
-    instances = tuple(
-        ServiceInstance(service, a, port, scheme=scheme, metadata={"dns_name": name})
-        for a in dict.fromkeys(found)
-    )
-    return Resolution(instances, 0.0 if ttl is None else ttl)
+    reader = AnswerReader(service, "DNS")
+    instances = []
+    for address in dict.fromkeys(found):
+        instance = reader.attempt(
+            f"{name} {address}",
+            ServiceInstance,
+            service,
+            address,
+            port,
+            scheme=scheme,
+            metadata={"dns_name": name},
+        )
+        if instance is not None:
+            instances.append(instance)
+    return Resolution(reader.result(instances), 0.0 if ttl is None else ttl)
 
 
 def srv_plan(service: str, name: str, family: Family, scheme: str | None = None) -> Plan:
@@ -127,6 +138,7 @@ def srv_plan(service: str, name: str, family: Family, scheme: str | None = None)
     if not records:
         return Resolution((), ttl)  # RFC 2782: target "." = decidedly not available here
     addresses: dict[str, tuple[str, ...]] = {}
+    reader = AnswerReader(service, "DNS")
     for priority in sorted({r.priority for r in records}):
         group = [r for r in records if r.priority == priority]
         instances: list[ServiceInstance] = []
@@ -151,23 +163,27 @@ def srv_plan(service: str, name: str, family: Family, scheme: str | None = None)
                     )
             targets = addresses[record.target]
             for address in targets:
-                instances.append(
-                    ServiceInstance(
-                        service,
-                        address,
-                        record.port,
-                        id=f"{record.target.rstrip('.')}/{_bracket(address)}:{record.port}",
-                        weight=weight / len(targets),
-                        scheme=scheme,
-                        metadata={
-                            "dns_target": record.target.rstrip("."),
-                            "srv_priority": str(record.priority),
-                            "srv_weight": str(record.weight),
-                        },
-                    )
+                instance = reader.attempt(
+                    f"SRV {record.target} {address}:{record.port}",
+                    ServiceInstance,
+                    service,
+                    address,
+                    record.port,
+                    id=f"{record.target.rstrip('.')}/{_bracket(address)}:{record.port}",
+                    weight=weight / len(targets),
+                    scheme=scheme,
+                    metadata={
+                        "dns_target": record.target.rstrip("."),
+                        "srv_priority": str(record.priority),
+                        "srv_weight": str(record.weight),
+                    },
                 )
+                if instance is not None:
+                    instances.append(instance)
         if instances:
-            return Resolution(_unique(instances), ttl)
+            return Resolution(reader.result(_unique(instances)), ttl)
+    if reader.skipped:
+        reader.result(())  # every record was malformed (port 0, ...): a malformed answer
     raise ServiceNotFound(
         f"none of the SRV targets of {name} (service {service!r}) has an address: "
         f"{', '.join(sorted({r.target for r in records}))}; check their A/AAAA records",
@@ -187,7 +203,7 @@ def _unique(instances: list[ServiceInstance]) -> tuple[ServiceInstance, ...]:
     seen: dict[str, ServiceInstance] = {}
     for instance in instances:
         seen.setdefault(instance.id, instance)
-    return tuple(seen.values())
+    return tuple(seen.values())  # keeps the first of a duplicated record
 
 
 def _bracket(address: str) -> str:

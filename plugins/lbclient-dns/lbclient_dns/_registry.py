@@ -15,14 +15,21 @@ from typing import get_args
 from urllib.parse import SplitResult, parse_qsl, unquote
 
 from lbclient import ConfigurationError, Registry, ServiceInstance, ServiceNotFound
-from lbclient.registry import SnapshotSink, Subscription, TaskWatch, ThreadWatch, WatchPolicy
+from lbclient.registry import (
+    Instances,
+    SnapshotSink,
+    Subscription,
+    TaskWatch,
+    ThreadWatch,
+    WatchPolicy,
+)
 from lbclient_dns._plan import Family, Plan, Resolution, addresses_plan, clamp_ttl, srv_plan
 from lbclient_dns._resolver import Resolvers
 
 log = logging.getLogger("lbclient.dns")
 
 PLACEHOLDER = "{service}"
-Cursor = tuple[ServiceInstance, ...]
+Cursor = Instances
 
 
 class DnsRegistryBase(Registry):
@@ -107,7 +114,11 @@ class DnsRegistryBase(Registry):
             # The next poll waits for the TTL: WatchPolicy.pace() sleeps min_interval.
             policy.min_interval = clamp_ttl(resolution.ttl, self.min_ttl, self.max_ttl)
             current = _sorted(resolution)
-            return (None if current == previous else current), current
+            same = previous is not None and (current, current.skipped) == (
+                previous,
+                previous.skipped,
+            )
+            return (None if same else current), current
 
         def poll(previous: Cursor | None) -> tuple[Cursor | None, Cursor]:
             return changed(self.resolvers.run(self.plan(service)), previous)
@@ -150,7 +161,9 @@ class DnsRegistryBase(Registry):
 
 def _sorted(resolution: Resolution) -> Cursor:
     # DNS servers rotate answers; order must not look like a change.
-    return tuple(sorted(resolution.instances, key=lambda i: i.id))
+    instances = resolution.instances
+    skipped = instances.skipped if isinstance(instances, Instances) else ()
+    return Instances(sorted(instances, key=lambda i: i.id), skipped)
 
 
 class DnsSrvRegistry(DnsRegistryBase):

@@ -52,6 +52,16 @@ def _free_udp_port() -> int:
     raise RuntimeError("no free UDP+TCP port pair on 127.0.0.1")
 
 
+INSTALL_HINT = "Debian: apt-get install dnsmasq"
+
+
+def dnsmasq_binary(name: str = "dnsmasq") -> str | None:
+    """dnsmasq on PATH or in the sbin directories a non-root PATH often lacks; else None."""
+    return shutil.which(name) or next(
+        (p for p in (f"/usr/sbin/{name}", f"/sbin/{name}") if os.path.exists(p)), None
+    )
+
+
 class DnsmasqServer:
     """dnsmasq on loopback answering only from its own records (no upstream, no /etc/hosts).
 
@@ -71,11 +81,9 @@ class DnsmasqServer:
         ttl: int = 1,
         binary: str = "dnsmasq",
     ) -> None:
-        found = shutil.which(binary) or next(
-            (p for p in (f"/usr/sbin/{binary}", f"/sbin/{binary}") if os.path.exists(p)), None
-        )
+        found = dnsmasq_binary(binary)
         if found is None:
-            raise ConfigurationError(f"{binary!r} not found; install it: apt-get install dnsmasq")
+            raise ConfigurationError(f"{binary!r} not found; install it: {INSTALL_HINT}")
         self.binary = found
         self.srv = dict(srv or {})
         self.hosts = dict(hosts or {})

@@ -15,6 +15,8 @@ import lbclient
 from lbclient import RegistryUnavailable, ServiceNotFound
 from lbclient.testing import HTTPBackend
 
+pytestmark = pytest.mark.usefixtures("dnsmasq_path")  # root conftest: skip or fail without dnsmasq
+
 ORDERS = "_http._tcp.orders.example"
 FAST = "timeout=0.5&min_ttl=0.2&max_ttl=1"
 

