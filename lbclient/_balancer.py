@@ -41,6 +41,9 @@ from lbclient.filters.panic import PanicThreshold
 from lbclient.registry._base import Registry, Subscription
 from lbclient.registry._uri import registry_from_uri
 from lbclient.registry.static import StaticRegistry
+from lbclient.routing._settings import routers_for
+from lbclient.routing._stage import RoutedScheduler
+from lbclient.routing.priority import plan_priorities
 from lbclient.schedulers import Scheduler, scheduler_class
 
 log = logging.getLogger("lbclient")
@@ -73,6 +76,8 @@ class ServiceState:
         self.usable: tuple[Endpoint, ...] = ()
         self.scheduler: Scheduler | None = None
         self._weights: list[float] = []
+        self._loads: Mapping[int, int] = {}
+        self._routers = routers_for(config)
         self.filters: tuple[Filter, ...] = build_chain(config)
         judges = [i for i, f in enumerate(self.filters) if f.judges_health]
         self._health_span = (judges[0], judges[-1]) if judges else None
@@ -249,27 +254,30 @@ class ServiceState:
                 endpoint.weight = endpoint.instance.weight
             span = self._health_span
             before_health: Sequence[Endpoint] = candidates
+            levels = len({e.instance.priority for e in candidates}) > 1
+            loads: Mapping[int, int] = {}
             for index, f in enumerate(self.filters):
                 if span is not None and index == span[0]:
                     before_health = candidates
                 candidates = f.apply(candidates)
                 if span is not None and index == span[1]:
-                    candidates = self.panic.decide(before_health, candidates).endpoints
+                    if levels:  # Envoy: spill-over and panic per priority level
+                        candidates, loads = self._levels(before_health, candidates)
+                    else:
+                        candidates = self.panic.decide(before_health, candidates).endpoints
+            if levels and span is None:
+                candidates, loads = self._levels(candidates, candidates)
             usable = tuple(candidates)
             weights = [e.weight for e in usable]
-            same = self.scheduler is not None and usable == self.usable and weights == self._weights
+            same = (
+                self.scheduler is not None
+                and usable == self.usable
+                and weights == self._weights
+                and loads == self._loads
+            )
             scheduler = self.scheduler
             if not same:
-                scheduler = (
-                    self._scheduler_class(
-                        usable,
-                        rng=self.rng,
-                        previous=self.scheduler,
-                        **self.config.scheduler_options,
-                    )
-                    if usable
-                    else None
-                )
+                scheduler = self._build(usable, loads) if usable else None
         except BaseException:
             self._restore_weights()
             raise
@@ -277,9 +285,39 @@ class ServiceState:
         self.scheduler = scheduler
         self.usable = usable
         self._weights = weights
+        self._loads = loads
         self.endpoints = members
         self.scheduler_error = None
         return None if same else usable
+
+    def _levels(
+        self, everyone: Sequence[Endpoint], healthy: Sequence[Endpoint]
+    ) -> tuple[Sequence[Endpoint], Mapping[int, int]]:
+        plan = plan_priorities(
+            everyone,
+            healthy,
+            factor=self.config.overprovisioning_factor,
+            threshold=self.panic.threshold,
+            fail_open=self.panic.fail_open,
+        )
+        return plan.endpoints, plan.loads
+
+    def _build(self, usable: tuple[Endpoint, ...], loads: Mapping[int, int]) -> Scheduler:
+        """The service's scheduler over ``usable``; behind the routing stage when rules are
+        configured or several priority levels share the traffic (else nothing in between)."""
+        if not self._routers and len(loads) < 2:
+            return self._scheduler_class(
+                usable, rng=self.rng, previous=self.scheduler, **self.config.scheduler_options
+            )
+        return RoutedScheduler(
+            usable,
+            base=self._scheduler_class,
+            options=self.config.scheduler_options,
+            routers=self._routers,
+            loads=loads,
+            rng=self.rng,
+            previous=self.scheduler,
+        )
 
     def _restore_weights(self) -> None:
         """Give the endpoints of the scheduler in force back the weights it was built with."""
@@ -369,6 +407,7 @@ class ServiceState:
                 "id": endpoint.id,
                 "address": endpoint.instance.address,
                 "zone": endpoint.instance.zone,
+                "priority": endpoint.instance.priority,
                 "usable": endpoint.id in usable,
                 "weight": endpoint.weight,
                 "in_flight": endpoint.in_flight,
@@ -393,6 +432,7 @@ class ServiceState:
             "skipped_entries": len(self.skipped),
             "retry_budget": round(self.retry_budget.balance, 2),
             "retries_refused_by_budget": self.retry_budget.exhausted,
+            "priority_loads": dict(self._loads),
         }
 
     def attach(self, subscription: Subscription) -> None:
@@ -481,6 +521,11 @@ class LoadBalancer:
 
     def __repr__(self) -> str:
         return f"<LoadBalancer {self.registry!r} services={sorted(self._services)}>"
+
+    @property
+    def configured_services(self) -> tuple[str, ...]:
+        """The services given settings of their own (``services=``)."""
+        return tuple(self._overrides)
 
     def config_for(self, service: str) -> ServiceConfig:
         """The effective configuration of ``service`` (defaults merged with its overrides)."""

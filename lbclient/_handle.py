@@ -14,6 +14,7 @@ from lbclient._outcome import Failure, Outcome
 
 if TYPE_CHECKING:
     from lbclient._balancer import ServiceState
+    from lbclient._config import ServiceConfig
 
 
 class PickHandle:
@@ -44,6 +45,11 @@ class PickHandle:
     @property
     def service(self) -> str:
         return self._state.name
+
+    @property
+    def config(self) -> ServiceConfig:
+        """The settings of the service this attempt belongs to."""
+        return self._state.config
 
     @property
     def finished(self) -> bool:

@@ -93,7 +93,7 @@ class RoutedScheduler(Scheduler):
         self._watchers = tuple(t.routes for t in self.tables if t.routes.watches_picks)
         present = {e.instance.priority for e in self.endpoints}
         self.loads = {p: share for p, share in (loads or {}).items() if p in present and share}
-        self.fallback = self._fallback(old.fallback if old else previous)
+        self.fallback: Scheduler = self._fallback(old.fallback if old else previous)
 
     def _build(self, members: Sequence[Endpoint], previous: Scheduler | None) -> Scheduler:
         if len(members) == 1:

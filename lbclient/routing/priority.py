@@ -80,9 +80,7 @@ def plan_priorities(
     loads = priority_loads(counts, factor)
     scores = sum(_score(c, factor) for c in counts.values())
     panic = frozenset(
-        p
-        for p, (h, t) in counts.items()
-        if threshold > 0 and scores < 100 and h < threshold * t
+        p for p, (h, t) in counts.items() if threshold > 0 and scores < 100 and h < threshold * t
     )
     chosen: list[Endpoint] = []
     kept: dict[int, int] = {}
