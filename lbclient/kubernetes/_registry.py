@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, Never
 from urllib.parse import SplitResult, parse_qsl, unquote
 
+from lbclient import _validate as check
 from lbclient._exceptions import ConfigurationError, ServiceNotFound, require
 from lbclient._instance import ServiceInstance
+from lbclient._validate import keyword_settings as _settings
 from lbclient.kubernetes._async import AsyncDriver, AsyncSliceWatch
 from lbclient.kubernetes._config import (
     aio_available,
@@ -83,19 +85,37 @@ class KubernetesRegistry(Registry):
         watch_timeout: float = 300.0,
         min_backoff: float = 0.1,
         max_backoff: float = 30.0,
+        **unknown: Never,
     ) -> None:
+        check.check_names(unknown, _settings(type(self)))  # a typo: did-you-mean, not TypeError
         require("kubernetes", "KubernetesRegistry", "kubernetes")
         from kubernetes import client
 
+        if namespace is not None and not _SERVICE_NAME.match(check.text("namespace", namespace)):
+            raise check.invalid("namespace", namespace, "a namespace name (a DNS label)")
+        self.port = check_port("port", port)
+        check.mapping("ports", ports or {}, example="{'orders': 'http', 'search': 8080}")
+        self.ports = {
+            check.text("ports key", name): check_port(f"ports[{name!r}]", value)
+            for name, value in (ports or {}).items()
+        }
+        self.services = (
+            None
+            if services is None
+            else frozenset(check.strings("services", services, example="['orders', 'search']"))
+        )
+        self.fallback_to_terminating = check.flag(
+            "fallback_to_terminating", fallback_to_terminating
+        )
+        self.kind = (
+            ENDPOINTS if check.flag("legacy_endpoints", legacy_endpoints) else ENDPOINT_SLICES
+        )
+        self.watch_timeout = check.seconds("watch_timeout", watch_timeout)
+        self.min_backoff = check.seconds("min_backoff", min_backoff)
+        self.max_backoff = check.seconds("max_backoff", max_backoff, minimum=self.min_backoff)
+        check.optional(check.text, "context", context)
+        check.optional(check.text, "config_file", config_file)
         self.namespace = namespace or default_namespace()
-        self.port = port
-        self.ports = dict(ports or {})
-        self.services = frozenset(services) if services is not None else None
-        self.fallback_to_terminating = fallback_to_terminating
-        self.kind = ENDPOINTS if legacy_endpoints else ENDPOINT_SLICES
-        self.watch_timeout = watch_timeout
-        self.min_backoff = min_backoff
-        self.max_backoff = max_backoff
         if api_client is not None:
             self._owns_client = False
             self._api_client = api_client
@@ -205,13 +225,15 @@ class KubernetesRegistry(Registry):
         ports: dict[str, Port] = {}
         for entry in filter(None, unquote(uri.path).strip("/").split(",")):
             name, _, port = entry.strip().partition(":")
+            if name in ports or name in names:
+                raise ConfigurationError(f"service {name!r} is named twice in {uri.geturl()!r}")
             names.append(name)
             if port:
-                ports[name] = int(port) if port.isdigit() else port
+                ports[name] = check_port(f"k8s:// port of {name!r}", port)
         default_port = options.get("port")
         return cls(
             namespace,
-            port=int(default_port) if default_port and default_port.isdigit() else default_port,
+            port=check_port("k8s:// ?port", default_port),
             ports=ports,
             services=names or None,
             context=options.get("context"),
@@ -227,6 +249,25 @@ def _in_event_loop() -> bool:
     except RuntimeError:
         return False
     return True
+
+
+_PORT_NAME = re.compile(r"^(?=.*[a-z])(?!.*--)[a-z0-9]([-a-z0-9]{0,13}[a-z0-9])?$")
+"""A named port (IANA_SVC_NAME): up to 15 lowercase letters, digits and '-', one letter."""
+
+
+def check_port(setting: str, value: object) -> Port:
+    """A port number 1-65535 or a port name; digits in a string (from a URI) are a number."""
+    if value is None or (isinstance(value, int) and not isinstance(value, bool)):
+        return check.optional(check.integer, setting, value, minimum=1, maximum=65535)
+    if isinstance(value, str) and value.isascii() and value.isdigit():
+        if len(value) > 5 or not 0 < int(value) < 65536:
+            raise check.invalid(setting, value, "a port number in [1, 65535] or a port name")
+        return int(value)
+    if not isinstance(value, str) or not _PORT_NAME.match(value):
+        raise check.invalid(
+            setting, value, "a port number in [1, 65535] or a port name such as 'http'"
+        )
+    return value
 
 
 def _flag(options: Mapping[str, str], name: str) -> bool:

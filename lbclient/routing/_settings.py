@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from lbclient._exceptions import ConfigurationError
+from lbclient import _validate as check
 from lbclient.routing._base import Router
 from lbclient.routing.spring import HintRouter, SameInstanceRouter, StickyCookieRouter
 
 if TYPE_CHECKING:
     from lbclient._config import ServiceConfig
+
+MAX_ROUTERS = 100
 
 
 def check_routing(config: ServiceConfig) -> None:
@@ -19,45 +19,31 @@ def check_routing(config: ServiceConfig) -> None:
     for name in ("hint_header", "sticky_cookie"):
         value = getattr(config, name)
         if value is not None and (not isinstance(value, str) or not value.strip()):
-            raise ConfigurationError(
-                f"{name}={value!r} is invalid: expected a header or cookie name, or None (off)"
-            )
-    if not isinstance(config.hint_key, str) or not config.hint_key:
-        raise ConfigurationError(
-            f"hint_key={config.hint_key!r} is invalid: expected a non-empty metadata key"
-        )
-    for name in ("sticky_set_cookie", "same_instance"):
-        if not isinstance(getattr(config, name), bool):
-            raise ConfigurationError(
-                f"{name}={getattr(config, name)!r} is invalid: expected True or False"
-            )
+            raise check.invalid(name, value, "a header or cookie name, or None (off)")
+    check.text("hint_key", config.hint_key)
+    check.flag("sticky_set_cookie", config.sticky_set_cookie)
+    check.flag("same_instance", config.same_instance)
     if config.sticky_set_cookie and config.sticky_cookie is None:
-        raise ConfigurationError(
-            "sticky_set_cookie=True is invalid without sticky_cookie: name the cookie, e.g. "
-            "sticky_cookie='sc-lb-instance-id'"
+        raise check.invalid(
+            "sticky_set_cookie", True, "False without sticky_cookie (name the cookie first)"
         )
     routers = config.routers
-    if isinstance(routers, (str, bytes, Router)) or not isinstance(routers, Sequence):
-        raise ConfigurationError(
-            f"routers={routers!r} is invalid: expected a list of lbclient.routing.Router"
-        )
+    if isinstance(routers, (str, bytes, Router)) or not isinstance(routers, (list, tuple)):
+        raise check.invalid("routers", routers, "a list of lbclient.routing.Router")
+    if len(routers) > MAX_ROUTERS:
+        raise check.invalid("routers", routers, f"at most {MAX_ROUTERS} routers")
     for router in routers:
         if not isinstance(router, Router):
-            raise ConfigurationError(
-                f"routers item {router!r} is invalid: expected a lbclient.routing.Router, "
-                "e.g. SubsetRouter('version', header='x-version')"
+            raise check.invalid(
+                "routers",
+                routers,
+                f"lbclient.routing.Router objects (e.g. SubsetRouter('version', "
+                f"header='x-version')), not {router!r}",
             )
-    factor = config.overprovisioning_factor
-    if (
-        isinstance(factor, bool)
-        or not isinstance(factor, (int, float))
-        or math.isnan(factor)
-        or not 1.0 <= factor <= 1000.0
-    ):
-        raise ConfigurationError(
-            f"overprovisioning_factor={factor!r} is invalid: expected a number in [1, 1000] "
-            "(Envoy's 1.4; a large value gives hard failover)"
-        )
+    object.__setattr__(config, "routers", tuple(routers))
+    check.number(
+        "overprovisioning_factor", config.overprovisioning_factor, minimum=1.0, maximum=1000.0
+    )
 
 
 def routers_for(config: ServiceConfig) -> tuple[Router, ...]:
