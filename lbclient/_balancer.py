@@ -46,7 +46,8 @@ from lbclient.registry._base import Registry, Subscription
 from lbclient.registry._uri import registry_from_uri
 from lbclient.registry.static import StaticRegistry
 from lbclient.routing._settings import routers_for
-from lbclient.routing._stage import RoutedScheduler
+from lbclient.routing._stage import RoutedScheduler, Shares
+from lbclient.routing.locality import zone_shares
 from lbclient.routing.priority import plan_priorities
 from lbclient.schedulers import Scheduler, scheduler_class
 
@@ -84,9 +85,9 @@ class ServiceState:
         """Ids the serving scheduler still has but the usable list lost (a deferred build)."""
         self._changes = 0  # usable-list changes so far
         self._built = 0  # the change the serving scheduler was built for
-        self._loads: Mapping[int, int] = {}
-        """Each priority level's share of traffic (percent) when there are several."""
-        self._chain_loads: Mapping[int, int] = {}  # the last chain's, until swapped in
+        self._shares: Shares | None = None
+        """How traffic is shared between priority levels or zones, when it is."""
+        self._chain_shares: Shares | None = None  # the last chain's, until swapped in
         self._routers = routers_for(config)
         self.filters: tuple[Filter, ...] = build_chain(config)
         judges = [i for i, f in enumerate(self.filters) if f.judges_health]
@@ -267,7 +268,7 @@ class ServiceState:
             span = self._health_span
             before_health: Sequence[Endpoint] = candidates
             levels = len({e.instance.priority for e in candidates}) > 1
-            loads: Mapping[int, int] = {}
+            loads: Mapping[int, int] = {}  # per priority level, when there are several
             for index, f in enumerate(self.filters):
                 if span is not None and index == span[0]:
                     before_health = candidates
@@ -283,8 +284,19 @@ class ServiceState:
             self._restore_weights()
             raise
         usable = tuple(candidates)
-        self._chain_loads = loads
+        self._chain_shares = self._share(usable, loads if levels else None)
         return usable, [e.weight for e in usable]
+
+    def _share(self, usable: Sequence[Endpoint], loads: Mapping[int, int] | None) -> Shares | None:
+        """Priority levels share traffic when instances have several (``loads``); else, with
+        zone-aware routing, zones do (Envoy: zone-aware routing applies within one level)."""
+        if loads is not None:
+            return Shares("priority", loads)
+        config = self.config
+        if config.zone_routing != "aware" or config.zone is None or self.panic.panicking:
+            return None
+        shares = zone_shares(usable, config.zone, config.caller_zones, config.zone_min_cluster_size)
+        return None if shares is None else Shares("zone", shares)
 
     def _levels(
         self, everyone: Sequence[Endpoint], healthy: Sequence[Endpoint]
@@ -303,8 +315,8 @@ class ServiceState:
         configured or several priority levels share the traffic (else nothing in between)."""
         if not usable:
             return None
-        loads = self._chain_loads
-        if not self._routers and len(loads) < 2:
+        shares = self._chain_shares
+        if not self._routers and shares is None:
             return self._scheduler_class(
                 usable, rng=self.rng, previous=self.scheduler, **self.config.scheduler_options
             )
@@ -313,7 +325,7 @@ class ServiceState:
             base=self._scheduler_class,
             options=self.config.scheduler_options,
             routers=self._routers,
-            loads=loads,
+            shares=shares,
             rng=self.rng,
             previous=self.scheduler,
         )
@@ -332,7 +344,7 @@ class ServiceState:
             self.scheduler is not None
             and usable == self.usable
             and weights == self._weights
-            and self._chain_loads == self._loads
+            and self._chain_shares == self._shares
         )
         scheduler = self.scheduler
         if not same:
@@ -345,7 +357,7 @@ class ServiceState:
         self.scheduler = scheduler
         self.usable = usable
         self._weights = weights
-        self._loads = self._chain_loads
+        self._shares = self._chain_shares
         self.endpoints = members
         self.scheduler_error = None
         if not same:
@@ -357,7 +369,11 @@ class ServiceState:
     def _defer(self, defer: Callable[[Callable[[], None]], object]) -> tuple[Endpoint, ...] | None:
         """The usable list changes now; the scheduler build runs through ``defer``."""
         usable, weights = self._chain(self.endpoints)
-        if usable == self.usable and weights == self._weights and self._chain_loads == self._loads:
+        if (
+            usable == self.usable
+            and weights == self._weights
+            and self._chain_shares == self._shares
+        ):
             return None
         if not usable:  # nothing to build: fail fast now rather than serve the leavers
             return self._rebuild()
@@ -381,10 +397,15 @@ class ServiceState:
                 self._scheduler_failed(exc)
                 return
             self.scheduler = scheduler
-            self._loads = self._chain_loads
+            self._shares = self._chain_shares
             self._built = self._changes
             self._leaving = frozenset()
             self.scheduler_error = None
+
+    def _loads_by(self, by: str) -> dict[Any, int]:
+        """Traffic shares in force by priority level or zone (empty: not shared that way)."""
+        shares = self._shares
+        return dict(shares.shares) if shares is not None and shares.by == by else {}
 
     def _restore_weights(self) -> None:
         """Give the endpoints of the scheduler in force back the weights it was built with."""
@@ -505,7 +526,8 @@ class ServiceState:
             "skipped_entries": len(self.skipped),
             "retry_budget": round(self.retry_budget.balance, 2),
             "retries_refused_by_budget": self.retry_budget.exhausted,
-            "priority_loads": dict(self._loads),
+            "priority_loads": self._loads_by("priority"),
+            "zone_shares": self._loads_by("zone"),
         }
 
     def attach(self, subscription: Subscription) -> None:

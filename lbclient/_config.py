@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping, Sequence
-from typing import Any, TypedDict
+from typing import Any, Literal, TypedDict
 
 from lbclient import _validate as check
 from lbclient._endpoint import DEFAULT_EWMA_DECAY
@@ -58,6 +58,9 @@ class ServiceSettings(TypedDict, total=False):
     same_instance: bool
     routers: Sequence[Router]
     overprovisioning_factor: float
+    zone_routing: Literal["prefer", "aware"]
+    caller_zones: Mapping[str, float] | None
+    zone_min_cluster_size: int
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,6 +120,15 @@ class ServiceConfig:
     overprovisioning_factor: float = DEFAULT_OVERPROVISIONING
     """Envoy's priority spill-over: a level keeps all traffic while its healthy share x this
     factor is at least 1 (1.4: down to ~71% healthy)."""
+    zone_routing: Literal["prefer", "aware"] = "prefer"
+    """With ``zone``: ``"prefer"`` keeps all traffic in the caller's zone while it has a
+    healthy instance (Spring); ``"aware"`` keeps a share in proportion to its capacity and
+    spills the rest to other zones (Envoy's zone-aware routing)."""
+    caller_zones: Mapping[str, float] | None = None
+    """For ``zone_routing="aware"``: how the callers are spread over zones (Envoy's local
+    cluster), e.g. ``{"a": 3, "b": 1}``; None: evenly over the service's zones."""
+    zone_min_cluster_size: int = 6
+    """Below this many healthy instances, zone-aware routing is off (Envoy's default)."""
 
     def __post_init__(self) -> None:
         cls = scheduler_class(self.scheduler)  # fail at configuration time, naming the choices

@@ -44,6 +44,27 @@ def check_routing(config: ServiceConfig) -> None:
     check.number(
         "overprovisioning_factor", config.overprovisioning_factor, minimum=1.0, maximum=1000.0
     )
+    _check_zones(config)
+
+
+def _check_zones(config: ServiceConfig) -> None:
+    if config.zone_routing not in ("prefer", "aware"):
+        raise check.invalid("zone_routing", config.zone_routing, "'prefer' or 'aware'")
+    if config.zone_routing == "aware" and config.zone is None:
+        raise check.invalid("zone_routing", "aware", "'prefer' unless zone (the caller's) is set")
+    check.integer("zone_min_cluster_size", config.zone_min_cluster_size, minimum=1, maximum=10_000)
+    callers = config.caller_zones
+    if callers is None:
+        return
+    if config.zone_routing != "aware":
+        raise check.invalid("caller_zones", callers, "None unless zone_routing='aware'")
+    check.mapping("caller_zones", callers, example="{'eu-1a': 3, 'eu-1b': 1}")
+    for name, weight in check.bounded("caller_zones", callers.items()):
+        check.text("caller_zones key", name)
+        check.number(f"caller_zones[{name!r}]", weight, minimum=0.0)
+    if not sum(callers.values()):
+        raise check.invalid("caller_zones", callers, "at least one zone with callers (> 0)")
+    object.__setattr__(config, "caller_zones", dict(callers))
 
 
 def routers_for(config: ServiceConfig) -> tuple[Router, ...]:

@@ -12,12 +12,14 @@ costs nothing.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections.abc import Hashable, Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 from lbclient._context import PickContext
 from lbclient._endpoint import Endpoint
+from lbclient.filters.zone import instance_zone
 from lbclient.routing._base import Router, Routes
 from lbclient.routing._schedule import Rotation, smooth_cycle
 from lbclient.schedulers._base import Scheduler
@@ -32,6 +34,20 @@ class _One(Scheduler):
         return self.endpoints[0]
 
 
+@dataclasses.dataclass(frozen=True)
+class Shares:
+    """How the traffic no rule took is shared between groups of the usable list: priority
+    levels (percent) or zones (basis points), laid out as a smooth cycle."""
+
+    by: Literal["priority", "zone"]
+    shares: Mapping[Any, int]
+
+    def group_of(self, endpoint: Endpoint) -> Hashable:
+        if self.by == "priority":
+            return endpoint.instance.priority
+        return instance_zone(endpoint.instance)
+
+
 class _Table:
     """One router's routes and the scheduler of each of its groups."""
 
@@ -43,16 +59,17 @@ class _Table:
 
 
 class _Levels(Scheduler):
-    """Priority levels: a smooth cycle of levels by load, a scheduler inside each."""
+    """Groups sharing traffic (priority levels, zones): a smooth cycle of groups by share, a
+    scheduler inside each."""
 
-    name = "priority"
+    name = "shares"
 
     def __init__(
         self,
         endpoints: Sequence[Endpoint],
         *,
-        levels: dict[int, Scheduler],
-        loads: Mapping[int, int],
+        levels: dict[Hashable, Scheduler],
+        loads: Mapping[Hashable, int],
         rng: random.Random | None = None,
     ) -> None:
         super().__init__(endpoints, rng=rng)
@@ -78,7 +95,7 @@ class RoutedScheduler(Scheduler):
         base: type[Scheduler],
         options: Mapping[str, Any],
         routers: Sequence[Router] = (),
-        loads: Mapping[int, int] | None = None,
+        shares: Shares | None = None,
         rng: random.Random | None = None,
         previous: Scheduler | None = None,
     ) -> None:
@@ -91,8 +108,7 @@ class RoutedScheduler(Scheduler):
             for i, router in enumerate(routers)
         )
         self._watchers = tuple(t.routes for t in self.tables if t.routes.watches_picks)
-        present = {e.instance.priority for e in self.endpoints}
-        self.loads = {p: share for p, share in (loads or {}).items() if p in present and share}
+        self.shares = shares
         self.fallback: Scheduler = self._fallback(old.fallback if old else previous)
 
     def _build(self, members: Sequence[Endpoint], previous: Scheduler | None) -> Scheduler:
@@ -113,17 +129,24 @@ class RoutedScheduler(Scheduler):
         return _Table(routes, schedulers)
 
     def _fallback(self, previous: Scheduler | None) -> Scheduler:
-        """The whole usable list's scheduler: by priority level when there are several."""
-        if len(self.loads) < 2:
+        """The scheduler of the traffic no rule took: shared between groups when ``shares``
+        are given (the groups with a share and an endpoint), else over the whole list."""
+        if self.shares is None:
+            return self._build(self.endpoints, previous)
+        groups: dict[Hashable, list[Endpoint]] = {}
+        for endpoint in self.endpoints:
+            key = self.shares.group_of(endpoint)
+            if self.shares.shares.get(key):
+                groups.setdefault(key, []).append(endpoint)
+        if not groups:
             return self._build(self.endpoints, previous)
         old = previous.levels if isinstance(previous, _Levels) else {}
-        levels = {
-            level: self._build(
-                [e for e in self.endpoints if e.instance.priority == level], old.get(level)
-            )
-            for level in self.loads
-        }
-        return _Levels(self.endpoints, levels=levels, loads=self.loads, rng=self.rng)
+        if len(groups) == 1:
+            (members,) = groups.values()
+            return self._build(members, None)
+        levels = {key: self._build(members, old.get(key)) for key, members in groups.items()}
+        loads = {key: self.shares.shares[key] for key in groups}
+        return _Levels(self.endpoints, levels=levels, loads=loads, rng=self.rng)
 
     def pick(self, context: PickContext) -> Endpoint:
         endpoint = self._route(context)

@@ -206,3 +206,35 @@ def test_priority_spills_with_the_overprovisioning_factor(
     finally:
         for backend in extra:
             backend.stop()
+
+
+def test_zone_aware_routing_keeps_a_share_in_proportion(mode: Mode) -> None:
+    """Envoy's zone-aware routing: 2 of 8 instances in the caller's zone b, half the callers
+    there: b keeps 50% of this caller's traffic (all-or-nothing preference kept 100%)."""
+    started = [HTTPBackend(name).start() for name in "abcdefgh"]
+    try:
+        rows = [
+            {"address": b.address, "id": b.name, "zone": "zb" if b.name in "ab" else "za"}
+            for b in started
+        ]
+        aware = lbclient.LoadBalancer(
+            {"orders": rows},
+            zone="zb",
+            zone_routing="aware",
+            caller_zones={"za": 1, "zb": 1},
+            **PLAIN,
+        )
+        run(mode, aware, [{}] * 200)
+        local = counts(started)["a"] + counts(started)["b"]
+        assert local == 100  # the smooth cycle: exactly half over whole cycles
+        assert aware.stats("orders")["zone_shares"] == {"zb": 5000, "za": 5000}
+        aware.close()
+        prefer = lbclient.LoadBalancer({"orders": rows}, zone="zb", **PLAIN)
+        before = counts(started)
+        run(mode, prefer, [{}] * 20)
+        after = {k: counts(started)[k] - before[k] for k in before}
+        assert after["a"] + after["b"] == 20
+        prefer.close()
+    finally:
+        for backend in started:
+            backend.stop()

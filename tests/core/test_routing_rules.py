@@ -24,6 +24,9 @@ from lbclient.routing import (
     request_header,
     smooth_cycle,
 )
+from lbclient.routing.locality import (
+    zone_shares,
+)
 
 
 def static(rows: list[dict[str, Any]], **settings: Any) -> lbclient.LoadBalancer:
@@ -135,7 +138,7 @@ def test_healthy_priority_zero_takes_everything() -> None:
     rows = [{"address": f"127.0.0.1:{9000 + i}", "priority": i // 2} for i in range(4)]
     lb = static(rows, outlier=None)
     assert set(picks(lb, 10)) == {"127.0.0.1:9000", "127.0.0.1:9001"}
-    assert lb.stats("s")["priority_loads"] == {0: 100}
+    assert lb.stats("s")["priority_loads"] == {0: 100}  # visible, though all go to one level
     lb.close()
 
 
@@ -285,3 +288,58 @@ def test_instance_priority_is_an_integer_0_to_127(priority: Any) -> None:
     with pytest.raises(ConfigurationError, match="priority"):
         ServiceInstance("s", "127.0.0.1", 80, priority=priority)
     assert ServiceInstance("s", "127.0.0.1", 80, priority=127).priority == 127
+
+
+def _zoned(zones: str) -> list[Endpoint]:
+    return [
+        Endpoint(ServiceInstance("s", "127.0.0.1", 9000 + i, zone=z)) for i, z in enumerate(zones)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("zones", "callers", "expected"),
+    [
+        ("aaaabbbb", {"a": 1, "b": 1}, {"a": 10_000}),  # capacity matches callers: all local
+        ("aaaaaabb", None, {"a": 10_000}),  # more capacity here than callers
+        ("aabbbbbb", {"a": 1, "b": 1}, {"a": 5000, "b": 5000}),
+        ("aabbbbcc", {"a": 2, "b": 1, "c": 1}, {"a": 5000, "b": 5000}),  # c has no surplus
+        ("aabbbbbbbb", {"a": 1, "b": 0}, {"a": 2000, "b": 8000}),
+        ("aaaaa", None, None),  # one zone: off
+        ("aabbb", None, None),  # below min_cluster_size 6: off
+        ("bbbbbbbb", None, None),  # nothing in the caller's zone: off
+    ],
+)
+def test_zone_shares_follow_envoy(zones: str, callers: Any, expected: Any) -> None:
+    assert zone_shares(_zoned(zones), "a", callers) == expected
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.text("abc", min_size=6, max_size=30),
+    st.dictionaries(st.sampled_from("abc"), st.integers(0, 9)),
+)
+def test_zone_shares_sum_to_the_whole(zones: str, callers: dict[str, int]) -> None:
+    shares = zone_shares(_zoned(zones), "a", callers if sum(callers.values()) else None)
+    if shares is not None:
+        assert sum(shares.values()) == 10_000
+        assert all(v >= 0 for v in shares.values())
+
+
+@pytest.mark.parametrize(
+    ("settings_", "match"),
+    [
+        ({"zone_routing": "nearest", "zone": "a"}, "zone_routing='nearest'"),
+        ({"zone_routing": "aware"}, "zone_routing='aware'"),
+        (
+            {"zone": "a", "zone_routing": "aware", "zone_min_cluster_size": 0},
+            "zone_min_cluster_size",
+        ),
+        ({"zone": "a", "caller_zones": {"a": 1}}, "caller_zones"),
+        ({"zone": "a", "zone_routing": "aware", "caller_zones": {"a": -1}}, r"caller_zones\['a'\]"),
+        ({"zone": "a", "zone_routing": "aware", "caller_zones": {"a": 0}}, "at least one zone"),
+        ({"zone": "a", "zone_routing": "aware", "caller_zones": ["a"]}, "caller_zones"),
+    ],
+)
+def test_bad_zone_settings_are_refused(settings_: dict[str, Any], match: str) -> None:
+    with pytest.raises(ConfigurationError, match=match):
+        lbclient.LoadBalancer({"s": ["127.0.0.1:1"]}, **settings_)
