@@ -150,11 +150,13 @@ class RoutedScheduler(Scheduler):
 
     def pick(self, context: PickContext) -> Endpoint:
         endpoint = self._route(context)
-        for routes in self._watchers:
-            routes.picked(endpoint)
+        if self._watchers:
+            for routes in self._watchers:
+                routes.picked(endpoint)
         return endpoint
 
     def _route(self, context: PickContext) -> Endpoint:
+        exclude = context.exclude
         for table in self.tables:
             key = table.routes.route(context)
             if key is None:
@@ -165,7 +167,7 @@ class RoutedScheduler(Scheduler):
             endpoint = scheduler.pick(context)
             # A retry leaves a one-instance group (sticky, same instance) for the others;
             # a subset keeps its retries inside itself.
-            if endpoint.id not in context.exclude or len(scheduler.endpoints) > 1:
+            if not exclude or endpoint.id not in exclude or len(scheduler.endpoints) > 1:
                 return endpoint
         return self.fallback.pick(context)
 

@@ -35,7 +35,7 @@ class HintRouter(Router):
         return f"HintRouter(header={self.header!r}, key={self.key!r})"
 
     def prepare(self, usable: Sequence[Endpoint], previous: Routes | None) -> Routes:
-        return _ByValue(group_by(usable, self.key), self.header, cookie=False)
+        return _ByHeader(group_by(usable, self.key), self.header)
 
 
 class StickyCookieRouter(Router):
@@ -48,24 +48,26 @@ class StickyCookieRouter(Router):
         return f"StickyCookieRouter(cookie={self.cookie!r})"
 
     def prepare(self, usable: Sequence[Endpoint], previous: Routes | None) -> Routes:
-        return _ByValue({e.id: (e,) for e in usable}, self.cookie, cookie=True)
+        return _ByCookie({e.id: (e,) for e in usable}, self.cookie)
 
 
-class _ByValue(Routes):
-    __slots__ = ("_cookie", "_name", "groups")
+class _ByHeader(Routes):
+    __slots__ = ("_name", "groups")
 
-    def __init__(
-        self, groups: dict[Hashable, tuple[Endpoint, ...]], name: str, *, cookie: bool
-    ) -> None:
+    def __init__(self, groups: dict[Hashable, tuple[Endpoint, ...]], name: str) -> None:
         self.groups = groups
         self._name = name
-        self._cookie = cookie
 
     def route(self, context: PickContext) -> Hashable | None:
-        if self._cookie:
-            value = request_cookie(context, self._name)
-        else:
-            value = request_header(context, self._name)
+        value = request_header(context, self._name)
+        return value if value in self.groups else None
+
+
+class _ByCookie(_ByHeader):
+    __slots__ = ()
+
+    def route(self, context: PickContext) -> Hashable | None:
+        value = request_cookie(context, self._name)
         return value if value in self.groups else None
 
 
