@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from lbclient._context import PickContext
 from lbclient._endpoint import Endpoint
@@ -13,8 +13,18 @@ from lbclient._instance import ServiceInstance
 from lbclient._outcome import Failure, Outcome
 
 if TYPE_CHECKING:
-    from lbclient._balancer import ServiceState
     from lbclient._config import ServiceConfig
+
+
+class HandleOwner(Protocol):
+    """What a handle needs of the service it was picked from (``ServiceState``): its name,
+    its settings, and where the outcome goes. The handle depends on no balancer module."""
+
+    name: str
+    config: ServiceConfig
+
+    def complete(self, endpoint: Endpoint, outcome: Outcome) -> None:
+        """Feed one attempt's outcome back (in-flight count, latency, outlier accounting)."""
 
 
 class PickHandle:
@@ -31,7 +41,7 @@ class PickHandle:
 
     __slots__ = ("_finished", "_state", "context", "endpoint", "instance", "started")
 
-    def __init__(self, state: ServiceState, endpoint: Endpoint, context: PickContext) -> None:
+    def __init__(self, state: HandleOwner, endpoint: Endpoint, context: PickContext) -> None:
         self._state = state
         self.endpoint = endpoint
         self.instance: ServiceInstance = endpoint.instance

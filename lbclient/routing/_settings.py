@@ -2,14 +2,41 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Mapping, Sequence
+from typing import Protocol
 
 from lbclient import _validate as check
 from lbclient.routing._base import Router
 from lbclient.routing.spring import HintRouter, SameInstanceRouter, StickyCookieRouter
 
-if TYPE_CHECKING:
-    from lbclient._config import ServiceConfig
+
+class ServiceConfig(Protocol):
+    """The routing settings of ``lbclient.ServiceConfig``, all this module reads (so routing
+    does not depend on the configuration module, which depends on it)."""
+
+    @property
+    def zone(self) -> str | None: ...
+    @property
+    def hint_header(self) -> str | None: ...
+    @property
+    def hint_key(self) -> str: ...
+    @property
+    def sticky_cookie(self) -> str | None: ...
+    @property
+    def sticky_set_cookie(self) -> bool: ...
+    @property
+    def same_instance(self) -> bool: ...
+    @property
+    def routers(self) -> Sequence[Router]: ...
+    @property
+    def overprovisioning_factor(self) -> float: ...
+    @property
+    def zone_routing(self) -> str: ...
+    @property
+    def caller_zones(self) -> Mapping[str, float] | None: ...
+    @property
+    def zone_min_cluster_size(self) -> int: ...
+
 
 MAX_ROUTERS = 100
 
