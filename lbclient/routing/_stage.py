@@ -1,13 +1,12 @@
 """The routing stage: one scheduler per group, chosen per request by the rules in order.
 
 ``RoutedScheduler`` stands where the service's scheduler stands and is built, like it, only
-when the usable list changes: it asks every router to ``prepare`` the list, builds a scheduler
-of the service's kind (with its options) over each group, and, when instances have several
-priorities, one per priority level with the levels' shares laid out as a smooth cycle. A pick
-asks the rules in order; the first that names a group picks inside it; with none, the
-request goes to the priority levels (or the whole list). When no rule is configured and every
-instance has the same priority, the balancer builds the plain scheduler instead: the stage
-costs nothing.
+when the usable list changes: it asks every router to ``prepare`` the list and builds a
+scheduler of the service's kind (with its options) over each group. The traffic no rule
+takes goes to the whole list, or, when ``Shares`` split it (several priority levels, or
+zone-aware routing), to one scheduler per group with the shares laid out as a smooth cycle.
+A pick asks the rules in order; the first that names a group picks inside it. With no rule
+and no shares, the balancer builds the plain scheduler instead: the stage costs nothing.
 """
 
 from __future__ import annotations
