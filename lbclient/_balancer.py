@@ -47,7 +47,7 @@ from lbclient.registry._uri import registry_from_uri
 from lbclient.registry.static import StaticRegistry
 from lbclient.routing._settings import routers_for
 from lbclient.routing._stage import RoutedScheduler, Shares
-from lbclient.routing.locality import zone_shares
+from lbclient.routing.locality import zone_aware_off, zone_shares
 from lbclient.routing.priority import plan_priorities
 from lbclient.schedulers import Scheduler, scheduler_class
 
@@ -88,6 +88,8 @@ class ServiceState:
         self._shares: Shares | None = None
         """How traffic is shared between priority levels or zones, when it is."""
         self._chain_shares: Shares | None = None  # the last chain's, until swapped in
+        self.zone_aware_off: str | None = None
+        """Why zone-aware routing (``zone_routing="aware"``) is off, when it is."""
         self._routers = routers_for(config)
         self.filters: tuple[Filter, ...] = build_chain(config)
         judges = [i for i, f in enumerate(self.filters) if f.judges_health]
@@ -293,7 +295,20 @@ class ServiceState:
         if loads is not None:
             return Shares("priority", loads)
         config = self.config
-        if config.zone_routing != "aware" or config.zone is None or self.panic.panicking:
+        if config.zone_routing != "aware" or config.zone is None:
+            return None
+        off = (
+            "the service is in panic"
+            if self.panic.panicking
+            else zone_aware_off(usable, config.zone, config.zone_min_cluster_size)
+        )
+        if off != self.zone_aware_off:  # Envoy's can stay off unseen (envoy#8616): say so
+            if off is None:
+                log.info("%s: zone-aware routing on", self.name)
+            else:
+                log.warning("%s: zone-aware routing off: %s", self.name, off)
+            self.zone_aware_off = off
+        if off is not None:
             return None
         shares = zone_shares(usable, config.zone, config.caller_zones, config.zone_min_cluster_size)
         return None if shares is None else Shares("zone", shares)
@@ -528,6 +543,7 @@ class ServiceState:
             "retries_refused_by_budget": self.retry_budget.exhausted,
             "priority_loads": self._loads_by("priority"),
             "zone_shares": self._loads_by("zone"),
+            "zone_aware_off": self.zone_aware_off,
         }
 
     def attach(self, subscription: Subscription) -> None:

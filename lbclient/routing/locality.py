@@ -27,6 +27,18 @@ TOTAL = 10_000
 """Shares are in basis points, as Envoy's."""
 
 
+def zone_aware_off(usable: Sequence[Endpoint], zone: str, min_cluster_size: int) -> str | None:
+    """Why zone-aware routing is off for this list (Envoy's conditions), or None when on."""
+    zones = {instance_zone(e.instance) for e in usable}
+    if len(zones) < 2:
+        return "the service's usable instances are in fewer than two zones"
+    if zone not in zones:
+        return f"no usable instance in the caller's zone {zone!r}"
+    if len(usable) < min_cluster_size:
+        return f"fewer than zone_min_cluster_size={min_cluster_size} usable instances"
+    return None
+
+
 def zone_shares(
     usable: Sequence[Endpoint],
     zone: str,
@@ -41,9 +53,9 @@ def zone_shares(
     >>> zone_shares(eps, "b", {"a": 1, "b": 1})   # 2 of 8 here, half the callers
     {'b': 5000, 'a': 5000}
     """
-    counts = Counter(instance_zone(e.instance) for e in usable)
-    if len(counts) < 2 or not counts.get(zone) or len(usable) < min_cluster_size:
+    if zone_aware_off(usable, zone, min_cluster_size) is not None:
         return None
+    counts = Counter(instance_zone(e.instance) for e in usable)
     total = len(usable)
     upstream = {z: n / total for z, n in counts.items()}
     if callers is None:

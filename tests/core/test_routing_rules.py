@@ -343,3 +343,14 @@ def test_zone_shares_sum_to_the_whole(zones: str, callers: dict[str, int]) -> No
 def test_bad_zone_settings_are_refused(settings_: dict[str, Any], match: str) -> None:
     with pytest.raises(ConfigurationError, match=match):
         lbclient.LoadBalancer({"s": ["127.0.0.1:1"]}, **settings_)
+
+
+def test_zone_aware_routing_says_why_it_is_off(caplog: pytest.LogCaptureFixture) -> None:
+    rows = [{"address": f"127.0.0.1:{9000 + i}", "zone": "ab"[i % 2]} for i in range(4)]
+    lb = static(rows, zone="a", zone_routing="aware")
+    assert len(picks(lb, 8)) == 4  # off: every instance, as plain balancing
+    stats = lb.stats("s")
+    assert "zone_min_cluster_size=6" in stats["zone_aware_off"]
+    assert stats["zone_shares"] == {}
+    assert "zone-aware routing off" in caplog.text
+    lb.close()
