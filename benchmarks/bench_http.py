@@ -1,6 +1,6 @@
 """httpx overhead: requests per second through the load-balanced transports vs plain httpx.
 
-    python benchmarks/bench_http.py [--rounds 21] [--requests 100] [--hint]
+    python benchmarks/bench_http.py [--rounds 21] [--requests 100] [--exporters] [--hint]
 
 One HTTP backend runs in a child process (lbclient.testing.BackendProcess), so it does not
 share this interpreter's lock. Each round sends ``--requests`` GETs over keep-alive
@@ -19,6 +19,10 @@ instance carrying the matching ``hint`` metadata) and both clients send the hint
 cost of the routing stage when used (target >= 0.93).
 Bounded: about (rounds + 1) x 6 x requests requests in all, plus 2 x 80,000 in memory; stops
 by itself.
+
+``--exporters`` measures the same with both exporters on every balancer: PrometheusMetrics
+and OpenTelemetryInstrumentation on the OpenTelemetry SDK (every span sampled and handed to a
+batch processor, metrics aggregated for a reader), the setup of a traced production service.
 """
 
 from __future__ import annotations
@@ -34,28 +38,54 @@ import httpx
 import lbclient
 from lbclient.testing import BackendProcess, BackendSpec
 
-HINT_HEADER = "X-SC-LB-Hint"
-HINT = False
-"""Set by ``--hint``: measure with one hint rule configured and the header sent."""
-TARGET = {False: 0.95, True: 0.93}
-
 Rates = tuple[float, float]
 """(requests per wall-clock second, requests per CPU-second of this process)"""
 SyncRun = Callable[[int], Rates]
 AsyncRun = Callable[[int], Awaitable[Rates]]
 
 
-def balancer(address: str) -> lbclient.LoadBalancer:
-    """The balancer under test: default settings, or one hint rule with ``--hint``."""
+HINT_HEADER = "X-SC-LB-Hint"
+HINT = False
+"""Set by ``--hint``: one hint rule configured, and the header sent by both clients."""
+
+
+def balancer(address: str, exporters: bool) -> lbclient.LoadBalancer:
+    """The balancer under test: one instance, default settings, exporters if asked, one hint
+    rule with ``--hint``."""
+    listeners = make_exporters() if exporters else ()
     if not HINT:
-        return lbclient.LoadBalancer({"bench": [address]})
+        return lbclient.LoadBalancer({"bench": [address]}, listeners=listeners)
     entry = {"address": address, "metadata": {"hint": "blue"}}
-    return lbclient.LoadBalancer({"bench": [entry]}, hint_header=HINT_HEADER)
+    return lbclient.LoadBalancer({"bench": [entry]}, listeners=listeners, hint_header=HINT_HEADER)
 
 
 def headers() -> dict[str, str]:
     """Headers both clients send (the hint with ``--hint``, so both pay for the header)."""
     return {HINT_HEADER: "blue"} if HINT else {}
+
+
+def make_exporters() -> list[lbclient.LoadBalancerListener]:
+    """PrometheusMetrics and OpenTelemetryInstrumentation, each on its own fresh providers."""
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+    from prometheus_client import CollectorRegistry
+
+    from lbclient.metrics import PrometheusMetrics
+    from lbclient.otel import OpenTelemetryInstrumentation
+
+    class Discard(SpanExporter):
+        def export(self, spans: object) -> SpanExportResult:
+            return SpanExportResult.SUCCESS
+
+    tracer_provider = TracerProvider()
+    tracer_provider.add_span_processor(BatchSpanProcessor(Discard()))
+    meter_provider = MeterProvider(metric_readers=[InMemoryMetricReader()])
+    return [
+        PrometheusMetrics(CollectorRegistry()),
+        OpenTelemetryInstrumentation(meter_provider, tracer_provider),
+    ]
 
 
 def rates(count: int, wall: float, cpu: float) -> Rates:
@@ -120,11 +150,11 @@ async def rounds_async(plain: AsyncRun, balanced: AsyncRun, rounds: int, count: 
     return ratios
 
 
-def report(name: str, ratios: Ratios) -> str:
+def report(name: str, ratios: Ratios, target: float) -> str:
     wall = [r[0] for r in ratios]
     cpu = [r[1] for r in ratios]
     median = statistics.median(wall)
-    verdict = "yes" if median >= TARGET[HINT] else "NO"
+    verdict = "yes" if median >= target else "NO"
     quartiles = statistics.quantiles(wall, n=4)
     return (
         f"| {name} | {median:.3f} | {quartiles[0]:.3f}-{quartiles[2]:.3f} | "
@@ -132,8 +162,10 @@ def report(name: str, ratios: Ratios) -> str:
     )
 
 
-async def measure_async(address: str, rounds: int, count: int, tasks: int) -> Ratios:
-    lb = balancer(address)
+async def measure_async(
+    address: str, rounds: int, count: int, tasks: int, exporters: bool
+) -> Ratios:
+    lb = balancer(address, exporters)
     transport = lbclient.AsyncLoadBalancedTransport(lb)
     async with (
         httpx.AsyncClient(headers=headers()) as plain_client,
@@ -164,10 +196,10 @@ class _InMemory(httpx.BaseTransport, httpx.AsyncBaseTransport):
         return self.handle_request(request)
 
 
-def own_cost(count: int = 5000, repeats: int = 7) -> tuple[float, float]:
+def own_cost(exporters: bool, count: int = 5000, repeats: int = 7) -> tuple[float, float]:
     """Microseconds the balanced transports add per request (sync, async), no I/O."""
     inner = _InMemory()
-    lb = balancer("127.0.0.1:1")
+    lb = balancer("127.0.0.1:1", exporters)
     sync_lb = lbclient.LoadBalancedTransport(lb, inner)
     async_lb = lbclient.AsyncLoadBalancedTransport(lb, inner)
     with httpx.Client(headers=headers()) as client:
@@ -202,14 +234,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=21)
     parser.add_argument("--requests", type=int, default=100)
+    parser.add_argument(
+        "--exporters",
+        action="store_true",
+        help="with PrometheusMetrics and OpenTelemetryInstrumentation (SDK) on the balancer",
+    )
     parser.add_argument("--hint", action="store_true", help="one hint rule on (target 0.93)")
     args = parser.parse_args()
     global HINT
     HINT = args.hint
+    target = 0.90 if args.exporters else 0.93 if args.hint else 0.95
 
     with BackendProcess([BackendSpec("bench")]) as servers:
         address = servers.addresses["bench"]
-        lb = balancer(address)
+        lb = balancer(address, args.exporters)
         transport = lbclient.LoadBalancedTransport(lb)
         with (
             httpx.Client(headers=headers()) as plain_client,
@@ -222,23 +260,26 @@ def main() -> None:
                 args.requests,
             )
         lb.close()
-        single = asyncio.run(measure_async(address, args.rounds, args.requests, 1))
-        concurrent = asyncio.run(measure_async(address, args.rounds, args.requests, 8))
+        single = asyncio.run(measure_async(address, args.rounds, args.requests, 1, args.exporters))
+        concurrent = asyncio.run(
+            measure_async(address, args.rounds, args.requests, 8, args.exporters)
+        )
 
     print(
         f"Balanced / plain httpx, requests per second ({args.rounds} alternating rounds of "
         f"{args.requests} requests, one loopback backend in a child process"
-        f"{'; one hint rule on' if HINT else ''})\n"
+        f"{', with both exporters' if args.exporters else ''}"
+        f"{', one hint rule on' if args.hint else ''})\n"
     )
     print(
         "| client | req/s ratio (median) | req/s ratio (quartiles) | CPU ratio (median) "
-        f"| >= {TARGET[HINT]} |"
+        f"| >= {target:.2f} |"
     )
     print("|---|---|---|---|---|")
-    print(report("httpx.Client (sync)", sync))
-    print(report("httpx.AsyncClient, 1 task", single))
-    print(report("httpx.AsyncClient, 8 tasks", concurrent))
-    sync_us, async_us = own_cost()
+    print(report("httpx.Client (sync)", sync, target))
+    print(report("httpx.AsyncClient, 1 task", single, target))
+    print(report("httpx.AsyncClient, 8 tasks", concurrent, target))
+    sync_us, async_us = own_cost(args.exporters)
     print(
         f"\nThe balancer's own cost per request (in-memory inner transport, no I/O): "
         f"{sync_us:.1f} us sync, {async_us:.1f} us async"

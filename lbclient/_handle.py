@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from types import TracebackType
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 from lbclient._context import PickContext
 from lbclient._endpoint import Endpoint
@@ -13,18 +13,7 @@ from lbclient._instance import ServiceInstance
 from lbclient._outcome import Failure, Outcome
 
 if TYPE_CHECKING:
-    from lbclient._config import ServiceConfig
-
-
-class HandleOwner(Protocol):
-    """What a handle needs of the service it was picked from (``ServiceState``): its name,
-    its settings, and where the outcome goes. The handle depends on no balancer module."""
-
-    name: str
-    config: ServiceConfig
-
-    def complete(self, endpoint: Endpoint, outcome: Outcome) -> None:
-        """Feed one attempt's outcome back (in-flight count, latency, outlier accounting)."""
+    from lbclient._balancer import ServiceState
 
 
 class PickHandle:
@@ -39,13 +28,17 @@ class PickHandle:
     blaming the instance). ``done`` may be called any number of times; only the first counts.
     """
 
-    __slots__ = ("_finished", "_state", "context", "endpoint", "instance", "started")
+    __slots__ = ("_finished", "_state", "attempt", "context", "endpoint", "instance", "started")
 
-    def __init__(self, state: HandleOwner, endpoint: Endpoint, context: PickContext) -> None:
+    def __init__(
+        self, state: ServiceState, endpoint: Endpoint, context: PickContext, attempt: int = 1
+    ) -> None:
         self._state = state
         self.endpoint = endpoint
         self.instance: ServiceInstance = endpoint.instance
         self.context = context
+        self.attempt = attempt
+        """1 for a request's first try, 2 for its first retry, ..."""
         self.started = time.monotonic()
         self._finished = False
 
@@ -57,9 +50,9 @@ class PickHandle:
         return self._state.name
 
     @property
-    def config(self) -> ServiceConfig:
-        """The settings of the service this attempt belongs to."""
-        return self._state.config
+    def state(self) -> ServiceState:
+        """The balancer's state of the service this attempt belongs to."""
+        return self._state
 
     @property
     def finished(self) -> bool:
@@ -73,7 +66,7 @@ class PickHandle:
             return
         self._finished = True
         outcome = Outcome(time.monotonic() - self.started, failure, cancelled, status)
-        self._state.complete(self.endpoint, outcome)
+        self._state.complete(self, outcome)
 
     def cancel(self) -> None:
         """Release the slot without judging the instance (the caller gave up)."""

@@ -36,6 +36,13 @@ class ServiceView(Protocol):
     def heartbeat(self, instance_id: str) -> None:
         """A sign of life of ``instance_id``, told to every filter."""
 
+    @property
+    def listeners(self) -> Sequence[object]:
+        """The balancer's listeners (empty: ``emit`` would do nothing, skip building args)."""
+
+    def emit(self, hook: str, *args: Any) -> None:
+        """Call ``hook(service, *args)`` on every listener (a failing one is only logged)."""
+
 
 class Filter(ABC):
     """One link of the chain, bound to one service's state."""

@@ -1,6 +1,6 @@
 """The core's layers import one way: registry → filters → routing → schedulers, each stage
-readable alone. Filters see the service through ``filters.ServiceView`` and handles through
-``HandleOwner``, never the balancer module; no import cycle, type-only imports included."""
+readable alone. Filters see the service through ``filters.ServiceView``, never the balancer
+module; no import cycle, type-only imports included, but the two known ones."""
 
 from __future__ import annotations
 
@@ -8,9 +8,13 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2] / "lbclient"
-STAGES = ("filters", "routing", "schedulers", "_handle.py", "_config.py")
-KNOWN_CYCLES = [{"lbclient._exceptions", "lbclient._instance"}]
-"""An error names the instance it concerns (a type-only import of the model)."""
+STAGES = ("filters", "routing", "schedulers", "_config.py")
+KNOWN_CYCLES = [
+    {"lbclient._exceptions", "lbclient._instance"},
+    {"lbclient._balancer", "lbclient._handle", "lbclient._listener"},
+]
+"""Type-only imports back: an error names the instance it concerns; a handle names the
+service state it belongs to, and listeners receive handles (exporters read both)."""
 
 
 def module_name(path: Path) -> str:
