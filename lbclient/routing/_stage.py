@@ -59,7 +59,8 @@ class _Table:
 
 class _Levels(Scheduler):
     """Groups sharing traffic (priority levels, zones): a smooth cycle of groups by share, a
-    scheduler inside each."""
+    scheduler inside each. A retry that finds every instance of its group already tried goes
+    to the rest of the list (Envoy's ``previous_priorities`` retry plugin, for levels)."""
 
     name = "shares"
 
@@ -69,14 +70,21 @@ class _Levels(Scheduler):
         *,
         levels: dict[Hashable, Scheduler],
         loads: Mapping[Hashable, int],
+        rest: Scheduler,
         rng: random.Random | None = None,
     ) -> None:
         super().__init__(endpoints, rng=rng)
         self.levels = levels
+        self.rest = rest
+        self._only: Scheduler | None = next(iter(levels.values())) if len(levels) == 1 else None
         self._rotation = Rotation(smooth_cycle(loads), self.rng)
 
     def pick(self, context: PickContext) -> Endpoint:
-        return self.levels[self._rotation.next()].pick(context)
+        group = self._only or self.levels[self._rotation.next()]
+        endpoint = group.pick(context)
+        if context.exclude and endpoint.id in context.exclude:
+            return self.rest.pick(context)
+        return endpoint
 
     def choose(self, context: PickContext) -> Endpoint:
         return self.pick(context)
@@ -140,12 +148,16 @@ class RoutedScheduler(Scheduler):
         if not groups:
             return self._build(self.endpoints, previous)
         old = previous.levels if isinstance(previous, _Levels) else {}
-        if len(groups) == 1:
-            (members,) = groups.values()
-            return self._build(members, None)
+        rest = previous.rest if isinstance(previous, _Levels) else previous
         levels = {key: self._build(members, old.get(key)) for key, members in groups.items()}
         loads = {key: self.shares.shares[key] for key in groups}
-        return _Levels(self.endpoints, levels=levels, loads=loads, rng=self.rng)
+        return _Levels(
+            self.endpoints,
+            levels=levels,
+            loads=loads,
+            rest=self._build(self.endpoints, rest),
+            rng=self.rng,
+        )
 
     def pick(self, context: PickContext) -> Endpoint:
         endpoint = self._route(context)

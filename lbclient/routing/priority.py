@@ -28,8 +28,8 @@ DEFAULT_OVERPROVISIONING = 1.4
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class PriorityPlan:
-    """The usable endpoints across levels, each level's share of traffic (percent), and the
-    levels in panic."""
+    """The usable endpoints across levels (those of idle levels last: only retries go
+    there), each level's share of traffic (percent), and the levels in panic."""
 
     endpoints: tuple[Endpoint, ...]
     loads: Mapping[int, int]
@@ -84,19 +84,20 @@ def plan_priorities(
     )
     chosen: list[Endpoint] = []
     kept: dict[int, int] = {}
+    idle: list[Endpoint] = []  # healthy, in levels without load: where retries may spill
     for p in sorted(loads):
-        if not loads[p]:
-            continue
         if p in panic:
             if not fail_open:
                 continue
             members = by_level[p]
         else:
             members = well.get(p, [])
-        if members:
+        if not loads[p]:
+            idle.extend(well.get(p, []))
+        elif members:
             chosen.extend(members)
             kept[p] = loads[p]
-    return PriorityPlan(tuple(chosen), kept, panic)
+    return PriorityPlan(tuple(chosen + idle) if chosen else (), kept, panic)
 
 
 def _score(counts: tuple[int, int], factor: float) -> int:

@@ -354,3 +354,16 @@ def test_zone_aware_routing_says_why_it_is_off(caplog: pytest.LogCaptureFixture)
     assert stats["zone_shares"] == {}
     assert "zone-aware routing off" in caplog.text
     lb.close()
+
+
+def test_a_retry_spills_to_the_next_level_when_its_level_is_exhausted() -> None:
+    rows = [
+        {"address": "127.0.0.1:9000", "id": "p0", "priority": 0},
+        {"address": "127.0.0.1:9001", "id": "p1", "priority": 1},
+    ]
+    lb = static(rows)
+    assert picks(lb, 5) == {"p0": 5}  # first attempts: priority 0 only
+    assert picks(lb, 3, PickContext(exclude=frozenset({"p0"}))) == {"p1": 3}
+    usable = {row["id"]: row["usable"] for row in lb.stats("s")["instances"]}
+    assert usable == {"p0": True, "p1": True}  # healthy, idle until needed
+    lb.close()

@@ -93,3 +93,26 @@ def test_subset_and_fail_fallback_from_metadata(flavour, echo, backends):
     assert served(backends) == {"a": 0, "b": 4, "c": 0}
     assert in_flight(lb) == 0
     lb.close()
+
+
+def test_same_instance_for_calls(flavour, echo, backends):
+    lb = make(backends, {}, same_instance=True)
+    seen = calls(flavour, echo, lb, None, 9)
+    assert len(seen) == 1
+    assert sum(served(backends).values()) == 9
+    lb.close()
+
+
+def test_priority_levels_for_calls(flavour, echo, backends):
+    rows = [
+        {"address": b.address, "id": b.name, "priority": 0 if b.name == "a" else 1}
+        for b in backends
+    ]
+    lb = lbclient.LoadBalancer({"echo": rows})
+    assert calls(flavour, echo, lb, None, 6) == {"a": 6}  # priority 1 idle while 0 is healthy
+    backends[0].stop()  # a is down: connect failures eject it, traffic moves to priority 1
+    seen = calls(flavour, echo, lb, None, 12)
+    assert seen["a"] == 0
+    assert seen["b"] + seen["c"] == 12
+    assert in_flight(lb) == 0
+    lb.close()
