@@ -367,3 +367,36 @@ def test_a_retry_spills_to_the_next_level_when_its_level_is_exhausted() -> None:
     usable = {row["id"]: row["usable"] for row in lb.stats("s")["instances"]}
     assert usable == {"p0": True, "p1": True}  # healthy, idle until needed
     lb.close()
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.sampled_from(["v1", "v2", "v3", ""]), min_size=1, max_size=12),
+    st.lists(st.sampled_from(["v1", "v2", "v3", "v9", None]), min_size=1, max_size=20),
+    st.sampled_from(["round_robin", "peak_ewma", "ring_hash", "least_request"]),
+    st.booleans(),
+)
+def test_a_subset_request_lands_in_its_subset_or_falls_back(
+    versions: list[str], wanted: list[str | None], scheduler: str, excluding: bool
+) -> None:
+    rows = [
+        {"address": f"127.0.0.1:{9000 + i}", "metadata": {"version": v} if v else {}}
+        for i, v in enumerate(versions)
+    ]
+    router = SubsetRouter("version", header="x-version")
+    lb = static(rows, routers=[router], scheduler=scheduler, hint_header="x-hint")
+    by_id = {f"127.0.0.1:{9000 + i}": v for i, v in enumerate(versions)}
+    for value in wanted:
+        headers = (("x-version", value),) if value else ()
+        first = f"127.0.0.1:{9000}"
+        context = PickContext(
+            key="k",
+            attributes={"metadata": headers},
+            exclude=frozenset({first} if excluding else ()),
+        )
+        with lb.pick("s", context) as handle:
+            chosen = by_id[handle.instance.id]
+        if value in versions:  # a non-empty subset: the request stays in it
+            assert chosen == value
+    assert all(row["in_flight"] == 0 for row in lb.stats("s")["instances"])
+    lb.close()
