@@ -34,6 +34,10 @@ class Routes(ABC):
     groups: Mapping[Hashable, tuple[Endpoint, ...]]
     watches_picks: ClassVar[bool] = False
     """True when ``picked`` must hear of every pick (same-instance preference)."""
+    pins: ClassVar[bool] = False
+    """True when a group is one chosen instance (sticky session, same instance): a retry
+    that already tried it moves on to the next rules. Other groups (subsets, hints) keep
+    their retries inside themselves."""
 
     @abstractmethod
     def route(self, context: PickContext) -> Hashable | None:
@@ -63,35 +67,48 @@ def group_by(usable: Sequence[Endpoint], key: str) -> dict[Hashable, tuple[Endpo
     return {value: tuple(members) for value, members in groups.items()}
 
 
+class RequestHeader:
+    """Reads one request attribute, its name's forms worked out once: an httpx request's
+    header (several values joined by ", "), or a gRPC call's metadata entry (lower case).
+
+    On httpx it reads the normalized ``(raw, lower-case, value)`` entries directly when they
+    are there: three times faster than ``Headers.get``, which re-encodes the name and
+    decodes every entry it compares."""
+
+    __slots__ = ("_key", "_lowered", "name")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._key = name.lower()
+        self._lowered = self._key.encode("latin-1", "replace")
+
+    def __call__(self, context: PickContext) -> str | None:
+        attributes = context.attributes
+        request: Any = attributes.get("request")
+        if request is None:
+            return _metadata(attributes.get("metadata"), self._key)
+        entries = getattr(request.headers, "_list", None)
+        if type(entries) is not list:
+            value: str | None = request.headers.get(self.name)
+            return value
+        lowered = self._lowered
+        found: bytes | None = None
+        for entry in entries:
+            if entry[1] == lowered:
+                found = entry[2] if found is None else found + b", " + entry[2]
+        return None if found is None else found.decode("utf-8", "replace")
+
+
+@functools.lru_cache(maxsize=256)
+def _reader(name: str) -> RequestHeader:
+    return RequestHeader(name)
+
+
 def request_header(context: PickContext, name: str) -> str | None:
     """A request attribute by name: an httpx request's header, or a gRPC call's metadata
     entry (gRPC keys are lower case). None when the request has none, or when the context
     carries no request (a direct ``lb.pick``)."""
-    attributes = context.attributes
-    request: Any = attributes.get("request")
-    if request is not None:
-        return _header(request.headers, name)
-    return _metadata(attributes.get("metadata"), name.lower())
-
-
-def _header(headers: Any, name: str) -> str | None:
-    """``headers.get(name)`` (several values joined by ", "), reading httpx's normalized
-    ``(raw, lower-case, value)`` entries directly when they are there: three times faster
-    than ``Headers.get``, which re-encodes the name and decodes every match."""
-    entries = getattr(headers, "_list", None)
-    if not isinstance(entries, list):
-        value: str | None = headers.get(name)
-        return value
-    wanted = _lowered(name)
-    found = [entry[2] for entry in entries if entry[1] == wanted]
-    if not found:
-        return None
-    return b", ".join(found).decode("utf-8", "replace")
-
-
-@functools.lru_cache(maxsize=256)
-def _lowered(name: str) -> bytes:
-    return name.lower().encode("latin-1")
+    return _reader(name)(context)
 
 
 def request_cookie(context: PickContext, name: str) -> str | None:

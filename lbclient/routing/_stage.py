@@ -25,9 +25,13 @@ from lbclient.schedulers._base import Scheduler
 
 
 class _One(Scheduler):
-    """A group of one instance (sticky session, same instance): nothing to schedule."""
+    """A group of one instance (sticky session, same instance): nothing to schedule. It
+    returns its instance even to a retry that tried it; the stage then moves on."""
 
     name = "one"
+
+    def pick(self, context: PickContext) -> Endpoint:
+        return self.endpoints[0]
 
     def choose(self, context: PickContext) -> Endpoint:
         return self.endpoints[0]
@@ -176,9 +180,9 @@ class RoutedScheduler(Scheduler):
             if scheduler is None:
                 continue
             endpoint = scheduler.pick(context)
-            # A retry leaves a one-instance group (sticky, same instance) for the others;
-            # a subset keeps its retries inside itself.
-            if not exclude or endpoint.id not in exclude or len(scheduler.endpoints) > 1:
+            # A retry leaves a pinned instance (sticky, same instance) for the others; a
+            # subset keeps its retries inside itself.
+            if not exclude or endpoint.id not in exclude or not table.routes.pins:
                 return endpoint
         return self.fallback.pick(context)
 

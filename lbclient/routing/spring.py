@@ -16,7 +16,7 @@ from collections.abc import Hashable, Sequence
 
 from lbclient._context import PickContext
 from lbclient._endpoint import Endpoint
-from lbclient.routing._base import Router, Routes, group_by, request_cookie, request_header
+from lbclient.routing._base import RequestHeader, Router, Routes, group_by, request_cookie
 
 DEFAULT_HINT_HEADER = "X-SC-LB-Hint"
 """Spring's ``hint-header-name`` default."""
@@ -52,19 +52,21 @@ class StickyCookieRouter(Router):
 
 
 class _ByHeader(Routes):
-    __slots__ = ("_name", "groups")
+    __slots__ = ("_name", "_read", "groups")
 
     def __init__(self, groups: dict[Hashable, tuple[Endpoint, ...]], name: str) -> None:
         self.groups = groups
         self._name = name
+        self._read = RequestHeader(name)
 
     def route(self, context: PickContext) -> Hashable | None:
-        value = request_header(context, self._name)
+        value = self._read(context)
         return value if value in self.groups else None
 
 
 class _ByCookie(_ByHeader):
     __slots__ = ()
+    pins = True
 
     def route(self, context: PickContext) -> Hashable | None:
         value = request_cookie(context, self._name)
@@ -85,6 +87,7 @@ class SameInstanceRouter(Router):
 class _SameInstance(Routes):
     __slots__ = ("groups", "last")
     watches_picks = True
+    pins = True
 
     def __init__(self, groups: dict[Hashable, tuple[Endpoint, ...]], last: str | None) -> None:
         self.groups = groups

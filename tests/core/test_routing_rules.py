@@ -400,3 +400,16 @@ def test_a_subset_request_lands_in_its_subset_or_falls_back(
             assert chosen == value
     assert all(row["in_flight"] == 0 for row in lb.stats("s")["instances"])
     lb.close()
+
+
+def test_a_retry_stays_in_its_subset() -> None:
+    rows = [
+        {"address": "127.0.0.1:9000", "id": "old", "metadata": {"version": "v1"}},
+        {"address": "127.0.0.1:9001", "id": "canary", "metadata": {"version": "v2"}},
+    ]
+    lb = static(rows, routers=[SubsetRouter("version", header="x-version")])
+    retry = PickContext(
+        attributes={"metadata": (("x-version", "v2"),)}, exclude=frozenset({"canary"})
+    )
+    assert picks(lb, 3, retry) == {"canary": 3}  # never to v1, even on a retry
+    lb.close()
