@@ -8,7 +8,14 @@ use the same stage. See docs/routing.md.
 
 from __future__ import annotations
 
-from lbclient.routing._base import Router, Routes, group_by, request_cookie, request_header
+from lbclient.routing._base import (
+    RequestHeader,
+    Router,
+    Routes,
+    group_by,
+    request_cookie,
+    request_header,
+)
 from lbclient.routing._schedule import smooth_cycle
 from lbclient.routing._stage import RoutedScheduler
 from lbclient.routing.priority import PriorityPlan, plan_priorities, priority_loads
@@ -26,6 +33,7 @@ __all__ = [
     "DEFAULT_STICKY_COOKIE",
     "HintRouter",
     "PriorityPlan",
+    "RequestHeader",
     "RoutedScheduler",
     "Router",
     "Routes",
