@@ -53,6 +53,7 @@ class ServiceSettings(TypedDict, total=False):
     subset_key: str | None
     hint_header: str | None
     hint_key: str
+    hint: str | None
     sticky_cookie: str | None
     sticky_set_cookie: bool
     same_instance: bool
@@ -106,6 +107,9 @@ class ServiceConfig:
     whose ``metadata[hint_key]`` equals it take the request (none: all). None: off."""
     hint_key: str = "hint"
     """The instance metadata key the hint is matched against."""
+    hint: str | None = None
+    """The hint of requests that name none (Spring's ``hint.<service>``; with no
+    ``hint_header``, Spring's header ``X-SC-LB-Hint`` is read)."""
     sticky_cookie: str | None = None
     """Spring's sticky session: the cookie (gRPC: metadata key) holding an instance id; that
     instance takes the request while usable. None: off."""

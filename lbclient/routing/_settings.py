@@ -7,7 +7,12 @@ from typing import Protocol
 
 from lbclient import _validate as check
 from lbclient.routing._base import Router
-from lbclient.routing.spring import HintRouter, SameInstanceRouter, StickyCookieRouter
+from lbclient.routing.spring import (
+    DEFAULT_HINT_HEADER,
+    HintRouter,
+    SameInstanceRouter,
+    StickyCookieRouter,
+)
 
 
 class ServiceConfig(Protocol):
@@ -20,6 +25,8 @@ class ServiceConfig(Protocol):
     def hint_header(self) -> str | None: ...
     @property
     def hint_key(self) -> str: ...
+    @property
+    def hint(self) -> str | None: ...
     @property
     def sticky_cookie(self) -> str | None: ...
     @property
@@ -48,6 +55,7 @@ def check_routing(config: ServiceConfig) -> None:
         if value is not None and (not isinstance(value, str) or not value.strip()):
             raise check.invalid(name, value, "a header or cookie name, or None (off)")
     check.text("hint_key", config.hint_key)
+    check.optional(check.text, "hint", config.hint)
     check.flag("sticky_set_cookie", config.sticky_set_cookie)
     check.flag("same_instance", config.same_instance)
     if config.sticky_set_cookie and config.sticky_cookie is None:
@@ -102,7 +110,8 @@ def routers_for(config: ServiceConfig) -> tuple[Router, ...]:
         rules.append(StickyCookieRouter(config.sticky_cookie))
     if config.same_instance:
         rules.append(SameInstanceRouter())
-    if config.hint_header is not None:
-        rules.append(HintRouter(config.hint_header, config.hint_key))
+    if config.hint_header is not None or config.hint is not None:
+        header = config.hint_header or DEFAULT_HINT_HEADER
+        rules.append(HintRouter(header, config.hint_key, config.hint))
     rules.extend(config.routers)
     return tuple(rules)

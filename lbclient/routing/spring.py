@@ -25,17 +25,21 @@ DEFAULT_STICKY_COOKIE = "sc-lb-instance-id"
 
 
 class HintRouter(Router):
-    """Route to the instances whose ``metadata[key]`` equals the request's hint."""
+    """Route to the instances whose ``metadata[key]`` equals the request's hint, or
+    ``default`` when the request names none (Spring's ``hint.<service>``)."""
 
-    def __init__(self, header: str = DEFAULT_HINT_HEADER, key: str = "hint") -> None:
+    def __init__(
+        self, header: str = DEFAULT_HINT_HEADER, key: str = "hint", default: str | None = None
+    ) -> None:
         self.header = header
         self.key = key
+        self.default = default
 
     def __repr__(self) -> str:
-        return f"HintRouter(header={self.header!r}, key={self.key!r})"
+        return f"HintRouter(header={self.header!r}, key={self.key!r}, default={self.default!r})"
 
     def prepare(self, usable: Sequence[Endpoint], previous: Routes | None) -> Routes:
-        return _ByHeader(group_by(usable, self.key), self.header)
+        return _ByHeader(group_by(usable, self.key), self.header, self.default)
 
 
 class StickyCookieRouter(Router):
@@ -52,15 +56,20 @@ class StickyCookieRouter(Router):
 
 
 class _ByHeader(Routes):
-    __slots__ = ("_name", "_read", "groups")
+    __slots__ = ("_default", "_name", "_read", "groups")
 
-    def __init__(self, groups: dict[Hashable, tuple[Endpoint, ...]], name: str) -> None:
+    def __init__(
+        self, groups: dict[Hashable, tuple[Endpoint, ...]], name: str, default: str | None = None
+    ) -> None:
         self.groups = groups
         self._name = name
+        self._default = default
         self._read = RequestHeader(name)
 
     def route(self, context: PickContext) -> Hashable | None:
         value = self._read(context)
+        if value is None:
+            value = self._default
         return value if value in self.groups else None
 
 

@@ -79,6 +79,19 @@ def test_hint_header_routes_to_matching_instances(mode: Mode, backends: list[HTT
     lb.close()
 
 
+def test_default_hint_for_requests_that_name_none(mode: Mode, backends: list[HTTPBackend]) -> None:
+    """Spring's ``hint.<service>``: requests without the header take the configured hint."""
+    lb = lbclient.LoadBalancer(
+        {"orders": entries(backends, hint=["blue", "green", "green"])},
+        services={"orders": {"hint": "green"}},
+    )
+    run(mode, lb, [{}] * 6)  # no header: the default hint
+    assert counts(backends) == {"a": 0, "b": 3, "c": 3}
+    run(mode, lb, [{"headers": {"X-SC-LB-Hint": "blue"}}] * 2)  # Spring's header wins
+    assert counts(backends)["a"] == 2
+    lb.close()
+
+
 def test_hint_key_is_configurable(mode: Mode, backends: list[HTTPBackend]) -> None:
     lb = lbclient.LoadBalancer(
         {"orders": entries(backends, lane=["", "fast", ""])},

@@ -243,6 +243,8 @@ def test_same_instance_under_threads() -> None:
         ("hint_header", ""),
         ("hint_header", 3),
         ("hint_key", ""),
+        ("hint", ""),
+        ("hint", 5),
         ("sticky_cookie", "  "),
         ("sticky_set_cookie", "yes"),
         ("same_instance", 1),
