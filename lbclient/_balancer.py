@@ -31,11 +31,13 @@ from lbclient._exceptions import (
     ConfigurationError,
     LBError,
     NoAvailableInstance,
+    Overloaded,
     RegistryUnavailable,
     ServiceNotFound,
 )
 from lbclient._handle import PickHandle
 from lbclient._instance import InstanceEntry, ServiceInstance
+from lbclient._limits import CallGate, Ticket
 from lbclient._listener import INSTANCE_STATES, LoadBalancerListener
 from lbclient._outcome import Failure, Outcome
 from lbclient._retry import RetryBudget
@@ -95,6 +97,11 @@ class ServiceState:
         judges = [i for i, f in enumerate(self.filters) if f.judges_health]
         self._health_span = (judges[0], judges[-1]) if judges else None
         self.panic = PanicThreshold(name, config.panic_threshold, fail_open=config.fail_open)
+        self.gate = _gate(name, config, self.emit if self.listeners else None)
+        """Concurrency limits and circuit breaker (None when none is set: costs nothing)."""
+        self.per_instance_limit = config.max_requests_per_instance
+        self.per_instance_overflows = 0
+        """Attempts refused because every instance was at ``max_requests_per_instance``."""
         self.updated_at: float | None = None
         self.registry_error: str | None = None
         """Why the registry's latest answer is not in force (unreachable, or not applicable)."""
@@ -484,23 +491,54 @@ class ServiceState:
 
     # -- the request path ------------------------------------------------------------------
 
-    def pick(self, context: PickContext = EMPTY_CONTEXT, attempt: int = 1) -> PickHandle:
-        """Choose an instance and count the attempt (number ``attempt``) as in flight."""
+    def pick(
+        self, context: PickContext = EMPTY_CONTEXT, attempt: int = 1, ticket: Ticket | None = None
+    ) -> PickHandle:
+        """Choose an instance and count the attempt (number ``attempt``) as in flight, as
+        part of the call admitted with ``ticket`` if the service has limits or a breaker."""
         leaving = self._leaving  # read before the scheduler: it is cleared after the swap
         scheduler = self.scheduler
         if scheduler is None:
             raise self._no_instance()
-        if leaving:
-            endpoint = scheduler.pick(
-                dataclasses.replace(context, exclude=context.exclude | leaving)
-            )
-        else:
-            endpoint = scheduler.pick(context)
-        endpoint.begin()
-        handle = PickHandle(self, endpoint, context, attempt)
+        among = (
+            dataclasses.replace(context, exclude=context.exclude | leaving) if leaving else context
+        )
+        endpoint = scheduler.pick(among)
+        if self.per_instance_limit is None:
+            endpoint.begin()
+        elif not endpoint.try_begin(self.per_instance_limit):
+            endpoint = self._pick_not_full(scheduler, among, endpoint, self.per_instance_limit)
+        handle = PickHandle(self, endpoint, context, attempt, ticket)
         if self.listeners:
             self._notify_pick(handle)
         return handle
+
+    def _pick_not_full(
+        self, scheduler: Scheduler, context: PickContext, full: Endpoint, limit: int
+    ) -> Endpoint:
+        """Pick again as if the full instances were excluded (like ejected ones): at most
+        once per instance, then Overloaded when every one is at ``limit``."""
+        skipped = {full.id}
+        for _ in range(len(scheduler.endpoints)):
+            retry = dataclasses.replace(context, exclude=context.exclude | skipped)
+            endpoint = scheduler.pick(retry)
+            if endpoint.id not in skipped and endpoint.try_begin(limit):
+                return endpoint
+            if endpoint.id in skipped:  # the scheduler found nothing else: all are full
+                break
+            skipped.add(endpoint.id)
+        for endpoint in scheduler.endpoints:  # a scheduler may not walk every instance
+            if endpoint.id not in skipped and endpoint.try_begin(limit):
+                return endpoint
+        self.per_instance_overflows += 1
+        if self.listeners:
+            self.emit("on_refused", "max_requests_per_instance")
+        raise Overloaded(
+            f"every usable instance of {self.name!r} has max_requests_per_instance={limit} "
+            "requests in flight; the request was refused without being sent",
+            limit="max_requests_per_instance",
+            service=self.name,
+        )
 
     def complete(self, handle: PickHandle, outcome: Outcome) -> None:
         endpoint = handle.endpoint
@@ -608,7 +646,17 @@ class ServiceState:
             "priority_loads": self._loads_by("priority"),
             "zone_shares": self._loads_by("zone"),
             "zone_aware_off": self.zone_aware_off,
+            "limits": self._limit_stats(),
         }
+
+    def _limit_stats(self) -> dict[str, Any] | None:
+        """Counters of the limits and the breaker (None when none is configured)."""
+        if self.gate is None and self.per_instance_limit is None:
+            return None
+        row: dict[str, Any] = self.gate.stats() if self.gate is not None else {}
+        if self.per_instance_limit is not None:
+            row["refused_per_instance"] = self.per_instance_overflows
+        return row
 
     def attach(self, subscription: Subscription) -> None:
         """Take the watch that feeds this state; a state closed meanwhile closes it at once
@@ -850,6 +898,25 @@ class LoadBalancer:
 
     async def __aexit__(self, *exc: object) -> None:
         self.close()
+
+
+def _gate(service: str, config: ServiceConfig, emit: Callable[..., None] | None) -> CallGate | None:
+    """The service's admission gate, or None when it has no limit and no breaker."""
+    if (
+        config.max_requests is None
+        and config.max_retries is None
+        and config.circuit_breaker is None
+    ):
+        return None
+    return CallGate(
+        service,
+        max_requests=config.max_requests,
+        max_pending=config.max_pending,
+        pending_timeout=config.pending_timeout,
+        max_retries=config.max_retries,
+        circuit_breaker=config.circuit_breaker,
+        emit=emit,
+    )
 
 
 def _shut(services: Mapping[str, ServiceState], registry: Registry) -> None:

@@ -196,7 +196,7 @@ class ChannelCore:
         )
 
     def pick(self, state: ServiceState, retry: RetryState) -> PickHandle:
-        handle = state.pick(retry.next_context(), retry.attempt)
+        handle = state.pick(retry.next_context(), retry.attempt, retry.ticket)
         retry.record(handle.instance.id)
         return handle
 

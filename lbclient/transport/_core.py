@@ -177,7 +177,7 @@ class TransportCore:
     def pick(self, request: httpx.Request, state: ServiceState, retry: RetryState) -> PickHandle:
         if retry.deadline is not None and retry.expired():
             raise self.deadline_exceeded(request, retry)
-        handle = state.pick(retry.next_context(), retry.attempt)
+        handle = state.pick(retry.next_context(), retry.attempt, retry.ticket)
         retry.record(handle.instance.id)
         return handle
 

@@ -12,9 +12,11 @@ STAGES = ("filters", "routing", "schedulers", "_config.py")
 KNOWN_CYCLES = [
     {"lbclient._exceptions", "lbclient._instance"},
     {"lbclient._balancer", "lbclient._handle", "lbclient._listener"},
+    {"lbclient._limits", "lbclient._retry"},
 ]
 """Type-only imports back: an error names the instance it concerns; a handle names the
-service state it belongs to, and listeners receive handles (exporters read both)."""
+service state it belongs to, and listeners receive handles (exporters read both); a call's
+retry state and its admission ticket name each other."""
 
 
 def module_name(path: Path) -> str:

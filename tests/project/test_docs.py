@@ -137,6 +137,7 @@ def test_every_logger_is_documented() -> None:
         ("guides/extending.md", ["lbclient.Registry", "register_scheduler", "Filter", "filters="]),
         ("guides/errors-and-stats.md", ["ServiceNotFound", 'lb.stats("orders")']),
         ("api/grpc.md", ["::: lbclient.grpc.secure_channel"]),
+        ("bounding-calls.md", ["## Hedged requests", "max_requests", "CircuitBreaker", "429"]),
         ("api/extending.md", ["::: lbclient.Registry", "::: lbclient.Scheduler"]),
     ],
 )
