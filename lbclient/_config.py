@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping, Sequence
-from typing import Any, TypedDict
+from typing import Any, Literal, TypedDict
 
 from lbclient import _validate as check
 from lbclient._breaker import CircuitBreaker
@@ -23,6 +23,9 @@ from lbclient.filters.outlier import OutlierDetection
 from lbclient.filters.slow_start import SlowStart
 from lbclient.filters.subset import MAX_SUBSET_SIZE
 from lbclient.health import HealthCheck
+from lbclient.routing._base import Router
+from lbclient.routing._settings import check_routing
+from lbclient.routing.priority import DEFAULT_OVERPROVISIONING
 from lbclient.schedulers import Scheduler, scheduler_class
 from lbclient.schedulers._options import check_options
 
@@ -52,6 +55,17 @@ class ServiceSettings(TypedDict, total=False):
     slow_start: SlowStart | None
     subset_size: int | None
     subset_key: str | None
+    hint_header: str | None
+    hint_key: str
+    hint: str | None
+    sticky_cookie: str | None
+    sticky_set_cookie: bool
+    same_instance: bool
+    routers: Sequence[Router]
+    overprovisioning_factor: float
+    zone_routing: Literal["prefer", "aware"]
+    caller_zones: Mapping[str, float] | None
+    zone_min_cluster_size: int
     max_requests: int | None
     max_pending: int
     pending_timeout: float
@@ -99,6 +113,37 @@ class ServiceConfig:
     """Use only a deterministic subset of this many instances (off by default)."""
     subset_key: str | None = None
     """This client's identity for subsetting (default: the host name)."""
+    hint_header: str | None = None
+    """Spring's hint: the request header (gRPC: metadata key) naming a hint; the instances
+    whose ``metadata[hint_key]`` equals it take the request (none: all). None: off."""
+    hint_key: str = "hint"
+    """The instance metadata key the hint is matched against."""
+    hint: str | None = None
+    """The hint of requests that name none (Spring's ``hint.<service>``; with no
+    ``hint_header``, Spring's header ``X-SC-LB-Hint`` is read)."""
+    sticky_cookie: str | None = None
+    """Spring's sticky session: the cookie (gRPC: metadata key) holding an instance id; that
+    instance takes the request while usable. None: off."""
+    sticky_set_cookie: bool = False
+    """Set ``sticky_cookie`` to the chosen instance's id on httpx responses (the client's
+    cookie jar then keeps later requests on it)."""
+    same_instance: bool = False
+    """Spring's same-instance preference: keep the instance chosen last while usable."""
+    routers: Sequence[Router] = ()
+    """Your own request-aware rules (``lbclient.routing.SubsetRouter``, ...), asked in order
+    after the built-in ones; see docs/routing.md."""
+    overprovisioning_factor: float = DEFAULT_OVERPROVISIONING
+    """Envoy's priority spill-over: a level keeps all traffic while its healthy share x this
+    factor is at least 1 (1.4: down to ~71% healthy)."""
+    zone_routing: Literal["prefer", "aware"] = "prefer"
+    """With ``zone``: ``"prefer"`` keeps all traffic in the caller's zone while it has a
+    healthy instance (Spring); ``"aware"`` keeps a share in proportion to its capacity and
+    spills the rest to other zones (Envoy's zone-aware routing)."""
+    caller_zones: Mapping[str, float] | None = None
+    """For ``zone_routing="aware"``: how the callers are spread over zones (Envoy's local
+    cluster), e.g. ``{"a": 3, "b": 1}``; None: evenly over the service's zones."""
+    zone_min_cluster_size: int = 6
+    """Below this many healthy instances, zone-aware routing is off (Envoy's default)."""
     max_requests: int | None = None
     """Calls in flight at once to this service (Envoy: 1024); None: no limit. Off by default:
     docs/bounding-calls.md says why lbclient does not copy Envoy's defaults."""
@@ -120,6 +165,7 @@ class ServiceConfig:
         object.__setattr__(self, "scheduler_options", check_options(cls, self.scheduler_options))
         check.instance_of("retry", self.retry, RetryPolicy, "lbclient.RetryPolicy(attempts=2)")
         self._check_filters()
+        check_routing(self)
         object.__setattr__(self, "ewma_decay", check.seconds("ewma_decay", self.ewma_decay))
         check.optional(check.text, "zone", self.zone)
         check.optional(check.text, "subset_key", self.subset_key)

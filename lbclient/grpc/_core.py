@@ -44,6 +44,7 @@ from lbclient._handle import PickHandle
 from lbclient._hedge import HedgePolicy, Hedging, Race, check_hedge
 from lbclient._outcome import Failure
 from lbclient._retry import RetryPolicy, RetryState, backoff
+from lbclient.routing._stage import RoutedScheduler
 
 Metadata = Sequence[tuple[str, str | bytes]]
 KeyFunction = Callable[[str, Any, "Metadata | None"], "str | bytes | None"]
@@ -173,6 +174,10 @@ class ChannelCore:
 
     def context(self, state: ServiceState, method: str, request: Any, metadata: Any) -> PickContext:
         key = self.key(method, request, metadata) if self.key is not None else None
+        if metadata and isinstance(state.scheduler, RoutedScheduler):
+            # Request-aware rules read headers and cookies from the call's metadata.
+            attributes = {"method": method, "metadata": metadata}
+            return PickContext(key=key, zone=state.config.zone, attributes=attributes)
         if key is not None:
             return PickContext(key=key, zone=state.config.zone, attributes={"method": method})
         # Most calls carry no key: share one immutable context per method (hot path).

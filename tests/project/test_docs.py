@@ -18,7 +18,12 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
-RUNNABLE_PAGES = ("guides/httpx.md", "guides/extending.md", "guides/testing.md")
+RUNNABLE_PAGES = (
+    "guides/httpx.md",
+    "guides/extending.md",
+    "guides/testing.md",
+    "guides/routing.md",
+)
 CHROMIUM_FLAGS = (
     "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
