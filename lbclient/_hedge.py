@@ -7,9 +7,9 @@ scheduler can avoid: a random request that is slow, not a slow instance.
 
 ``HedgePolicy`` is the configuration. ``Hedges`` lives on each service: the latency histogram
 that percentile delays read, and one ``Hedging`` (the policy with its budget) per policy in
-use. ``Race`` follows one round of attempts: when the next hedge is due, whether it may go,
-which answer won. The four drivers (httpx sync and async, gRPC sync and aio) only start,
-wait for and cancel attempts around these decisions.
+use. ``lbclient._racing.Race`` follows one round of attempts (when the next hedge is due,
+whether it may go, which answer won) and runs it for the four drivers (httpx sync and
+async, gRPC sync and aio), which only start and cancel attempts.
 """
 
 from __future__ import annotations
@@ -20,17 +20,11 @@ import math
 import re
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from lbclient import _validate as check
-from lbclient._context import PickContext
-from lbclient._exceptions import ConfigurationError, LBError
+from lbclient._exceptions import ConfigurationError
 from lbclient._retry import RetryBudget
-
-if TYPE_CHECKING:
-    from lbclient._balancer import ServiceState
-    from lbclient._handle import PickHandle
-    from lbclient._retry import RetryState
 
 _PERCENTILE = re.compile(r"p(\d{1,2}(?:\.\d+)?)")
 
@@ -253,87 +247,6 @@ class Hedging:
         """A hedgeable request begins: it earns its share of a hedge."""
         self.budget.deposit()
 
-    def race(self) -> Race:
-        return Race(self)
-
-
-class Race:
-    """One round of attempts of one request, racing for the answer.
-
-    The driver launches the first attempt, then waits for an answer at most ``wait()``
-    seconds; when that passes without one it asks ``hedge()`` whether a backup may leave.
-    ``won()`` settles the round: the first good answer wins, later ones are discarded.
-    """
-
-    __slots__ = ("_at", "decided", "delay", "hedges", "hedging", "started")
-
-    def __init__(self, hedging: Hedging) -> None:
-        self.hedging = hedging
-        self.started = time.monotonic()
-        self.delay = hedging.delay()
-        self.hedges = 0
-        self.decided = False
-        """True once an answer won: the attempts still running lost and are cancelled, and
-        an error they end with is not held against their instance."""
-        self._at = None if self.delay is None else self.started + self.delay
-
-    @property
-    def hedged(self) -> bool:
-        """False when no hedge can ever leave in this round (no delay known yet)."""
-        return self._at is not None
-
-    def wait(self) -> float | None:
-        """Seconds until the next hedge is due (0 if overdue), or None when none will leave."""
-        if self._at is None:
-            return None
-        return max(0.0, self._at - time.monotonic())
-
-    def hedge(self, state: ServiceState, retry: RetryState) -> PickHandle | None:
-        """The next hedge is due: the handle of the instance it goes to, or None when it may
-        not leave (past the deadline, no instance this request has not tried, or a budget
-        refuses). After the last hedge, or a hedge that could not leave, none is due."""
-        hedging = self.hedging
-        self.hedges += 1
-        delay = self.delay
-        if delay is None or self.hedges >= hedging.policy.max_hedges:
-            self._at = None
-        else:
-            self._at = self.started + delay * (self.hedges + 1)
-        tried = frozenset(retry.tried)
-        untried = any(e.id not in tried for e in state.usable)  # (hedges are rare: O(n) is fine)
-        if not untried or (retry.deadline is not None and retry.expired()):
-            self._at = None
-            return None
-        if not (hedging.budget.try_withdraw() and hedging.retry_budget.try_withdraw()):
-            hedging.count(sent=False)
-            self._at = None
-            if state.listeners:
-                state.emit("on_hedge_refused", retry.attempt)
-            return None
-        handle = _pick_untried(state, retry, tried)
-        if handle is None:
-            self._at = None
-            return None
-        hedging.count(sent=True)
-        if state.listeners:
-            state.emit("on_hedge", retry.attempt, handle.instance)
-        return handle
-
-    def won(self) -> bool:
-        """An attempt answered: True if it is the first (it wins), False if another won."""
-        if self.decided:
-            return False
-        self.decided = True
-        return True
-
-    def record(self, started: float, now: float | None = None) -> None:
-        """One attempt's sample: how long it took to answer, or had run when it was
-        cancelled (a lower bound that keeps the tail in the histogram). Only a percentile
-        delay reads the histogram: a fixed delay records nothing."""
-        hedging = self.hedging
-        if hedging.policy.quantile is not None:
-            hedging.latencies.record((time.monotonic() if now is None else now) - started)
-
 
 class Hedges:
     """The hedging state of one service: its latency histogram and a ``Hedging`` per policy."""
@@ -365,27 +278,3 @@ class Hedges:
             "hedges": sum(h.sent for h in policies),
             "hedges_refused_by_budget": sum(h.refused for h in policies),
         }
-
-
-def _pick_untried(
-    state: ServiceState, retry: RetryState, tried: frozenset[str]
-) -> PickHandle | None:
-    """An instance this request has not tried (then recorded as tried), or None when the
-    scheduler gives back one it has (with the usable list changed meanwhile) or none."""
-    base = retry.context
-    context = PickContext(
-        key=base.key,
-        source=base.source,
-        zone=base.zone,
-        attributes=base.attributes,
-        exclude=base.exclude | tried,
-    )
-    try:
-        handle = state.pick(context, retry.attempt, retry.ticket)
-    except LBError:
-        return None
-    if handle.instance.id in tried:
-        handle.cancel()
-        return None
-    retry.record(handle.instance.id)
-    return handle

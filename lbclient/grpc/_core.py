@@ -41,8 +41,9 @@ from lbclient._balancer import LoadBalancer, ServiceState
 from lbclient._context import PickContext
 from lbclient._exceptions import ConfigurationError
 from lbclient._handle import PickHandle
-from lbclient._hedge import HedgePolicy, Hedging, Race, check_hedge
+from lbclient._hedge import HedgePolicy, Hedging, check_hedge
 from lbclient._outcome import Failure
+from lbclient._racing import Race
 from lbclient._retry import RetryPolicy, RetryState, backoff
 from lbclient.routing._stage import RoutedScheduler
 

@@ -30,9 +30,9 @@ import grpc
 from lbclient._balancer import LoadBalancer, ServiceState
 from lbclient._exceptions import LBError
 from lbclient._handle import PickHandle
-from lbclient._hedge import HedgePolicy, Hedging, Race
+from lbclient._hedge import HedgePolicy, Hedging
 from lbclient._instance import ServiceInstance
-from lbclient._racing import race_futures
+from lbclient._racing import Race, race_futures
 from lbclient._retry import RetryPolicy, RetryState
 from lbclient.grpc._base import Balancing, Method
 from lbclient.grpc._core import (
@@ -320,7 +320,7 @@ class _MultiCallable:
         retry policy decides as for an unhedged call."""
         core = self._channel._core
         while True:
-            race = hedging.race()
+            race = Race(hedging)
             winner, failure = self._race(state, retry, race, deadline, request, args)
             if winner is not None:
                 result = winner.result()

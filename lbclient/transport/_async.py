@@ -12,9 +12,9 @@ import httpx
 from lbclient._balancer import LoadBalancer, ServiceState
 from lbclient._exceptions import ServiceNotFound
 from lbclient._handle import PickHandle
-from lbclient._hedge import Hedging, Race
+from lbclient._hedge import Hedging
 from lbclient._limits import aadmit
-from lbclient._racing import on_asyncio, race_tasks
+from lbclient._racing import Race, on_asyncio, race_tasks
 from lbclient._retry import RetryState
 from lbclient.transport._core import (
     Release,
@@ -73,7 +73,7 @@ class AsyncLoadBalancedTransport(httpx.AsyncBaseTransport):
         self, request: httpx.Request, state: ServiceState, retry: RetryState, hedging: Hedging
     ) -> httpx.Response:
         """One round of a hedged request: its attempts race in tasks (``race_tasks``)."""
-        race = hedging.race()
+        race = Race(hedging)
         handle = self._core.pick(request, state, retry)
         if not race.hedged or not on_asyncio():  # no delay known yet: one attempt
             response = await self._attempt(request, handle, retry, race)

@@ -11,9 +11,9 @@ import httpx
 from lbclient._balancer import LoadBalancer, ServiceState
 from lbclient._exceptions import ServiceNotFound
 from lbclient._handle import PickHandle
-from lbclient._hedge import Hedging, Race
+from lbclient._hedge import Hedging
 from lbclient._limits import admit
-from lbclient._racing import Attempt, failure_of, race_futures
+from lbclient._racing import Attempt, Race, failure_of, race_futures
 from lbclient._retry import RetryState
 from lbclient.transport._core import Release, RetryAttempt, TransportCore, abandon
 from lbclient.transport._options import TransportOptions, checked
@@ -83,7 +83,7 @@ class LoadBalancedTransport(httpx.BaseTransport):
         """One round of a hedged request: its attempts race on the pool's threads
         (``race_futures``). A losing attempt runs to its end (a blocking read cannot be
         interrupted), then releases its slot as a cancellation and closes its answer."""
-        race = hedging.race()
+        race = Race(hedging)
         handle = self._core.pick(request, state, retry)
         first = (
             self._threads.submit(self._attempt, request, handle, retry, race)

@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 import lbclient
 from lbclient import ConfigurationError, HedgePolicy, LoadBalancerListener, Outcome
 from lbclient._hedge import MIN_SAMPLES, LatencyHistogram
+from lbclient._racing import Race
 from lbclient._retry import RetryBudget, RetryState
 from lbclient.testing import HTTPBackend
 
@@ -298,7 +299,7 @@ def test_a_race_hedges_only_untried_instances_within_max_hedges_and_budget(
             lbclient.RetryPolicy(), state.retry_budget, method="GET", replayable=True,
             context=lbclient.PickContext(),
         )  # fmt: skip
-        race = hedging.race()
+        race = Race(hedging)
         handles = [state.pick(retry.next_context())]
         retry.record(handles[0].instance.id)
         while race.wait() is not None:

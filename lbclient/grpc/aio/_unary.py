@@ -19,8 +19,7 @@ import grpc
 import grpc.aio
 
 from lbclient._handle import PickHandle
-from lbclient._hedge import Race
-from lbclient._racing import race_tasks
+from lbclient._racing import Race, race_tasks
 from lbclient.grpc._base import Method
 from lbclient.grpc._core import Deadline, report_attempt
 
@@ -72,7 +71,7 @@ class RetryingUnaryCall(grpc.aio.UnaryUnaryCall[Any, Any]):
             try:
                 hedging = core.hedging(state, retry)
                 while hedging is not None:  # rounds of racing attempts, retried as one attempt
-                    outcome = await self._race(state, retry, hedging.race(), attempt)
+                    outcome = await self._race(state, retry, Race(hedging), attempt)
                     if isinstance(outcome, _Won):
                         return outcome.response
                     pause = core.pause(retry, outcome, deadline)
