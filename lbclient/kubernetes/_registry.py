@@ -10,7 +10,7 @@ from urllib.parse import SplitResult, parse_qsl, unquote
 
 from lbclient._exceptions import ConfigurationError, ServiceNotFound, require
 from lbclient._instance import ServiceInstance
-from lbclient.kubernetes._async import AsyncDriver, AsyncSliceWatch
+from lbclient.kubernetes._async import AsyncDriver
 from lbclient.kubernetes._config import (
     aio_available,
     aio_configuration,
@@ -24,7 +24,7 @@ from lbclient.kubernetes._objects import Port, Selection
 from lbclient.kubernetes._plan import Plan
 from lbclient.kubernetes._sync import SyncDriver
 from lbclient.registry._base import Registry, SnapshotSink, Subscription
-from lbclient.registry._watch import ThreadWatch, WatchPolicy
+from lbclient.registry._watch import ThreadWatch, WatchPolicy, async_watch
 
 _SERVICE_NAME = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
 """Service names are DNS-1035 labels; anything else (``api.example.com``) is not a Service."""
@@ -142,9 +142,9 @@ class KubernetesRegistry(Registry):
         )
         # Resume from the list resolve() just made: no second list, no gap.
         policy.cursor = self._primed.pop(service, None)
-        if _in_event_loop() and aio_available():
+        if aio_available():
             driver = AsyncDriver(plan, aio_configuration(self.configuration))
-            return AsyncSliceWatch(policy, driver)
+            return async_watch(policy, driver.poll, cleanup=driver.aclose)
         sync = SyncDriver(plan, self._api_client)
         return ThreadWatch(policy, sync.poll, on_close=sync.shutdown)
 
@@ -219,14 +219,6 @@ class KubernetesRegistry(Registry):
             fallback_to_terminating=_flag(options, "fallback_to_terminating"),
             legacy_endpoints=_flag(options, "legacy_endpoints"),
         )
-
-
-def _in_event_loop() -> bool:
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return False
-    return True
 
 
 def _flag(options: Mapping[str, str], name: str) -> bool:
