@@ -79,6 +79,7 @@ class ListWatch:
         self.resource_version = str(meta["resourceVersion"])
         self._need_list = False
         self.lists += 1
+        self.relisted()
 
     def opened(self, stream: Any) -> None:
         self.stream = stream
@@ -128,6 +129,13 @@ class ListWatch:
             self.objects.pop(name, None)
         else:
             self.objects[name] = obj
+        self.touched(name)
+
+    def relisted(self) -> None:
+        """Hook: ``objects`` was replaced by a list (the namespace-wide watch regroups)."""
+
+    def touched(self, name: str) -> None:
+        """Hook: the object ``name`` was added, changed or deleted by a watch event."""
 
     def _malformed(self, what: str) -> RegistryUnavailable:
         self._need_list = True

@@ -273,6 +273,11 @@ class LoopWatch(TaskWatch[C]):
     def stopped(self) -> bool:
         return self._ended.is_set()
 
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The shared loop the watch runs on."""
+        return self._shared.loop
+
     def close(self, timeout: float = 5.0) -> None:
         """Stop the task and wait (up to ``timeout``) until it no longer publishes."""
         with self._closing:
