@@ -8,14 +8,16 @@
 """
 
 import types as _types
+import typing
 from importlib.metadata import version as _metadata_version
 
 from lbclient._balancer import LoadBalancer, ServiceState
-from lbclient._config import ServiceConfig
+from lbclient._config import ServiceConfig, ServiceSettings
 from lbclient._context import PickContext
 from lbclient._endpoint import Endpoint
 from lbclient._exceptions import (
     ConfigurationError,
+    ConfigurationWarning,
     DeadlineExceeded,
     LBError,
     MissingDependency,
@@ -41,6 +43,13 @@ from lbclient.transport import (
     key_from_extension,
     key_from_header,
 )
+
+if typing.TYPE_CHECKING:  # the lazily loaded names below, typed for users' type checkers
+    from lbclient.consul import AsyncConsulRegistrar as AsyncConsulRegistrar
+    from lbclient.consul import AsyncConsulRegistry as AsyncConsulRegistry
+    from lbclient.consul import ConsulRegistrar as ConsulRegistrar
+    from lbclient.consul import ConsulRegistry as ConsulRegistry
+    from lbclient.kubernetes import KubernetesRegistry as KubernetesRegistry
 
 __version__ = _metadata_version("lbclient")  # one source: pyproject.toml, via the install
 
@@ -73,6 +82,7 @@ __all__ = [
     "NO_RETRY",
     "AsyncLoadBalancedTransport",
     "ConfigurationError",
+    "ConfigurationWarning",
     "DeadlineExceeded",
     "Endpoint",
     "Failure",
@@ -99,6 +109,7 @@ __all__ = [
     "ServiceConfig",
     "ServiceInstance",
     "ServiceNotFound",
+    "ServiceSettings",
     "ServiceState",
     "SlowStart",
     "StaticRegistry",

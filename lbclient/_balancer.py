@@ -2,12 +2,15 @@
 
 Readers never lock: the scheduler and the usable list are immutable objects swapped with a
 single attribute assignment. Writers (registry publications, filter verdicts) serialize on a
-per-service lock, rebuild, then swap.
+per-service lock, rebuild, then swap. A verdict reached on the request path (an ejection seen
+in ``on_complete``) defers the scheduler build to the timer thread, so no request pays for it:
+until the swap the old scheduler serves, steering around the instances that just left.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import random
 import threading
@@ -15,12 +18,13 @@ import time
 import warnings
 import weakref
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Unpack
 
+from lbclient import _validate as check
 from lbclient._answer import SkippedEntry, report_skipped
 from lbclient._channels import ChannelProviders
-from lbclient._config import ServiceConfig
+from lbclient._config import ServiceConfig, ServiceSettings
 from lbclient._context import EMPTY_CONTEXT, PickContext
 from lbclient._endpoint import Endpoint
 from lbclient._exceptions import (
@@ -73,6 +77,10 @@ class ServiceState:
         self.usable: tuple[Endpoint, ...] = ()
         self.scheduler: Scheduler | None = None
         self._weights: list[float] = []
+        self._leaving: frozenset[str] = frozenset()
+        """Ids the serving scheduler still has but the usable list lost (a deferred build)."""
+        self._changes = 0  # usable-list changes so far
+        self._built = 0  # the change the serving scheduler was built for
         self.filters: tuple[Filter, ...] = build_chain(config)
         judges = [i for i, f in enumerate(self.filters) if f.judges_health]
         self._health_span = (judges[0], judges[-1]) if judges else None
@@ -209,40 +217,42 @@ class ServiceState:
         if self.stale_since is None:
             self.stale_since = time.time()
 
-    def invalidate(self) -> None:
+    def invalidate(self, defer: Callable[[Callable[[], None]], object] | None = None) -> None:
         """Recompute the usable list through the chain and rebuild the scheduler if it changed.
 
-        Called by filters when their verdict changes. If the new scheduler cannot be built,
-        the last one stays in force with its list and ``scheduler_error`` says why.
+        Called by filters when their verdict changes. ``defer(build)`` runs the scheduler
+        build elsewhere (the caller is a request thread): ``usable`` changes now, and the
+        current scheduler serves, steering around the instances that left, until the build
+        swaps it. If the new scheduler cannot be built, the last one stays in force and
+        ``scheduler_error`` says why.
         """
         with self._lock:
             if self.closed:
                 return
             try:
-                usable = self._rebuild()
+                if defer is not None and self.scheduler is not None:
+                    usable = self._defer(defer)
+                else:
+                    usable = self._rebuild()
             except Exception as exc:
-                reason = f"{type(exc).__name__}: {exc}"
-                if self.scheduler_error != reason:
-                    log.error(
-                        "%s: cannot rebuild the %s scheduler, keeping the last one: %s",
-                        self.name,
-                        self._scheduler_class.name,
-                        reason,
-                    )
-                self.scheduler_error = reason
+                self._scheduler_failed(exc)
                 return
         if usable is not None:
             self._notify(usable)
 
-    def _rebuild(self, endpoints: dict[str, Endpoint] | None = None) -> tuple[Endpoint, ...] | None:
-        """Run the chain over the membership, build the scheduler, then swap them in together.
+    def _scheduler_failed(self, exc: Exception) -> None:
+        reason = f"{type(exc).__name__}: {exc}"
+        if self.scheduler_error != reason:
+            log.error(
+                "%s: cannot rebuild the %s scheduler, keeping the last one: %s",
+                self.name,
+                self._scheduler_class.name,
+                reason,
+            )
+        self.scheduler_error = reason
 
-        ``endpoints`` is a new membership to take (default: the current one). Returns the new
-        usable list, or None when it did not change. Raises when the chain or the scheduler
-        fails, with the membership, the usable list, its weights and the scheduler untouched.
-        The caller holds the lock.
-        """
-        members = self.endpoints if endpoints is None else endpoints
+    def _chain(self, members: Mapping[str, Endpoint]) -> tuple[tuple[Endpoint, ...], list[float]]:
+        """Run the filter chain over a membership: the usable list and its weights."""
         try:
             candidates: Sequence[Endpoint] = list(members.values())
             for endpoint in candidates:
@@ -255,31 +265,79 @@ class ServiceState:
                 candidates = f.apply(candidates)
                 if span is not None and index == span[1]:
                     candidates = self.panic.decide(before_health, candidates).endpoints
-            usable = tuple(candidates)
-            weights = [e.weight for e in usable]
-            same = self.scheduler is not None and usable == self.usable and weights == self._weights
-            scheduler = self.scheduler
-            if not same:
-                scheduler = (
-                    self._scheduler_class(
-                        usable,
-                        rng=self.rng,
-                        previous=self.scheduler,
-                        **self.config.scheduler_options,
-                    )
-                    if usable
-                    else None
-                )
         except BaseException:
             self._restore_weights()
             raise
+        usable = tuple(candidates)
+        return usable, [e.weight for e in usable]
+
+    def _build(self, usable: tuple[Endpoint, ...]) -> Scheduler | None:
+        if not usable:
+            return None
+        return self._scheduler_class(
+            usable, rng=self.rng, previous=self.scheduler, **self.config.scheduler_options
+        )
+
+    def _rebuild(self, endpoints: dict[str, Endpoint] | None = None) -> tuple[Endpoint, ...] | None:
+        """Run the chain over the membership, build the scheduler, then swap them in together.
+
+        ``endpoints`` is a new membership to take (default: the current one). Returns the new
+        usable list, or None when it did not change. Raises when the chain or the scheduler
+        fails, with the membership, the usable list, its weights and the scheduler untouched.
+        The caller holds the lock.
+        """
+        members = self.endpoints if endpoints is None else endpoints
+        usable, weights = self._chain(members)
+        same = self.scheduler is not None and usable == self.usable and weights == self._weights
+        scheduler = self.scheduler
+        if not same:
+            try:
+                scheduler = self._build(usable)
+            except BaseException:
+                self._restore_weights()
+                raise
         # Built: swap in (the request path reads only ``scheduler``, so it goes first).
         self.scheduler = scheduler
         self.usable = usable
         self._weights = weights
         self.endpoints = members
         self.scheduler_error = None
+        if not same:
+            self._changes += 1
+            self._built = self._changes  # a deferred build still pending is now moot
+            self._leaving = frozenset()
         return None if same else usable
+
+    def _defer(self, defer: Callable[[Callable[[], None]], object]) -> tuple[Endpoint, ...] | None:
+        """The usable list changes now; the scheduler build runs through ``defer``."""
+        usable, weights = self._chain(self.endpoints)
+        if usable == self.usable and weights == self._weights:
+            return None
+        if not usable:  # nothing to build: fail fast now rather than serve the leavers
+            return self._rebuild()
+        assert self.scheduler is not None
+        kept = {e.id for e in usable}
+        self._leaving = frozenset(e.id for e in self.scheduler.endpoints if e.id not in kept)
+        self.usable = usable
+        self._weights = weights
+        self._changes += 1
+        defer(self._build_deferred)
+        return usable
+
+    def _build_deferred(self) -> None:
+        """Build the scheduler for the usable list in force and swap it in (if still needed)."""
+        with self._lock:
+            if self.closed or self._built == self._changes:  # a later build got there first
+                return
+            try:
+                scheduler = self._build(self.usable)
+            except Exception as exc:  # the old scheduler serves on, steering around leavers
+                self._scheduler_failed(exc)
+                return
+            self.scheduler = scheduler
+            self._built = self._changes
+            self._leaving = frozenset()
+            self.scheduler_error = None
 
     def _restore_weights(self) -> None:
         """Give the endpoints of the scheduler in force back the weights it was built with."""
@@ -298,10 +356,16 @@ class ServiceState:
 
     def pick(self, context: PickContext = EMPTY_CONTEXT) -> PickHandle:
         """Choose an instance and count the attempt as in flight."""
+        leaving = self._leaving  # read before the scheduler: it is cleared after the swap
         scheduler = self.scheduler
         if scheduler is None:
             raise self._no_instance()
-        endpoint = scheduler.pick(context)
+        if leaving:
+            endpoint = scheduler.pick(
+                dataclasses.replace(context, exclude=context.exclude | leaving)
+            )
+        else:
+            endpoint = scheduler.pick(context)
         endpoint.begin()
         handle = PickHandle(self, endpoint, context)
         if self.listeners:
@@ -448,11 +512,26 @@ class LoadBalancer:
         self,
         registry: RegistryLike,
         *,
-        services: Mapping[str, Mapping[str, Any] | ServiceConfig] | None = None,
+        services: Mapping[str, ServiceSettings | ServiceConfig] | None = None,
         listeners: Iterable[LoadBalancerListener] = (),
         rng: random.Random | None = None,
-        **defaults: Any,
+        **defaults: Unpack[ServiceSettings],
     ) -> None:
+        # Settings first: a mistake there must not leave a registry client behind.
+        self.defaults = ServiceConfig().merged(defaults)
+        if services is None:
+            services = {}
+        check.mapping("services", services, example="{'search': {'scheduler': 'ring_hash'}}")
+        self._overrides = {
+            check.text("services key", name): self.defaults.merged(cfg, f"services[{name!r}]")
+            for name, cfg in services.items()
+        }
+        if isinstance(listeners, (str, bytes)) or not isinstance(listeners, Iterable):
+            raise check.invalid("listeners", listeners, "a list of LoadBalancerListener")
+        self.listeners = tuple(listeners)
+        if rng is not None:
+            check.instance_of("rng", rng, random.Random, "random.Random(42)")
+        self._rng = rng
         if isinstance(registry, str):
             registry = registry_from_uri(registry)
         elif isinstance(registry, Mapping):
@@ -462,12 +541,6 @@ class LoadBalancer:
                 f"registry must be a Registry, a URI or a mapping, got {type(registry).__name__}"
             )
         self.registry: Registry = registry
-        self.defaults = ServiceConfig().merged(defaults)
-        self._overrides = {
-            name: self.defaults.merged(cfg) for name, cfg in (services or {}).items()
-        }
-        self.listeners = tuple(listeners)
-        self._rng = rng
         self._services: dict[str, ServiceState] = {}
         self._not_found: OrderedDict[str, tuple[float, str]] = OrderedDict()
         """Unknown service -> (remembered until, the registry's message); a bounded LRU."""

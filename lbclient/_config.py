@@ -1,19 +1,53 @@
-"""ServiceConfig: per-service settings merged over the balancer's defaults (Spring's per-client)."""
+"""ServiceConfig: per-service settings merged over the balancer's defaults (Spring's per-client).
+
+Every setting is checked when the configuration is made, so a mistake fails at
+``LoadBalancer(...)`` with a ConfigurationError naming the setting, the value and what is
+valid, never at the first pick. ``ServiceSettings`` is the same list as a TypedDict, for the
+keyword arguments of ``LoadBalancer`` and the per-service dicts of ``services=``, so that a
+type checker catches ``schedular=`` or ``retry=3`` too.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, TypedDict
 
+from lbclient import _validate as check
 from lbclient._endpoint import DEFAULT_EWMA_DECAY
-from lbclient._exceptions import ConfigurationError
 from lbclient._retry import RetryPolicy
 from lbclient.filters._base import FilterFactory
 from lbclient.filters.outlier import OutlierDetection
 from lbclient.filters.slow_start import SlowStart
+from lbclient.filters.subset import MAX_SUBSET_SIZE
 from lbclient.health import HealthCheck
 from lbclient.schedulers import Scheduler, scheduler_class
+from lbclient.schedulers._options import check_options
+
+MAX_FILTERS = 100
+
+
+class ServiceSettings(TypedDict, total=False):
+    """The settings of ``ServiceConfig`` as keyword arguments (all optional).
+
+    ``LoadBalancer(registry, scheduler="peak_ewma", services={"search": {"scheduler":
+    "ring_hash"}})``: both the keywords and the dict are typed by this.
+    """
+
+    scheduler: str | type[Scheduler]
+    scheduler_options: Mapping[str, Any]
+    retry: RetryPolicy
+    filters: Sequence[FilterFactory]
+    ewma_decay: float
+    zone: str | None
+    health_check: HealthCheck | None
+    heartbeat_timeout: float | None
+    outlier: OutlierDetection | None
+    panic_threshold: float
+    fail_open: bool
+    slow_start: SlowStart | None
+    subset_size: int | None
+    subset_key: str | None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,40 +90,65 @@ class ServiceConfig:
     """This client's identity for subsetting (default: the host name)."""
 
     def __post_init__(self) -> None:
-        scheduler_class(self.scheduler)  # fail at configuration time, naming the choices
-        if self.ewma_decay <= 0:
-            raise ConfigurationError(f"ewma_decay must be > 0, got {self.ewma_decay}")
-        _check_health_settings(self)
+        cls = scheduler_class(self.scheduler)  # fail at configuration time, naming the choices
+        object.__setattr__(self, "scheduler_options", check_options(cls, self.scheduler_options))
+        check.instance_of("retry", self.retry, RetryPolicy, "lbclient.RetryPolicy(attempts=2)")
+        self._check_filters()
+        object.__setattr__(self, "ewma_decay", check.seconds("ewma_decay", self.ewma_decay))
+        check.optional(check.text, "zone", self.zone)
+        check.optional(check.text, "subset_key", self.subset_key)
+        check.optional(check.seconds, "heartbeat_timeout", self.heartbeat_timeout)
+        check.optional(
+            check.integer, "subset_size", self.subset_size, minimum=1, maximum=MAX_SUBSET_SIZE
+        )
+        check.number("panic_threshold", self.panic_threshold, minimum=0.0, maximum=1.0)
+        check.flag("fail_open", self.fail_open)
+        examples: list[tuple[str, object, type, str]] = [
+            ("health_check", self.health_check, HealthCheck, "lbclient.HttpHealthCheck('/health')"),
+            ("outlier", self.outlier, OutlierDetection, "lbclient.OutlierDetection()"),
+            ("slow_start", self.slow_start, SlowStart, "lbclient.SlowStart(window=30)"),
+        ]
+        for name, value, kind, example in examples:
+            if value is not None:
+                check.instance_of(name, value, kind, f"{example} or None")
+        if self.subset_key is not None and self.subset_size is None:
+            check.warn("subset_key has no effect without subset_size (subsetting is off)")
+        if self.slow_start is not None and not cls.uses_weights:
+            check.warn(
+                f"slow_start has no effect with scheduler {cls.name!r}, which ignores weights; "
+                "use a weight-aware one (weighted_round_robin, least_request, peak_ewma, ...)"
+            )
 
-    def merged(self, overrides: Mapping[str, Any] | ServiceConfig) -> ServiceConfig:
+    def _check_filters(self) -> None:
+        filters = self.filters
+        if isinstance(filters, (str, bytes)) or not isinstance(filters, Sequence):
+            raise check.invalid("filters", filters, "a list of filter classes or factories")
+        if len(filters) > MAX_FILTERS:
+            raise check.invalid("filters", filters, f"at most {MAX_FILTERS} filters")
+        for factory in filters:
+            if not callable(factory):
+                raise check.invalid(
+                    "filters", filters, f"filter classes or factories, not {factory!r}"
+                )
+        object.__setattr__(self, "filters", tuple(filters))
+
+    def merged(
+        self,
+        overrides: ServiceSettings | Mapping[str, Any] | ServiceConfig,
+        setting: str = "service settings",
+    ) -> ServiceConfig:
         """A copy with ``overrides`` applied; unknown keys are an error naming the valid ones."""
         if isinstance(overrides, ServiceConfig):
             return overrides
-        names = {f.name for f in dataclasses.fields(self)}
-        unknown = set(overrides) - names
-        if unknown:
-            raise ConfigurationError(
-                f"unknown service setting(s) {sorted(unknown)}; valid: {sorted(names)}"
+        if not isinstance(overrides, Mapping):
+            raise check.invalid(
+                setting,
+                overrides,
+                "a dict of settings such as {'scheduler': 'ring_hash'} or a ServiceConfig",
             )
+        check.check_names(overrides, SETTINGS, where=f"{setting}: " if "[" in setting else "")
         return dataclasses.replace(self, **overrides)
 
 
-def _check_health_settings(config: ServiceConfig) -> None:
-    checks: list[tuple[str, object, type, str]] = [
-        ("health_check", config.health_check, HealthCheck, "lbclient.HttpHealthCheck('/health')"),
-        ("outlier", config.outlier, OutlierDetection, "lbclient.OutlierDetection()"),
-        ("slow_start", config.slow_start, SlowStart, "lbclient.SlowStart(window=30)"),
-    ]
-    for name, value, kind, example in checks:
-        if value is not None and not isinstance(value, kind):
-            raise ConfigurationError(
-                f"{name} must be a {kind.__name__} or None, got {value!r}; e.g. {name}={example}"
-            )
-    if not 0.0 <= config.panic_threshold <= 1.0:
-        raise ConfigurationError(
-            f"panic_threshold is a share in [0, 1] (0 disables), got {config.panic_threshold}"
-        )
-    if config.heartbeat_timeout is not None and config.heartbeat_timeout <= 0:
-        raise ConfigurationError(f"heartbeat_timeout must be > 0, got {config.heartbeat_timeout}")
-    if config.subset_size is not None and config.subset_size < 1:
-        raise ConfigurationError(f"subset_size must be >= 1, got {config.subset_size}")
+SETTINGS = frozenset(f.name for f in dataclasses.fields(ServiceConfig))
+"""Every setting name, for did-you-mean on a typo."""

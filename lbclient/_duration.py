@@ -5,7 +5,10 @@ Standard library only: the Consul registry and the Consul test server share it.
 
 from __future__ import annotations
 
+import math
 import re
+
+from lbclient._validate import MAX_SECONDS
 
 _UNITS = {
     "ns": 1e-9,
@@ -58,11 +61,13 @@ def to_seconds(value: float | str, what: str) -> float:
     """Accept seconds or a Go duration; raise ValueError naming ``what`` otherwise."""
     if isinstance(value, bool):
         raise ValueError(f"{what}: expected seconds or a Go duration such as '10s', got {value!r}")
-    if isinstance(value, (int, float)):
-        return float(value)
     try:
-        return parse_go_duration(value)
-    except (ValueError, AttributeError):
+        seconds = float(value) if isinstance(value, (int, float)) else parse_go_duration(value)
+    except (ValueError, AttributeError, OverflowError):
+        seconds = math.nan
+    if not math.isfinite(seconds) or abs(seconds) > MAX_SECONDS:
         raise ValueError(
-            f"{what}: expected seconds or a Go duration such as '10s', got {value!r}"
-        ) from None
+            f"{what}: expected seconds (at most a year) or a Go duration such as '10s', "
+            f"got {value!r}"
+        )
+    return seconds

@@ -3,6 +3,12 @@
 Schedulers are rebuilt only when the usable list changes, but they read live load from the
 endpoints they were built over. Counters change under a per-endpoint lock (never a global one),
 so picks on different instances never contend.
+
+A few schedulers keep an index of the live load (``lc``'s buckets of instances by in-flight
+count) instead of scanning every endpoint on every pick. They ``watch`` the endpoints they were
+built over and are told each new in-flight count, inside the endpoint's lock so that the counts
+of one endpoint reach a watcher in order. Watchers are held weakly (a replaced scheduler drops
+out when it is collected); an endpoint nobody watches pays one empty-tuple test per change.
 """
 
 from __future__ import annotations
@@ -10,12 +16,25 @@ from __future__ import annotations
 import math
 import threading
 import time
+from collections.abc import Callable
+from typing import Protocol
 
 from lbclient._instance import ServiceInstance
 from lbclient._outcome import Outcome
 
 DEFAULT_EWMA_DECAY = 10.0
 """Finagle's Peak EWMA decay time (seconds): how fast an old latency peak is forgotten."""
+
+
+class LoadWatcher(Protocol):
+    """What ``Endpoint.watch`` accepts: told every new in-flight count of a watched endpoint."""
+
+    def moved(self, index: int, in_flight: int) -> None:
+        """``index`` (the watcher's own number for the endpoint) now has ``in_flight``."""
+
+
+WatcherRef = Callable[[], LoadWatcher | None]
+"""A weak reference to a LoadWatcher (``weakref.ref(watcher)``): None once it is collected."""
 
 
 class Endpoint:
@@ -25,6 +44,7 @@ class Endpoint:
         "_cost",
         "_lock",
         "_stamp",
+        "_watchers",
         "decay",
         "failures",
         "id",
@@ -52,6 +72,7 @@ class Endpoint:
         self._cost = 0.0
         self._stamp = time.monotonic()
         self._lock = threading.Lock()
+        self._watchers: tuple[tuple[WatcherRef, int], ...] = ()
 
     def __repr__(self) -> str:
         return f"<Endpoint {self.id} in_flight={self.in_flight} weight={self.weight:g}>"
@@ -61,12 +82,16 @@ class Endpoint:
         with self._lock:
             self.in_flight += 1
             self.picks += 1
+            if self._watchers:
+                self._tell(self.in_flight)
 
     def finish(self, outcome: Outcome) -> None:
         """Release the in-flight slot and learn from the outcome (exactly once per begin)."""
         now = time.monotonic()
         with self._lock:
             self.in_flight -= 1
+            if self._watchers:
+                self._tell(self.in_flight)
             if outcome.cancelled:
                 return
             rtt = outcome.latency
@@ -86,6 +111,30 @@ class Endpoint:
                 w = math.exp((self._stamp - now) / self.decay)
                 self._cost = self._cost * w + rtt * (1.0 - w)
             self._stamp = now
+
+    def watch(self, watcher: WatcherRef, index: int) -> None:
+        """Tell ``watcher`` (a weak reference) every in-flight change, as ``moved(index, n)``.
+
+        Watchers read ``in_flight`` after registering: a change racing with their set-up is
+        either seen by that read or reported afterwards, never lost.
+        """
+        with self._lock:
+            watchers = self._watchers
+            if watchers and any(ref() is None for ref, _ in watchers):
+                watchers = tuple(w for w in watchers if w[0]() is not None)
+            self._watchers = (*watchers, (watcher, index))
+
+    def _tell(self, in_flight: int) -> None:
+        """Report ``in_flight`` to every live watcher (the caller holds ``_lock``)."""
+        dead = False
+        for ref, index in self._watchers:
+            watcher = ref()
+            if watcher is None:
+                dead = True
+            else:
+                watcher.moved(index, in_flight)
+        if dead:
+            self._watchers = tuple(w for w in self._watchers if w[0]() is not None)
 
     @property
     def latency(self) -> float:

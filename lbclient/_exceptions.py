@@ -10,6 +10,8 @@
     ├── DeadlineExceeded          the call's deadline passed (also an httpx.TimeoutException)
     └── MissingDependency         an optional extra is not installed (also an ImportError)
 
+A setting that is valid but useless in its combination gives a ``ConfigurationWarning``.
+
 Each carries ``service`` and, where there is one, ``instance``, so handlers can act on them
 without parsing messages. Messages say what to do next.
 """
@@ -76,6 +78,11 @@ class MissingDependency(LBError, ImportError):
     def __init__(self, feature: str, extra: str) -> None:
         super().__init__(f"{feature} needs an optional dependency: pip install 'lbclient[{extra}]'")
         self.extra = extra
+
+
+class ConfigurationWarning(UserWarning):
+    """A setting that is valid but cannot do what it says in this combination (slow start
+    under a scheduler that ignores weights)."""
 
 
 def require(module: str, feature: str, extra: str) -> object:

@@ -13,13 +13,16 @@ import itertools
 import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Iterable
 
 from tenacity import RetryCallState, wait_exponential, wait_random
 from tenacity.wait import wait_base
 
 from lbclient._context import PickContext
 from lbclient._outcome import Failure
+
+MAX_ATTEMPTS = 100
+"""More attempts than this is a loop, not a retry policy (gRPC itself caps at 5)."""
 
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 
@@ -57,8 +60,10 @@ class RetryPolicy:
     """
 
     attempts: int = 3
-    statuses: frozenset[int] = frozenset({502, 503, 504})
-    methods: frozenset[str] | None = IDEMPOTENT_METHODS
+    statuses: Collection[int] = frozenset({502, 503, 504})
+    """Stored as a frozenset."""
+    methods: Collection[str] | None = IDEMPOTENT_METHODS
+    """Stored as a frozenset of upper-case names; a bare string is refused."""
     avoid_previous: bool = True
     wait: wait_base | Callable[..., float] = dataclasses.field(
         # wait_exponential_jitter(initial=...) is deprecated in tenacity 9.2 and its replacement
@@ -72,6 +77,7 @@ class RetryPolicy:
     retry_after_max: float = 10.0
 
     def __post_init__(self) -> None:
+        from lbclient import _validate as check
         from lbclient._exceptions import ConfigurationError
 
         for name in ("timeout", "per_try_timeout", "retry_after_max"):
@@ -83,14 +89,31 @@ class RetryPolicy:
                     f"RetryPolicy.{name} must be a finite number of seconds > 0"
                     f"{' or None' if name != 'retry_after_max' else ''}, got {value!r}"
                 )
+            check.seconds(f"RetryPolicy.{name}", value)  # a millisecond to a year
 
-        if self.attempts < 1:
-            raise ConfigurationError(f"RetryPolicy.attempts must be >= 1, got {self.attempts}")
-        if self.budget_ratio < 0 or self.budget_min_per_second < 0:
-            raise ConfigurationError("RetryPolicy budget values must be >= 0")
-        object.__setattr__(self, "statuses", frozenset(self.statuses))
+        check.integer("RetryPolicy.attempts", self.attempts, minimum=1, maximum=MAX_ATTEMPTS)
+        statuses = self.statuses
+        if isinstance(statuses, (str, bytes, int)) or not isinstance(statuses, Iterable):
+            raise check.invalid("RetryPolicy.statuses", statuses, "a collection of HTTP statuses")
+        items = check.bounded("RetryPolicy.statuses", statuses, limit=1000)
+        for status in items:
+            check.integer("RetryPolicy.statuses item", status, minimum=100, maximum=599)
+        object.__setattr__(self, "statuses", frozenset(items))
         if self.methods is not None:
-            object.__setattr__(self, "methods", frozenset(m.upper() for m in self.methods))
+            methods = check.strings("RetryPolicy.methods", self.methods, example="{'GET', 'PUT'}")
+            object.__setattr__(self, "methods", frozenset(m.upper() for m in methods))
+        check.flag("RetryPolicy.avoid_previous", self.avoid_previous)
+        if not callable(self.wait):
+            raise check.invalid(
+                "RetryPolicy.wait", self.wait, "a tenacity wait strategy, e.g. wait_fixed(0.1)"
+            )
+        check.number("RetryPolicy.budget_ratio", self.budget_ratio, minimum=0.0, maximum=100.0)
+        check.number(
+            "RetryPolicy.budget_min_per_second",
+            self.budget_min_per_second,
+            minimum=0.0,
+            maximum=1e6,
+        )
 
     def retries_method(self, method: str) -> bool:
         return self.methods is None or method.upper() in self.methods

@@ -12,9 +12,11 @@ import inspect
 import logging
 import threading
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, Never
 
 from lbclient._exceptions import ConfigurationError
+from lbclient._validate import check_names, keyword_settings
+from lbclient._validate import flag as check_flag
 from lbclient.consul._exit import ExitHook
 from lbclient.consul._health import translate
 from lbclient.consul._registration import HealthCallback, HealthResult, RegistrationCore
@@ -47,7 +49,13 @@ class _RegistrarBase:
         cert: Cert = None,
         timeout: float = DEFAULT_TIMEOUT,
         environ: Mapping[str, str] | None = None,
+        **unknown: Never,
     ) -> None:
+        # Explicit keywords, so help() and type checkers see them; ``unknown`` is typed Never
+        # so that a type checker rejects a misspelled one, and caught here so that it is a
+        # ConfigurationError with a did-you-mean at run time instead of a bare TypeError.
+        check_names(unknown, keyword_settings(_RegistrarBase))
+        check_flag("handle_sigterm", handle_sigterm)
         self.core = RegistrationCore(
             name, port, service_id=service_id, address=address, tags=tags, meta=meta,
             weights=weights, ttl=ttl, interval=interval,
@@ -59,6 +67,10 @@ class _RegistrarBase:
         )  # fmt: skip
         self._handle_sigterm = handle_sigterm
         self._hook: ExitHook | None = None
+        self._init_driver()
+
+    def _init_driver(self) -> None:
+        """Set up what the blocking or asyncio flavour needs (no I/O)."""
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.core.service_id!r} at {self.settings.address}>"
@@ -123,8 +135,7 @@ class ConsulRegistrar(_RegistrarBase):
     ``host``/``consul_port``/``scheme``/``verify``/``cert``/``token`` or ``CONSUL_HTTP_*``.
     """
 
-    def __init__(self, name: str, port: int, **options: Any) -> None:
-        super().__init__(name, port, **options)
+    def _init_driver(self) -> None:
         self._client: Any = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -228,8 +239,7 @@ class AsyncConsulRegistrar(_RegistrarBase):
     ``health`` may be a plain function or a coroutine function.
     """
 
-    def __init__(self, name: str, port: int, **options: Any) -> None:
-        super().__init__(name, port, **options)
+    def _init_driver(self) -> None:
         self._client: Any = None
         self._task: asyncio.Task[None] | None = None
 

@@ -13,6 +13,7 @@ import socket
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
+from lbclient import _validate as check
 from lbclient._exceptions import ConfigurationError
 from lbclient.consul._duration import format_go_duration, to_seconds
 
@@ -21,6 +22,8 @@ log = logging.getLogger("lbclient.consul")
 HealthResult = str | tuple[str, str] | bool | None
 """``"passing"``/``"warning"``/``"critical"``, optionally with a note; True/None mean passing."""
 HealthCallback = Callable[[], HealthResult | Awaitable[HealthResult]]
+
+_WEIGHT_KEYS = frozenset({"Passing", "Warning", "passing", "warning"})
 
 _CALLS = {"passing": "ttl_pass", "warning": "ttl_warn", "critical": "ttl_fail"}
 
@@ -43,10 +46,23 @@ class RegistrationCore:
         deregister_critical_after: float | str | None = "1m",
         health: HealthCallback | None = None,
     ) -> None:
-        if not name:
-            raise ConfigurationError("the service name to register is empty")
+        if not name or not isinstance(name, str):
+            raise ConfigurationError(f"the service name to register must be a string, got {name!r}")
         if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
             raise ConfigurationError(f"service {name!r}: port must be 1-65535, got {port!r}")
+        check.optional(check.text, "service_id", service_id)
+        check.optional(check.text, "address", address)
+        tags = check.strings("tags", tags, example="['v2']")
+        meta = check.mapping("meta", meta or {}, example="{'version': '2'}")
+        for key, value in meta.items():
+            check.text("meta key", key)
+            check.text(f"meta[{key!r}]", value, empty=True)
+        if weights is not None:
+            check.check_names(check.mapping("weights", weights), _WEIGHT_KEYS, what="weights key")
+            for weight_key, weight in weights.items():
+                check.integer(f"weights[{weight_key!r}]", weight, minimum=0, maximum=65535)
+        if health is not None and not callable(health):
+            raise check.invalid("health", health, "a function returning 'passing', ... or None")
         try:
             self.ttl = to_seconds(ttl, "ttl")
             self.interval = self.ttl / 3 if interval is None else to_seconds(interval, "interval")
@@ -57,9 +73,9 @@ class RegistrationCore:
             )
         except ValueError as exc:
             raise ConfigurationError(f"service {name!r}: {exc}", service=name) from None
-        if self.ttl <= 0 or not 0 < self.interval < self.ttl:
+        if self.ttl <= 0 or not check.MIN_SECONDS <= self.interval < self.ttl:
             raise ConfigurationError(
-                f"service {name!r}: need 0 < interval < ttl (got ttl={ttl!r}, interval="
+                f"service {name!r}: need 1ms <= interval < ttl (got ttl={ttl!r}, interval="
                 f"{interval!r}); the default interval is ttl/3",
                 service=name,
             )

@@ -8,11 +8,13 @@ import random
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, Never
 from urllib.parse import SplitResult, parse_qsl
 
+from lbclient import _validate as check
 from lbclient._exceptions import ConfigurationError, ServiceNotFound
 from lbclient._instance import ServiceInstance
+from lbclient._validate import keyword_settings as _settings
 from lbclient.consul._duration import to_seconds
 from lbclient.consul._health import HealthQuery, translate
 from lbclient.consul._settings import DEFAULT_TIMEOUT, Cert, ConsulSettings, close_now
@@ -93,23 +95,36 @@ class ConsulRegistry(Registry):
         max_backoff: float = 30.0,
         instance_scheme: str | None = None,
         environ: Mapping[str, str] | None = None,
+        **unknown: Never,
     ) -> None:
+        check.check_names(unknown, _settings(type(self)))  # a typo: did-you-mean, not TypeError
         if isinstance(tags, str):
-            tags = [tags]
+            tags = [tags]  # one tag: unambiguous, unlike a string given for a list of names
+        tags = check.strings("tags", tags, example="['v2', 'eu']")
         try:
             wait_seconds = to_seconds(wait, "wait")
         except ValueError as exc:
             raise ConfigurationError(str(exc)) from None
         if not 0 < wait_seconds <= 600:
             raise ConfigurationError(f"wait must be within (0, 10m] (Consul's cap), got {wait!r}")
-        if rate <= 0:
-            raise ConfigurationError(f"rate must be > 0 queries per second, got {rate!r}")
+        check.number("rate", rate, above=0.0, maximum=1e6)
+        check.seconds("min_backoff", min_backoff)
+        check.seconds("max_backoff", max_backoff, minimum=min_backoff)
+        check.optional(check.text, "filter", filter)
+        check.flag("passing_only", passing_only)
+        check.text("zone_key", zone_key)
+        if instance_scheme not in (None, "http", "https"):
+            raise check.invalid("instance_scheme", instance_scheme, "'http', 'https' or None")
+        node_meta = check.mapping("node_meta", node_meta or {}, example="{'rack': 'r1'}")
+        for key, value in node_meta.items():
+            check.text("node_meta key", key)
+            check.text(f"node_meta[{key!r}]", value, empty=True)
         self.settings = ConsulSettings.resolve(
             host, port, scheme=scheme, token=token, verify=verify, cert=cert, dc=dc,
             timeout=timeout, environ=environ,
         )  # fmt: skip
         self.query = HealthQuery(
-            tags=tuple(tags),
+            tags=tags,
             dc=self.settings.dc,
             filter=filter or None,
             node_meta=dict(node_meta or {}),

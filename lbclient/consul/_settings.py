@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 import consul
 import consul.aio
 
+from lbclient import _validate as check
 from lbclient._exceptions import ConfigurationError
 
 DEFAULT_TIMEOUT = 10.0
@@ -64,7 +65,23 @@ class ConsulSettings:
         environ: Mapping[str, str] | None = None,
     ) -> ConsulSettings:
         """Merge arguments, environment and defaults; raise ConfigurationError on nonsense."""
+        check.optional(check.text, "host", host)
+        check.optional(check.text, "dc", dc)
+        if token is not None and not isinstance(token, str):
+            raise ConfigurationError(f"token must be a string, got a {type(token).__name__}")
+        timeout = check.seconds("timeout", timeout)
+        if verify is not None and not isinstance(verify, (bool, str)):
+            raise check.invalid("verify", verify, "True, False or the path of a CA bundle")
+        if not (
+            cert is None
+            or isinstance(cert, str)
+            or (
+                isinstance(cert, tuple) and len(cert) == 2 and all(isinstance(c, str) for c in cert)
+            )
+        ):
+            raise check.invalid("cert", cert, "a certificate path or a (cert, key) pair of paths")
         env = os.environ if environ is None else environ
+        check.mapping("environ", env, example="os.environ")
         addr = env.get("CONSUL_HTTP_ADDR", "").strip()
         env_scheme = None
         if addr and host is None and port is None:

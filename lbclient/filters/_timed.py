@@ -47,10 +47,21 @@ class TimedFilter(Filter):
 
         return timer.call_later(delay, fire)
 
-    def refresh(self) -> None:
-        """Ask the service to recompute its usable list (our verdict changed)."""
+    def refresh(self, *, off_request_path: bool = False) -> None:
+        """Ask the service to recompute its usable list (our verdict changed).
+
+        ``off_request_path``: the verdict came from a request's outcome, so the scheduler is
+        rebuilt on the timer thread and that request does not wait for it.
+        """
         if not self._closed:
-            self.state.invalidate()
+            self.state.invalidate(self._on_timer if off_request_path else None)
+
+    def _on_timer(self, build: Callable[[], None]) -> None:
+        timer = self._timer
+        if timer is None:  # closing: build here rather than not at all
+            build()
+        else:
+            timer.call_later(0.0, build)
 
     def close(self) -> None:
         if self._timer is None or self._closed:

@@ -20,8 +20,8 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from lbclient import _validate as check
 from lbclient._endpoint import Endpoint
-from lbclient._exceptions import ConfigurationError
 from lbclient.filters._timed import TimedFilter
 
 if TYPE_CHECKING:
@@ -36,9 +36,7 @@ class HeartbeatFilter(TimedFilter):
     judges_health = True
 
     def __init__(self, timeout: float) -> None:
-        if timeout <= 0:
-            raise ConfigurationError(f"heartbeat_timeout must be > 0 seconds, got {timeout}")
-        self.timeout = timeout
+        self.timeout = check.seconds("heartbeat_timeout", timeout)
         self._seen: dict[str, float] = {}
         self._silent: set[str] = set()
         self._lock = threading.Lock()

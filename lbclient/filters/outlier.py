@@ -35,8 +35,8 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from lbclient import _validate as check
 from lbclient._endpoint import Endpoint
-from lbclient._exceptions import ConfigurationError
 from lbclient._outcome import Failure, Outcome
 from lbclient.filters._timed import TimedFilter
 
@@ -79,16 +79,37 @@ class OutlierDetection:
             "consecutive_gateway_failure",
             "consecutive_local_origin_failure",
         ):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise ConfigurationError(f"OutlierDetection.{name} must be >= 1 or None")
-        if min(self.interval, self.base_ejection_time, self.max_ejection_time) <= 0:
-            raise ConfigurationError("OutlierDetection times must be > 0 seconds")
-        if not 0 <= self.max_ejection_percent <= 100:
-            raise ConfigurationError("OutlierDetection.max_ejection_percent must be in [0, 100]")
-        fp = self.failure_percentage_threshold
-        if fp is not None and not 0 <= fp <= 100:
-            raise ConfigurationError("failure_percentage_threshold must be in [0, 100] or None")
+            check.optional(
+                check.integer, f"OutlierDetection.{name}", getattr(self, name),
+                minimum=1, maximum=MAX_COUNT,
+            )  # fmt: skip
+        for name in ("interval", "base_ejection_time", "max_ejection_time"):
+            check.seconds(f"OutlierDetection.{name}", getattr(self, name))
+        check.optional(
+            check.number, "OutlierDetection.failure_percentage_threshold",
+            self.failure_percentage_threshold, minimum=0.0, maximum=100.0,
+        )  # fmt: skip
+        check.number(
+            "OutlierDetection.max_ejection_percent", self.max_ejection_percent,
+            minimum=0.0, maximum=100.0,
+        )  # fmt: skip
+        check.optional(
+            check.number, "OutlierDetection.success_rate_stdev_factor",
+            self.success_rate_stdev_factor, minimum=0.0, maximum=100.0,
+        )  # fmt: skip
+        for name in (
+            "success_rate_minimum_hosts",
+            "success_rate_request_volume",
+            "failure_percentage_minimum_hosts",
+            "failure_percentage_request_volume",
+        ):
+            check.integer(f"OutlierDetection.{name}", getattr(self, name), minimum=0,
+                          maximum=MAX_COUNT)  # fmt: skip
+        check.flag("OutlierDetection.uneject_on_passing_probe", self.uneject_on_passing_probe)
+
+
+MAX_COUNT = 1_000_000
+"""The largest count a threshold or volume accepts."""
 
 
 class _Record:
@@ -185,11 +206,13 @@ class OutlierFilter(TimedFilter):
                     reason = f"{record.local} consecutive local-origin failures ({failure.value})"
             if reason is None or record.ejected_until is not None:
                 return
-        self._eject(endpoint.id, record, reason)
+        self._eject(endpoint.id, record, reason, off_request_path=True)
 
     # -- ejection and readmission ----------------------------------------------------------
 
-    def _eject(self, instance_id: str, record: _Record, reason: str) -> bool:
+    def _eject(
+        self, instance_id: str, record: _Record, reason: str, *, off_request_path: bool = False
+    ) -> bool:
         s = self.settings
         with self._lock:
             if record.gone or record.ejected_until is not None or self._closed:
@@ -223,7 +246,7 @@ class OutlierFilter(TimedFilter):
             record.ejections,
         )
         self.later(duration, self._readmit, instance_id, record)
-        self.refresh()
+        self.refresh(off_request_path=off_request_path)
         return True
 
     def _readmit(self, instance_id: str, record: _Record, why: str = "its ejection time") -> None:

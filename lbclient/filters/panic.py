@@ -13,8 +13,8 @@ import dataclasses
 import logging
 from collections.abc import Sequence
 
+from lbclient import _validate as check
 from lbclient._endpoint import Endpoint
-from lbclient._exceptions import ConfigurationError
 
 log = logging.getLogger("lbclient.health")
 
@@ -33,13 +33,9 @@ class PanicThreshold:
     """Decide between the healthy list and everything (no I/O; logs only on changes)."""
 
     def __init__(self, name: str, threshold: float = 0.5, *, fail_open: bool = True) -> None:
-        if not 0.0 <= threshold <= 1.0:
-            raise ConfigurationError(
-                f"panic_threshold is a share of instances in [0, 1] (0 disables), got {threshold}"
-            )
         self.name = name
-        self.threshold = threshold
-        self.fail_open = fail_open
+        self.threshold = check.number("panic_threshold", threshold, minimum=0.0, maximum=1.0)
+        self.fail_open = check.flag("fail_open", fail_open)
         self.panicking = False
 
     def decide(self, everyone: Sequence[Endpoint], healthy: Sequence[Endpoint]) -> PanicVerdict:

@@ -17,8 +17,8 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from lbclient import _validate as check
 from lbclient._endpoint import Endpoint
-from lbclient._exceptions import ConfigurationError
 from lbclient.filters._timed import TimedFilter
 
 
@@ -32,10 +32,12 @@ class SlowStart:
     steps: int = 10
 
     def __post_init__(self) -> None:
-        if self.window <= 0 or self.aggression <= 0 or self.steps < 1:
-            raise ConfigurationError("SlowStart window and aggression must be > 0, steps >= 1")
-        if not 0 < self.min_weight_percent <= 100:
-            raise ConfigurationError("SlowStart.min_weight_percent must be in (0, 100]")
+        check.seconds("SlowStart.window", self.window)
+        check.number("SlowStart.aggression", self.aggression, above=0.0, maximum=1000.0)
+        check.number(
+            "SlowStart.min_weight_percent", self.min_weight_percent, above=0.0, maximum=100.0
+        )
+        check.integer("SlowStart.steps", self.steps, minimum=1, maximum=1000)
 
     def factor(self, elapsed: float) -> float:
         """The share of its weight an instance gets ``elapsed`` seconds after becoming usable."""

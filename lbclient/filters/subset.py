@@ -18,12 +18,15 @@ import socket
 import zlib
 from collections.abc import Sequence
 
+from lbclient import _validate as check
 from lbclient._endpoint import Endpoint
-from lbclient._exceptions import ConfigurationError
 from lbclient.filters._base import Filter
 
 DEFAULT_SUBSET_SIZE = 100
 """Spring's default subset size."""
+
+MAX_SUBSET_SIZE = 100_000
+"""Subsets are for large services; more than this is a unit mistake."""
 
 
 def deterministic_subset(ids: Sequence[str], client: str, size: int) -> list[str]:
@@ -42,10 +45,8 @@ class SubsetFilter(Filter):
     """Let through only this client's deterministic subset of the instances."""
 
     def __init__(self, size: int = DEFAULT_SUBSET_SIZE, client: str | None = None) -> None:
-        if size < 1:
-            raise ConfigurationError(f"subset_size must be >= 1, got {size}")
-        self.size = size
-        self.client = client or socket.gethostname()
+        self.size = check.integer("subset_size", size, minimum=1, maximum=MAX_SUBSET_SIZE)
+        self.client = check.optional(check.text, "subset_key", client) or socket.gethostname()
 
     def apply(self, endpoints: Sequence[Endpoint]) -> Sequence[Endpoint]:
         if len(endpoints) <= self.size:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
+from lbclient import _validate as check
 from lbclient._endpoint import Endpoint
 from lbclient._instance import ServiceInstance
 from lbclient.filters._base import Filter
@@ -26,7 +27,7 @@ class ZonePreferenceFilter(Filter):
     """Prefer instances in ``zone``; fall back to all when none there is usable."""
 
     def __init__(self, zone: str) -> None:
-        self.zone = zone
+        self.zone = check.text("zone", zone)
         self._falling_back: bool | None = None
 
     def apply(self, endpoints: Sequence[Endpoint]) -> Sequence[Endpoint]:

@@ -20,6 +20,7 @@ try:
 except ImportError as _exc:  # pragma: no cover - exercised only without the extra
     raise MissingDependency("lbclient.grpc", "grpc") from _exc
 
+from lbclient.grpc import aio
 from lbclient.grpc._core import DEFAULT_KEY_METADATA, failure_for_code, key_from_metadata
 from lbclient.grpc._errors import NoInstanceAioRpcError, NoInstanceRpcError
 from lbclient.grpc._interceptor import LoadBalancingInterceptor
@@ -31,6 +32,7 @@ __all__ = [
     "LoadBalancingInterceptor",
     "NoInstanceAioRpcError",
     "NoInstanceRpcError",
+    "aio",
     "failure_for_code",
     "insecure_channel",
     "key_from_metadata",

@@ -36,6 +36,7 @@ from typing import Any, Literal
 
 import grpc
 
+from lbclient import _validate as check
 from lbclient._balancer import LoadBalancer, ServiceState
 from lbclient._context import PickContext
 from lbclient._exceptions import ConfigurationError
@@ -132,12 +133,15 @@ class ChannelCore:
             )
         if not service or not isinstance(service, str):
             raise ConfigurationError(f"the service name must be a non-empty str, got {service!r}")
-        if isinstance(idempotent, str) and idempotent != "all":
-            raise ConfigurationError(
-                f"idempotent must be 'all' or a collection of full method names such as "
-                f"'/orders.Orders/Get', got {idempotent!r}"
+        if idempotent != "all":
+            idempotent = check.strings(
+                "idempotent", idempotent, example="{'/orders.Orders/Get'} or 'all'"
             )
         bad = [m for m in idempotent if not m.startswith("/")] if idempotent != "all" else []
+        if retry is not None:
+            check.instance_of("retry", retry, RetryPolicy, "lbclient.RetryPolicy(attempts=2)")
+        if key is not None and not ((isinstance(key, str) and key) or callable(key)):
+            raise check.invalid("key", key, "a metadata name such as 'lb-key', a function or None")
         if bad:
             raise ConfigurationError(
                 f"idempotent methods must be full names like '/package.Service/Method', got {bad}"

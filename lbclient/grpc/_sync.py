@@ -23,7 +23,7 @@ import contextlib
 import time
 import weakref
 from collections.abc import Callable, Collection, Iterator
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Unpack
 
 import grpc
 
@@ -40,6 +40,7 @@ from lbclient.grpc._core import (
     report,
 )
 from lbclient.grpc._errors import NoInstanceRpcError
+from lbclient.grpc._options import BalancingOptions, balancing, check_channel_args
 from lbclient.grpc._pool import Lease, SubChannelPool
 from lbclient.grpc._stream import RetryingResponseStream
 
@@ -75,8 +76,8 @@ class LoadBalancedChannel(Balancing, grpc.Channel):
         idempotent: Collection[str] | Literal["all"] = (),
     ) -> None:
         self._core = ChannelCore(lb, service, key=key, retry=retry, idempotent=idempotent)
+        self._options = check_channel_args(credentials, options, compression)
         self._credentials = credentials
-        self._options = tuple(options or ())
         self._compression = compression
         self._pool: SubChannelPool[grpc.Channel] = SubChannelPool(self._subchannel, _close)
         state = lb.services.get(service)
@@ -489,7 +490,7 @@ def insecure_channel(
     lb: LoadBalancer,
     options: ChannelOptions | None = None,
     compression: grpc.Compression | None = None,
-    **lb_options: Any,
+    **lb_options: Unpack[BalancingOptions],
 ) -> LoadBalancedChannel:
     """A plaintext channel balancing each call over the instances of ``service``.
 
@@ -505,7 +506,9 @@ def insecure_channel(
     be resent after UNAVAILABLE, or ``"all"``), ``retry`` (a RetryPolicy; default: the
     service's).
     """
-    return LoadBalancedChannel(service, lb, options=options, compression=compression, **lb_options)
+    return LoadBalancedChannel(
+        service, lb, options=options, compression=compression, **balancing(lb_options)
+    )
 
 
 def secure_channel(
@@ -514,7 +517,7 @@ def secure_channel(
     credentials: grpc.ChannelCredentials,
     options: ChannelOptions | None = None,
     compression: grpc.Compression | None = None,
-    **lb_options: Any,
+    **lb_options: Unpack[BalancingOptions],
 ) -> LoadBalancedChannel:
     """``insecure_channel`` over TLS: every sub-channel uses ``credentials``.
 
@@ -522,5 +525,10 @@ def secure_channel(
     rather than each address, pass ``options=[("grpc.ssl_target_name_override", name)]``.
     """
     return LoadBalancedChannel(
-        service, lb, credentials=credentials, options=options, compression=compression, **lb_options
+        service,
+        lb,
+        credentials=credentials,
+        options=options,
+        compression=compression,
+        **balancing(lb_options),
     )

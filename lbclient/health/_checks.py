@@ -16,6 +16,7 @@ from typing import Protocol
 
 import httpx
 
+from lbclient import _validate as check
 from lbclient._exceptions import ConfigurationError
 from lbclient._instance import ServiceInstance
 
@@ -66,14 +67,17 @@ class HealthCheck(ABC):
 
     def __post_init__(self) -> None:
         name = type(self).__name__
-        if self.interval <= 0 or self.timeout <= 0:
-            raise ConfigurationError(f"{name}: interval and timeout must be > 0")
-        if not 0 <= self.jitter < 1:
-            raise ConfigurationError(f"{name}: jitter is a fraction of the interval, in [0, 1)")
-        if self.healthy_threshold < 1 or self.unhealthy_threshold < 1:
-            raise ConfigurationError(f"{name}: thresholds must be >= 1")
-        if self.concurrency < 1:
-            raise ConfigurationError(f"{name}: concurrency must be >= 1")
+        check.seconds(f"{name}.interval", self.interval)
+        check.seconds(f"{name}.timeout", self.timeout)
+        jitter = check.number(f"{name}.jitter", self.jitter, minimum=0.0, maximum=1.0)
+        if jitter == 1.0:  # a fraction of the interval: 1 would allow back-to-back probes
+            raise check.invalid(f"{name}.jitter", self.jitter, "a fraction in [0, 1)")
+        for threshold in ("healthy_threshold", "unhealthy_threshold"):
+            check.integer(f"{name}.{threshold}", getattr(self, threshold), minimum=1,
+                          maximum=1000)  # fmt: skip
+        check.integer(f"{name}.concurrency", self.concurrency, minimum=1, maximum=1024)
+        port = getattr(self, "port", None)
+        check.optional(check.integer, f"{name}.port", port, minimum=1, maximum=65535)
 
     @abstractmethod
     def open(self) -> Prober:
@@ -100,9 +104,26 @@ class HttpHealthCheck(HealthCheck):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not self.path.startswith("/"):
-            raise ConfigurationError(f"HttpHealthCheck path must start with '/', got {self.path!r}")
-        object.__setattr__(self, "statuses", frozenset(self.statuses))
+        path = check.text("HttpHealthCheck.path", self.path)
+        if not path.startswith("/") or any(c in path for c in " \r\n\t\x00"):
+            raise check.invalid(
+                "HttpHealthCheck.path", path, "a path starting with '/', without spaces"
+            )
+        statuses = self.statuses
+        if isinstance(statuses, (str, bytes, int)) or not isinstance(statuses, Iterable):
+            raise check.invalid("HttpHealthCheck.statuses", statuses, "a collection of statuses")
+        statuses = check.bounded("HttpHealthCheck.statuses", statuses, limit=1000)
+        for status in statuses:
+            check.integer("HttpHealthCheck.statuses item", status, minimum=100, maximum=599)
+        object.__setattr__(self, "statuses", frozenset(statuses))
+        headers = check.mapping("HttpHealthCheck.headers", self.headers, example="{'Host': 'x'}")
+        for key, value in headers.items():
+            if not isinstance(key, str) or not isinstance(value, str):
+                raise ConfigurationError(
+                    "HttpHealthCheck.headers is invalid: expected strings to strings "
+                    f"(a header {type(key).__name__}: {type(value).__name__} was given)"
+                )  # the values may carry a token: never shown
+        check.flag("HttpHealthCheck.verify", self.verify)
 
     def open(self) -> Prober:
         return _HttpProber(self)

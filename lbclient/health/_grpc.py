@@ -31,6 +31,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
+from lbclient import _validate as check
 from lbclient._channels import ChannelProviders
 from lbclient._exceptions import require
 from lbclient._instance import ServiceInstance
@@ -60,6 +61,8 @@ class GrpcHealthCheck(HealthCheck):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        check.text("GrpcHealthCheck.service", self.service, empty=True)
+        check.flag("GrpcHealthCheck.watch", self.watch)
         _modules()  # fail now, where the user configures it, not in a background thread
 
     def open(self) -> Prober:

@@ -6,11 +6,13 @@ import asyncio
 import re
 import threading
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, Never
 from urllib.parse import SplitResult, parse_qsl, unquote
 
+from lbclient import _validate as check
 from lbclient._exceptions import ConfigurationError, ServiceNotFound, require
 from lbclient._instance import ServiceInstance
+from lbclient._validate import keyword_settings as _settings
 from lbclient.kubernetes._async import AsyncDriver
 from lbclient.kubernetes._config import (
     aio_available,
@@ -90,29 +92,40 @@ class KubernetesRegistry(Registry):
         min_backoff: float = 0.1,
         max_backoff: float = 30.0,
         namespace_watch_from: int | None = 10,
+        **unknown: Never,
     ) -> None:
+        check.check_names(unknown, _settings(type(self)))  # a typo: did-you-mean, not TypeError
         require("kubernetes", "KubernetesRegistry", "kubernetes")
         from kubernetes import client
 
+        if namespace is not None and not _SERVICE_NAME.match(check.text("namespace", namespace)):
+            raise check.invalid("namespace", namespace, "a namespace name (a DNS label)")
+        self.port = check_port("port", port)
+        check.mapping("ports", ports or {}, example="{'orders': 'http', 'search': 8080}")
+        self.ports = {
+            check.text("ports key", name): check_port(f"ports[{name!r}]", value)
+            for name, value in (ports or {}).items()
+        }
+        self.services = (
+            None
+            if services is None
+            else frozenset(check.strings("services", services, example="['orders', 'search']"))
+        )
+        self.fallback_to_terminating = check.flag(
+            "fallback_to_terminating", fallback_to_terminating
+        )
+        self.kind = (
+            ENDPOINTS if check.flag("legacy_endpoints", legacy_endpoints) else ENDPOINT_SLICES
+        )
+        self.watch_timeout = check.seconds("watch_timeout", watch_timeout)
+        self.min_backoff = check.seconds("min_backoff", min_backoff)
+        self.max_backoff = check.seconds("max_backoff", max_backoff, minimum=self.min_backoff)
+        check.optional(check.text, "context", context)
+        check.optional(check.text, "config_file", config_file)
         self.namespace = namespace or default_namespace()
-        self.port = port
-        self.ports = dict(ports or {})
-        self.services = frozenset(services) if services is not None else None
-        self.fallback_to_terminating = fallback_to_terminating
-        self.kind = ENDPOINTS if legacy_endpoints else ENDPOINT_SLICES
-        self.watch_timeout = watch_timeout
-        self.min_backoff = min_backoff
-        self.max_backoff = max_backoff
-        if namespace_watch_from is not None and (
-            isinstance(namespace_watch_from, bool)
-            or not isinstance(namespace_watch_from, int)
-            or namespace_watch_from < 1
-        ):
-            raise ConfigurationError(
-                f"namespace_watch_from must be a number of services >= 1 (1: always watch "
-                f"the whole namespace) or None (never), got {namespace_watch_from!r}"
-            )
-        self.namespace_watch_from = namespace_watch_from
+        self.namespace_watch_from = check.optional(
+            check.integer, "namespace_watch_from", namespace_watch_from, minimum=1, maximum=10**6
+        )
         self._lock = threading.Lock()
         self._own_watches = 0
         self._fanout: FanOut | None = None
@@ -267,13 +280,15 @@ class KubernetesRegistry(Registry):
         ports: dict[str, Port] = {}
         for entry in filter(None, unquote(uri.path).strip("/").split(",")):
             name, _, port = entry.strip().partition(":")
+            if name in ports or name in names:
+                raise ConfigurationError(f"service {name!r} is named twice in {uri.geturl()!r}")
             names.append(name)
             if port:
-                ports[name] = int(port) if port.isdigit() else port
+                ports[name] = check_port(f"k8s:// port of {name!r}", port)
         default_port = options.get("port")
         return cls(
             namespace,
-            port=int(default_port) if default_port and default_port.isdigit() else default_port,
+            port=check_port("k8s:// ?port", default_port),
             ports=ports,
             services=names or None,
             context=options.get("context"),
@@ -281,6 +296,25 @@ class KubernetesRegistry(Registry):
             fallback_to_terminating=_flag(options, "fallback_to_terminating"),
             legacy_endpoints=_flag(options, "legacy_endpoints"),
         )
+
+
+_PORT_NAME = re.compile(r"^(?=.*[a-z])(?!.*--)[a-z0-9]([-a-z0-9]{0,13}[a-z0-9])?$")
+"""A named port (IANA_SVC_NAME): up to 15 lowercase letters, digits and '-', one letter."""
+
+
+def check_port(setting: str, value: object) -> Port:
+    """A port number 1-65535 or a port name; digits in a string (from a URI) are a number."""
+    if value is None or (isinstance(value, int) and not isinstance(value, bool)):
+        return check.optional(check.integer, setting, value, minimum=1, maximum=65535)
+    if isinstance(value, str) and value.isascii() and value.isdigit():
+        if len(value) > 5 or not 0 < int(value) < 65536:
+            raise check.invalid(setting, value, "a port number in [1, 65535] or a port name")
+        return int(value)
+    if not isinstance(value, str) or not _PORT_NAME.match(value):
+        raise check.invalid(
+            setting, value, "a port number in [1, 65535] or a port name such as 'http'"
+        )
+    return value
 
 
 def _flag(options: Mapping[str, str], name: str) -> bool:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import SplitResult, parse_qsl, unquote
 
+from lbclient import _validate as check
 from lbclient._address import show
 from lbclient._answer import AnswerReader, Instances
 from lbclient._exceptions import ConfigurationError, ServiceNotFound
@@ -48,10 +49,11 @@ class StaticRegistry(Registry):
                 f"{type(services).__name__}"
             )
         self._services = {
-            name: parse_instances(name, entries) for name, entries in services.items()
+            check.text("StaticRegistry service name", name): parse_instances(name, entries)
+            for name, entries in services.items()
         }
         self._path = path
-        self._reload_interval = reload_interval
+        self._reload_interval = check.optional(check.seconds, "reload_interval", reload_interval)
 
     def __repr__(self) -> str:
         return f"StaticRegistry({sorted(self._services)})"
@@ -136,7 +138,15 @@ class StaticRegistry(Registry):
         """``static:///etc/services.json`` or ``static://?orders=h:1,h:2&payments=h:3``."""
         if uri.path and uri.path != "/":
             return cls.from_file(unquote(uri.path))
-        return cls(dict(parse_qsl(uri.query, keep_blank_values=True)))
+        services: dict[str, str] = {}
+        for name, entries in parse_qsl(uri.query, keep_blank_values=True):
+            if name in services:
+                raise ConfigurationError(
+                    f"static:// URI names service {name!r} twice; list its instances once, "
+                    f"comma-separated: {name}={services[name]},{entries}"
+                )
+            services[name] = entries
+        return cls(services)
 
 
 def reload_instances(service: str, entries: Any, path: Path) -> Instances:

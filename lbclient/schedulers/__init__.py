@@ -11,10 +11,11 @@ random / weighted_random               uniform / by weight (bisect), O(1) / O(lo
 least_request                          power of two choices on in-flight, Envoy-weighted
 peak_ewma                              power of two choices on latency x (in-flight + 1)
 twos                                   two weighted draws, less loaded per weight wins
-lc / wlc / sed / nq                    LVS full scans: in-flight, per weight, expected
-                                       delay, idle first; O(n)
+lc / wlc / sed / nq                    LVS's exact choice: in-flight, per weight, expected
+                                       delay, idle first; a load index from 64 instances
 fo / ovf                               heaviest available / heaviest until full
-ring_hash / maglev (mh) / rendezvous   consistent hashing of ``PickContext.key``
+ring_hash / maglev (mh) / rendezvous   consistent hashing of ``PickContext.key`` (rendezvous
+                                       is O(n) per new key and caches recent keys)
 dh / sh                                bucket table on the key / on ``PickContext.source``
 lblc / lblcr                           key remembered on a server / a server set, moved
                                        or grown under overload
@@ -26,6 +27,7 @@ from __future__ import annotations
 from importlib import import_module
 
 from lbclient._exceptions import ConfigurationError
+from lbclient._validate import did_you_mean, invalid
 from lbclient.schedulers._base import Scheduler
 
 _MODULES = (
@@ -87,13 +89,16 @@ def scheduler_class(name: str | type[Scheduler]) -> type[Scheduler]:
         if not issubclass(name, Scheduler):
             raise ConfigurationError(f"{name!r} is not a Scheduler subclass")
         return name
+    if not isinstance(name, str):
+        raise invalid("scheduler", name, "a scheduler name such as 'round_robin', or a class")
     if not _REGISTRY:
         _load_builtins()
     try:
         return _REGISTRY[name]
     except KeyError:
         raise ConfigurationError(
-            f"unknown scheduler {name!r}; choose one of: {', '.join(available_schedulers())}"
+            f"unknown scheduler {name!r}{did_you_mean(name, _REGISTRY)}; choose one of: "
+            f"{', '.join(available_schedulers())}"
         ) from None
 
 

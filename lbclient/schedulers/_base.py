@@ -4,7 +4,8 @@ A scheduler is pure: no I/O, never blocks, safe to call from many threads and ev
 once without a global lock. It is rebuilt (a new object) whenever the usable list changes, the
 way grpc-go rebuilds its picker, so everything that depends only on the list (rings, tables,
 weight schedules) is computed once in ``__init__`` and only read in ``pick``. Live load
-(``Endpoint.in_flight``, ``Endpoint.latency``) is read from the endpoints at pick time.
+(``Endpoint.in_flight``, ``Endpoint.latency``) is read from the endpoints at pick time, or,
+for the LVS schedulers over long lists, from an index the endpoints keep up to date.
 """
 
 from __future__ import annotations
@@ -31,6 +32,9 @@ class Scheduler(ABC):
     aliases: ClassVar[tuple[str, ...]] = ()
     rotates: ClassVar[bool] = False
     """True for rotations (round robin, wrr): a retry must not advance the shared position."""
+    uses_weights: ClassVar[bool] = True
+    """False for the few that ignore weights (round robin, random, lc): slow start, which
+    works by lowering weights, then does nothing, and the configuration warns about it."""
     uses_key: ClassVar[bool] = False
     """True for key-based schedulers (ring_hash, maglev, ...): they read ``PickContext.key``."""
 

@@ -12,8 +12,9 @@ connections to an integer weight, and our weights are relative floats): an insta
 overloaded when it has at least ``overload_floor`` requests in flight (option, default 2) and
 more than twice as many per unit of weight as the least loaded instance (weighted
 least-connection over the whole list). A "twice its weight-share of all requests in flight"
-rule was considered and rejected: with two instances it can never fire. The check costs a scan
-(O(n)) only past the floor; below it a pick is a dict lookup.
+rule was considered and rejected: with two instances it can never fire. The check asks ``wlc``
+for the least loaded instance only past the floor (a scan under 64 instances, a load-index
+lookup above: see ``_scan``); below the floor a pick is a dict lookup.
 """
 
 from __future__ import annotations

@@ -1,7 +1,9 @@
 """lc (LVS least-connection): the instance with the fewest requests in flight.
 
-A full scan, so the answer is exact (``least_request`` samples two instead, in O(1), and is
-the better choice for large lists). Weights are ignored (see ``wlc``). Ties rotate.
+Exact, as IPVS's full scan (``least_request`` samples two instead, which spreads better when
+many clients share the instances). Weights are ignored (see ``wlc``). Ties rotate. From 64
+instances on, picks come from an index kept up to date as loads change (see ``_scan``), so
+they cost the same at any list size.
 """
 
 from __future__ import annotations
@@ -10,9 +12,8 @@ from lbclient.schedulers._scan import ScanScheduler
 
 
 class LeastConnectionScheduler(ScanScheduler):
-    """Fewest in-flight requests, full scan."""
+    """Fewest in-flight requests, exact."""
 
     name = "lc"
-
-    def costs(self) -> list[int]:
-        return [e.in_flight for e in self.endpoints]
+    weighted = False
+    uses_weights = False

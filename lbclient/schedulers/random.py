@@ -11,6 +11,7 @@ class RandomScheduler(Scheduler):
     """Pick uniformly at random (Spring's RandomLoadBalancer)."""
 
     name = "random"
+    uses_weights = False
 
     def choose(self, context: PickContext) -> Endpoint:
         return self.endpoints[int(self.rng.random() * len(self.endpoints))]

@@ -13,23 +13,34 @@ random cases with N = 5 to 40 (equal and 1-4 weights), up to 2.7/N of the keys m
 instances that stayed (test_consistent_hash.py bounds that at 3/N). ``rendezvous`` moves
 exactly the leaver's keys; ``maglev`` about 1.1/N in all.
 
+Building is tuned because it runs on every list change: each instance's point hashes are carried
+over from the scheduler this one replaces (a list change rehashes only the newcomers), and the
+ring is sorted as plain integers with owners looked up afterwards (tuples sort about 3x slower).
+With 10,000 instances this takes about 10-40 ms of CPU.
+
 No key: a uniformly random instance (``no_key_fallback``). Retries walk the ring clockwise to
 the next point whose owner is not excluded, as Envoy does.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from bisect import bisect_left
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from hashlib import blake2b
 from typing import Any
 
 from lbclient._endpoint import Endpoint
-from lbclient.schedulers._hashing import hash64
+from lbclient.schedulers._base import Scheduler
 from lbclient.schedulers._keyed import KeyedScheduler
 from lbclient.schedulers._options import int_option
 
 DEFAULT_MAX_RING_SIZE = 65536
+
+MAX_RING_SIZE = 1 << 18
+"""The largest ring either option accepts: a ring is rebuilt at every change of the list, at
+several microseconds per point in Python (Envoy allows 8M points in C++)."""
 
 
 class RingHashScheduler(KeyedScheduler):
@@ -43,32 +54,43 @@ class RingHashScheduler(KeyedScheduler):
         *,
         min_ring_size: int = 1024,
         max_ring_size: int | None = None,
+        previous: Scheduler | None = None,
         **kwargs: Any,
     ) -> None:
-        super().__init__(endpoints, **kwargs)
-        self.min_ring_size = int_option(self.name, "min_ring_size", min_ring_size, minimum=1)
+        super().__init__(endpoints, previous=previous, **kwargs)
+        self.min_ring_size = int_option(
+            self.name, "min_ring_size", min_ring_size, minimum=1, maximum=MAX_RING_SIZE
+        )
         if max_ring_size is None:
             max_ring_size = max(DEFAULT_MAX_RING_SIZE, self.min_ring_size)
         self.max_ring_size = int_option(
-            self.name, "max_ring_size", max_ring_size, minimum=self.min_ring_size
+            self.name,
+            "max_ring_size",
+            max_ring_size,
+            minimum=self.min_ring_size,
+            maximum=MAX_RING_SIZE,
         )
-        ring = sorted(self._points())
-        self._hashes = [point for point, _ in ring]
-        self._owners = [self.ordered[index] for _, index in ring]
+        known = previous.points if isinstance(previous, RingHashScheduler) else {}
+        self.points: dict[str, list[int]] = {}
+        """id → the hashes of its points, in order (handed to the next build)."""
+        for endpoint, count in zip(self.ordered, self._counts(), strict=True):
+            have = known.get(endpoint.id)
+            # Lists are never changed once built, so an unchanged one is shared, not copied.
+            self.points[endpoint.id] = (
+                have
+                if have is not None and len(have) == count
+                else point_hashes(endpoint.id, count, known)
+            )
+        self._hashes, self._owners = ring(self.ordered, self.points)
 
-    def _points(self) -> list[tuple[int, int]]:
+    def _counts(self) -> list[int]:
         total = math.fsum(e.weight for e in self.ordered)
         shares = [e.weight / total for e in self.ordered]
         smallest = min(shares)
         scale = min(math.ceil(smallest * self.min_ring_size) / smallest, self.max_ring_size)
-        points: list[tuple[int, int]] = []
-        for index, (endpoint, share) in enumerate(zip(self.ordered, shares, strict=True)):
-            # Each instance's count is rounded on its own (Envoy accumulates targets across
-            # instances, so one leaving shifts its neighbours' counts and moves their keys).
-            count = max(1, round(scale * share))
-            prefix = f"{endpoint.id}_"
-            points.extend((hash64(f"{prefix}{n}"), index) for n in range(count))
-        return points
+        # Each instance's count is rounded on its own (Envoy accumulates targets across
+        # instances, so one leaving shifts its neighbours' counts and moves their keys).
+        return [max(1, round(scale * share)) for share in shares]
 
     @property
     def ring_size(self) -> int:
@@ -90,3 +112,28 @@ class RingHashScheduler(KeyedScheduler):
 
     def rebuild_options(self) -> dict[str, Any]:
         return {"min_ring_size": self.min_ring_size, "max_ring_size": self.max_ring_size}
+
+
+def point_hashes(instance_id: str, count: int, known: Mapping[str, list[int]]) -> list[int]:
+    """``hash64(f"{instance_id}_{n}")`` for n < count, reusing the ones in ``known``."""
+    have = known.get(instance_id, [])
+    if len(have) >= count:
+        return have[:count]
+    names = (f"{instance_id}_{n}".encode("utf-8", "surrogatepass") for n in range(len(have), count))
+    # hash64 inlined: this is most of a first build.
+    return have + [int.from_bytes(blake2b(n, digest_size=8).digest(), "big") for n in names]
+
+
+def ring(
+    ordered: Sequence[Endpoint], points: Mapping[str, list[int]]
+) -> tuple[list[int], list[Endpoint]]:
+    """The sorted point hashes and each point's owner; equal hashes go to the lower index,
+    first (the order of sorting ``(hash, index)`` pairs)."""
+    hashes = sorted(itertools.chain.from_iterable(points[e.id] for e in ordered))
+    # The lowest index writes last, and wins.
+    owner_of = {point: e for e in reversed(ordered) for point in points[e.id]}
+    if len(owner_of) == len(hashes):
+        return hashes, list(map(owner_of.__getitem__, hashes))
+    # Two points share a hash (64 bits: practically never): sort the pairs themselves.
+    pairs = sorted((point, index) for index, e in enumerate(ordered) for point in points[e.id])
+    return [point for point, _ in pairs], [ordered[index] for _, index in pairs]

@@ -19,6 +19,7 @@ class RoundRobinScheduler(Scheduler):
     """Rotate through the instances, ignoring weights and load."""
 
     name = "round_robin"
+    uses_weights = False
     rotates = True
     aliases = ("rr",)
 

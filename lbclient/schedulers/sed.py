@@ -1,7 +1,8 @@
 """sed (LVS shortest expected delay): the lowest ``(in_flight + 1) / weight``.
 
 The ``+ 1`` is the request being placed: its expected delay on each instance. Unlike ``wlc``
-it prefers a heavier instance even when all are idle. Full scan; ties rotate.
+it prefers a heavier instance even when all are idle. Exact; ties rotate; indexed from 64
+instances (see ``_scan``).
 """
 
 from __future__ import annotations
@@ -10,10 +11,7 @@ from lbclient.schedulers._scan import ScanScheduler
 
 
 class ShortestExpectedDelayScheduler(ScanScheduler):
-    """Shortest expected delay, full scan."""
+    """Shortest expected delay, exact."""
 
     name = "sed"
-
-    def costs(self) -> list[float]:
-        pairs = zip(self.endpoints, self.inverse_weights, strict=True)
-        return [(e.in_flight + 1) * w for e, w in pairs]
+    placing = 1

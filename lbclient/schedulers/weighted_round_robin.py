@@ -20,6 +20,10 @@ from lbclient.schedulers._base import Scheduler
 from lbclient.schedulers._options import int_option
 from lbclient.schedulers._schedule import weighted_schedule
 
+MAX_RESOLUTION = 4096
+"""The schedule holds up to ``resolution`` slots per instance: bounded so that a rebuild over
+a thousand instances stays a few million slots."""
+
 
 class WeightedRoundRobinScheduler(Scheduler):
     """Rotate through a precomputed, smoothly interleaved weighted schedule."""
@@ -32,7 +36,9 @@ class WeightedRoundRobinScheduler(Scheduler):
         self, endpoints: Sequence[Endpoint], *, resolution: int = 64, **kwargs: Any
     ) -> None:
         super().__init__(endpoints, **kwargs)
-        self.resolution = int_option(self.name, "resolution", resolution, minimum=1)
+        self.resolution = int_option(
+            self.name, "resolution", resolution, minimum=1, maximum=MAX_RESOLUTION
+        )
         weights = [e.weight for e in self.endpoints]
         if len(set(weights)) == 1:
             schedule: Sequence[Endpoint] = self.endpoints

@@ -1,8 +1,8 @@
 """wlc (LVS weighted least-connection, IPVS's default): the lowest ``in_flight / weight``.
 
-A full scan with ties rotating; an idle fleet is therefore used in turn regardless of weight,
-as in IPVS (weights start to matter once requests overlap). ``sed`` counts the request being
-placed and so honours weights from the first one.
+Exact, with ties rotating; an idle fleet is therefore used in turn regardless of weight, as
+in IPVS (weights start to matter once requests overlap). ``sed`` counts the request being
+placed and so honours weights from the first one. Indexed from 64 instances (see ``_scan``).
 """
 
 from __future__ import annotations
@@ -17,9 +17,6 @@ def weighted_load(endpoint: Endpoint) -> float:
 
 
 class WeightedLeastConnectionScheduler(ScanScheduler):
-    """Fewest in-flight requests per unit of weight, full scan."""
+    """Fewest in-flight requests per unit of weight, exact."""
 
     name = "wlc"
-
-    def costs(self) -> list[float]:
-        return [e.in_flight * w for e, w in zip(self.endpoints, self.inverse_weights, strict=True)]

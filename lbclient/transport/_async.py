@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import Unpack
 
 import anyio
 import httpx
@@ -19,6 +19,7 @@ from lbclient.transport._core import (
     abandon,
     attempt_end,
 )
+from lbclient.transport._options import TransportOptions, checked
 from lbclient.transport._pools import InnerTransports
 
 
@@ -33,9 +34,9 @@ class AsyncLoadBalancedTransport(httpx.AsyncBaseTransport):
         self,
         lb: LoadBalancer,
         transport: httpx.AsyncBaseTransport | Callable[[], httpx.AsyncBaseTransport] | None = None,
-        **options: Any,
+        **options: Unpack[TransportOptions],
     ) -> None:
-        self._core = TransportCore(lb, **options)
+        self._core = TransportCore(lb, **checked(lb, options))
         self._inners = InnerTransports(
             transport, httpx.AsyncBaseTransport, httpx.AsyncHTTPTransport
         )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Unpack
 
 import httpx
 
@@ -12,6 +12,7 @@ from lbclient._balancer import LoadBalancer, ServiceState
 from lbclient._exceptions import ServiceNotFound
 from lbclient._retry import RetryState
 from lbclient.transport._core import Release, RetryAttempt, TransportCore, abandon
+from lbclient.transport._options import TransportOptions, checked
 from lbclient.transport._pools import InnerTransports
 
 
@@ -37,9 +38,9 @@ class LoadBalancedTransport(httpx.BaseTransport):
         self,
         lb: LoadBalancer,
         transport: httpx.BaseTransport | Callable[[], httpx.BaseTransport] | None = None,
-        **options: Any,
+        **options: Unpack[TransportOptions],
     ) -> None:
-        self._core = TransportCore(lb, **options)
+        self._core = TransportCore(lb, **checked(lb, options))
         self._inners = InnerTransports(transport, httpx.BaseTransport, httpx.HTTPTransport)
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:

@@ -38,7 +38,9 @@ def test_new_instance_ramps_up_while_the_scheduler_is_rebuilt(
     file_registry: FileRegistry,
 ) -> None:
     file_registry.write("svc", ["127.0.0.1:1", "127.0.0.1:2"])
-    lb = lbclient.LoadBalancer(file_registry.registry(), slow_start=SlowStart(window=3, steps=6))
+    lb = lbclient.LoadBalancer(
+        file_registry.registry(), scheduler="wrr", slow_start=SlowStart(window=3, steps=6)
+    )
     with lb:
         state = lb.service("svc")
         assert {row(lb, "svc", i)["weight"] for i in state.endpoints} == {1.0}  # no ramp at start
@@ -66,6 +68,7 @@ def test_readmitted_instance_ramps_again() -> None:
         {"svc": ["127.0.0.1:1", "127.0.0.1:2"]},
         outlier=OutlierDetection(consecutive_5xx=1, base_ejection_time=0.05),
         slow_start=SlowStart(window=30),
+        scheduler="wrr",
     )
     with lb:
         state = lb.service("svc")

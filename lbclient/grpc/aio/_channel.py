@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import functools
 from collections.abc import Callable, Collection, Coroutine, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, Unpack
 
 import grpc
 import grpc.aio
@@ -33,6 +33,7 @@ from lbclient._retry import RetryPolicy, RetryState
 from lbclient.grpc._base import Balancing, Method
 from lbclient.grpc._core import DEFAULT_KEY_METADATA, ChannelCore, Deadline, KeyFunction, report
 from lbclient.grpc._errors import NoInstanceAioRpcError
+from lbclient.grpc._options import BalancingOptions, balancing, check_channel_args
 from lbclient.grpc._pool import Lease, SubChannelPool
 from lbclient.grpc.aio._stream import RetryingAioResponseStream
 from lbclient.grpc.aio._unary import RetryingUnaryCall
@@ -61,8 +62,8 @@ class LoadBalancedAioChannel(Balancing, grpc.aio.Channel):
         idempotent: Collection[str] | Literal["all"] = (),
     ) -> None:
         self._core = ChannelCore(lb, service, key=key, retry=retry, idempotent=idempotent)
+        self._options = check_channel_args(credentials, options, compression)
         self._credentials = credentials
-        self._options = tuple(options or ())
         self._compression = compression
         self._interceptors = list(interceptors) if interceptors else None
         self._pool: SubChannelPool[grpc.aio.Channel] = SubChannelPool(
@@ -365,7 +366,7 @@ def insecure_channel(
     options: ChannelOptions | None = None,
     compression: grpc.Compression | None = None,
     interceptors: Sequence[grpc.aio.ClientInterceptor] | None = None,
-    **lb_options: Any,
+    **lb_options: Unpack[BalancingOptions],
 ) -> LoadBalancedAioChannel:
     """The asyncio ``lbclient.grpc.insecure_channel``; ``interceptors`` as in grpc.aio.
 
@@ -378,7 +379,7 @@ def insecure_channel(
         options=options,
         compression=compression,
         interceptors=interceptors,
-        **lb_options,
+        **balancing(lb_options),
     )
 
 
@@ -389,7 +390,7 @@ def secure_channel(
     options: ChannelOptions | None = None,
     compression: grpc.Compression | None = None,
     interceptors: Sequence[grpc.aio.ClientInterceptor] | None = None,
-    **lb_options: Any,
+    **lb_options: Unpack[BalancingOptions],
 ) -> LoadBalancedAioChannel:
     """The asyncio ``lbclient.grpc.secure_channel``."""
     return LoadBalancedAioChannel(
@@ -399,5 +400,5 @@ def secure_channel(
         options=options,
         compression=compression,
         interceptors=interceptors,
-        **lb_options,
+        **balancing(lb_options),
     )

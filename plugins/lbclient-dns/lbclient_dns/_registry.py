@@ -10,10 +10,11 @@ from __future__ import annotations
 import logging
 from abc import abstractmethod
 from collections.abc import Sequence
-from typing import get_args
+from typing import TypedDict, Unpack, cast, get_args
 from urllib.parse import SplitResult, parse_qsl, unquote
 
 from lbclient import ConfigurationError, Registry, ServiceInstance, ServiceNotFound
+from lbclient import _validate as check
 from lbclient.registry import (
     Instances,
     SnapshotSink,
@@ -28,6 +29,17 @@ log = logging.getLogger("lbclient.dns")
 
 PLACEHOLDER = "{service}"
 Cursor = Instances
+
+
+class DnsOptions(TypedDict, total=False):
+    """The keyword settings both DNS registries take (see DnsRegistryBase)."""
+
+    nameservers: Sequence[str] | None
+    timeout: float
+    min_ttl: float
+    max_ttl: float
+    family: Family
+    scheme: str | None
 
 
 class DnsRegistryBase(Registry):
@@ -51,8 +63,14 @@ class DnsRegistryBase(Registry):
         family: Family = "any",
         scheme: str | None = None,
     ) -> None:
-        if not name.strip(". "):
+        if not check.text("name", name).strip(". "):
             raise ConfigurationError(f"{type(self).__name__} needs a DNS name, got {name!r}")
+        if nameservers is not None:
+            nameservers = check.strings("nameservers", nameservers, example="['10.96.0.10']")
+        timeout = check.seconds("timeout", timeout)
+        min_ttl = check.seconds("min_ttl", min_ttl)
+        max_ttl = check.seconds("max_ttl", max_ttl)
+        check.optional(check.text, "scheme", scheme)
         if not 0 < min_ttl <= max_ttl:
             raise ConfigurationError(
                 f"DNS min_ttl and max_ttl must satisfy 0 < min_ttl <= max_ttl, got "
@@ -125,7 +143,7 @@ class DnsRegistryBase(Registry):
         return async_watch(policy, apoll)
 
     @classmethod
-    def _options(cls, uri: SplitResult) -> dict[str, object]:
+    def _options(cls, uri: SplitResult) -> DnsOptions:
         """The query options every DNS URI accepts, as constructor keywords."""
         options = dict(parse_qsl(uri.query))
         valid = {"nameserver", "timeout", "min_ttl", "max_ttl", "family", "scheme"}
@@ -134,7 +152,7 @@ class DnsRegistryBase(Registry):
             raise ConfigurationError(
                 f"unknown {cls.scheme} URI option(s) {sorted(unknown)}; valid: {sorted(valid)}"
             )
-        kwargs: dict[str, object] = {}
+        kwargs: DnsOptions = {}
         if "nameserver" in options:
             kwargs["nameservers"] = [n for n in options["nameserver"].split(",") if n]
         for key in ("timeout", "min_ttl", "max_ttl"):
@@ -145,9 +163,10 @@ class DnsRegistryBase(Registry):
                     raise ConfigurationError(
                         f"{cls.scheme} URI option {key}={options[key]!r} is not a number of seconds"
                     ) from None
-        for key in ("family", "scheme"):
-            if key in options:
-                kwargs[key] = options[key]
+        if "family" in options:
+            kwargs["family"] = cast(Family, options["family"])  # checked by the constructor
+        if "scheme" in options:
+            kwargs["scheme"] = options["scheme"]
         return kwargs
 
 
@@ -185,7 +204,7 @@ class DnsSrvRegistry(DnsRegistryBase):
             raise ConfigurationError(
                 "dns+srv URI needs a name, e.g. dns+srv://_http._tcp.{service}.example"
             )
-        return cls(name, **cls._options(uri))  # type: ignore[arg-type]
+        return cls(name, **cls._options(uri))
 
 
 class DnsRegistry(DnsRegistryBase):
@@ -197,10 +216,11 @@ class DnsRegistry(DnsRegistryBase):
 
     scheme = "dns"
 
-    def __init__(self, name: str, port: int, **options: object) -> None:
+    def __init__(self, name: str, port: int, **options: Unpack[DnsOptions]) -> None:
         if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
             raise ConfigurationError(f"DNS registry port must be 1-65535, got {port!r}")
-        super().__init__(name, **options)  # type: ignore[arg-type]
+        check.check_names(options, DnsOptions.__optional_keys__)
+        super().__init__(name, **options)
         self.port = port
 
     def plan(self, service: str) -> Plan:

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from urllib.parse import SplitResult, parse_qsl, unquote
 
 from lbclient import ConfigurationError, Registry, ServiceInstance, ServiceNotFound
+from lbclient import _validate as check
 from lbclient.registry import SnapshotSink, Subscription, WatchPolicy, async_watch
 from lbclient_etcd._http import Endpoints, EtcdHTTP
 from lbclient_etcd._protocol import (
@@ -58,14 +59,16 @@ class EtcdRegistry(Registry):
     ) -> None:
         if isinstance(endpoints, str):
             endpoints = endpoints.split(",")
-        if timeout <= 0 or watch_timeout <= 0:
-            raise ConfigurationError("etcd timeout and watch_timeout must be > 0 seconds")
-        if not prefix.startswith("/"):
+        endpoints = check.strings("endpoints", endpoints, example="['http://127.0.0.1:2379']")
+        timeout = check.seconds("timeout", timeout)
+        self.watch_timeout = check.seconds("watch_timeout", watch_timeout)
+        self.min_backoff = check.seconds("min_backoff", min_backoff)
+        self.max_backoff = check.seconds("max_backoff", max_backoff, minimum=self.min_backoff)
+        if not check.text("prefix", prefix).startswith("/"):
             raise ConfigurationError(f"etcd prefix {prefix!r} must start with '/'")
+        if not isinstance(verify, (ssl.SSLContext, str, bool)):
+            raise check.invalid("verify", verify, "True, False, a CA bundle path or an SSLContext")
         self.prefix = prefix.rstrip("/") or ""
-        self.watch_timeout = watch_timeout
-        self.min_backoff = min_backoff
-        self.max_backoff = max_backoff
         self.http = EtcdHTTP(Endpoints(endpoints), timeout=timeout, verify=verify)
 
     def __repr__(self) -> str:
