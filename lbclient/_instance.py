@@ -75,7 +75,8 @@ class ServiceInstance:
         except ValueError as exc:
             self._invalid("host", self.host, f"cannot be dialled ({exc}): use an IP or a DNS name")
         object.__setattr__(self, "host", host)
-        object.__setattr__(self, "ascii_host", encoded)
+        # Most hosts are already in dialled form: share the one string (100,000 instances)
+        object.__setattr__(self, "ascii_host", host if encoded == host else encoded)
         if isinstance(self.port, bool) or not isinstance(self.port, int):
             self._invalid("port", self.port, "must be an integer from 1 to 65535")
         if not 0 < self.port < 65536:

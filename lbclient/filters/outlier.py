@@ -112,6 +112,11 @@ MAX_COUNT = 1_000_000
 """The largest count a threshold or volume accepts."""
 
 
+_STRIPES = tuple(threading.Lock() for _ in range(64))
+"""The records' locks: a record's counters change under one of these, picked by instance id
+(never two at once), so 100,000 instances do not cost 100,000 locks."""
+
+
 class _Record:
     __slots__ = (
         "bad",
@@ -127,8 +132,8 @@ class _Record:
         "server",
     )
 
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
+    def __init__(self, key: str) -> None:
+        self.lock = _STRIPES[hash(key) % len(_STRIPES)]
         self.server = self.gateway = self.local = 0
         self.ok = self.bad = 0
         self.ejections = 0
@@ -165,7 +170,7 @@ class OutlierFilter(TimedFilter):
                     if record.ejected_until is not None:
                         self._ejected -= 1
             for endpoint in added:
-                self._records[endpoint.id] = _Record()
+                self._records[endpoint.id] = _Record(endpoint.id)
 
     def apply(self, endpoints: Sequence[Endpoint]) -> Sequence[Endpoint]:
         records = self._records
