@@ -7,7 +7,7 @@ import os
 import random
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, Never
 from urllib.parse import SplitResult, parse_qsl
 
@@ -15,6 +15,7 @@ from lbclient import _validate as check
 from lbclient._exceptions import ConfigurationError, ServiceNotFound
 from lbclient._instance import ServiceInstance
 from lbclient._validate import keyword_settings as _settings
+from lbclient.consul._clients import LoopClients
 from lbclient.consul._duration import to_seconds
 from lbclient.consul._health import HealthQuery, translate
 from lbclient.consul._settings import DEFAULT_TIMEOUT, Cert, ConsulSettings, close_now
@@ -140,6 +141,9 @@ class ConsulRegistry(Registry):
         self._client: Any = None
         self._lock = threading.Lock()
         self._watches: list[Subscription] = []
+        self._clients = LoopClients(
+            self.settings, self.settings.timeout + self.query.block_seconds()
+        )
         self._resolved: dict[str, int | None] = {}
         """The index of each service's last resolve: its watch starts blocking from there."""
 
@@ -211,30 +215,34 @@ class ConsulRegistry(Registry):
             rng=self._rng,
         )
         policy.cursor = self._resolved.pop(service, None)
-        subscription = async_watch(policy, self._poll_for(service))
+        poll, cleanup = self._poll_for(service)
+        subscription = async_watch(policy, poll, cleanup=cleanup)
         with self._lock:
             self._watches.append(subscription)
         return subscription
 
-    def _poll_for(self, service: str) -> AsyncPoll[int]:
-        """The blocking-query poll of ``service``: a task of the caller's event loop, or of
-        the shared watch loop for blocking callers (one thread however many services)."""
-        query, settings, rng = self.query, self.settings, self._rng
-        timeout = settings.timeout + query.block_seconds()
+    def _poll_for(self, service: str) -> tuple[AsyncPoll[int], Callable[[], Awaitable[None]]]:
+        """The blocking-query poll of ``service`` and what to do when its watch ends. The
+        watch is a task of the caller's event loop, or of the shared watch loop for blocking
+        callers; either way its queries go through the loop's one shared client."""
+        query, where, rng, clients = self.query, self.settings.address, self._rng, self._clients
+        held: list[Any] = []
 
         async def poll(cursor: int | None) -> tuple[Sequence[ServiceInstance] | None, int | None]:
-            # a client per query: cancelling the task then always closes its session, and one
-            # connection per long poll costs nothing
-            client = settings.async_client(timeout)
+            if not held:
+                held.append(clients.acquire())
             try:
-                answer = await client.health.service(service, **query.kwargs(cursor, rng))
+                answer = await held[0].health.service(service, **query.kwargs(cursor, rng))
             except Exception as exc:
-                raise translate(exc, service, settings.address) from exc
-            finally:
-                await close_now(client)
+                raise translate(exc, service, where) from exc
             return query.read(service, answer, cursor)
 
-        return poll
+        async def cleanup() -> None:
+            if held:
+                held.clear()
+                await clients.release()
+
+        return poll, cleanup
 
     def close(self) -> None:
         with self._lock:
