@@ -13,6 +13,7 @@ from lbclient._address import ascii_host, authority, parse_port, show
 from lbclient._exceptions import ConfigurationError
 
 _EMPTY: Mapping[str, str] = MappingProxyType({})
+_NO_TAGS: frozenset[str] = frozenset()
 
 
 MAX_WEIGHT = 1_000_000.0
@@ -93,7 +94,7 @@ class ServiceInstance:
                 f"must be a number from {MIN_WEIGHT:g} to {MAX_WEIGHT:.0f} (remove the "
                 "instance instead of giving it weight 0)",
             )
-        object.__setattr__(self, "weight", float(weight))
+        object.__setattr__(self, "weight", 1.0 if weight == 1 else float(weight))  # one 1.0
         if self.zone is not None and not isinstance(self.zone, str):
             self._invalid("zone", self.zone, "must be a string or None")
         self._check_tags()
@@ -109,13 +110,15 @@ class ServiceInstance:
     def _check_tags(self) -> None:
         tags = self.tags
         if isinstance(tags, frozenset) and all(isinstance(t, str) for t in tags):
+            if not tags:  # an empty frozenset is 216 bytes: share one
+                object.__setattr__(self, "tags", _NO_TAGS)
             return
         if isinstance(tags, (str, bytes, Mapping)) or not isinstance(tags, Iterable):
             self._invalid("tags", tags, "must be a collection of strings, such as ['v2']")
         frozen = frozenset(tags)
         if not all(isinstance(t, str) for t in frozen):
             self._invalid("tags", tags, "must be a collection of strings, such as ['v2']")
-        object.__setattr__(self, "tags", frozen)
+        object.__setattr__(self, "tags", frozen or _NO_TAGS)
 
     def _check_metadata(self) -> None:
         metadata = self.metadata
@@ -124,7 +127,8 @@ class ServiceInstance:
         if not all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()):
             self._invalid("metadata", metadata, "must map strings to strings")
         if not isinstance(metadata, MappingProxyType):
-            object.__setattr__(self, "metadata", MappingProxyType(dict(metadata)))
+            copied = dict(metadata)
+            object.__setattr__(self, "metadata", MappingProxyType(copied) if copied else _EMPTY)
 
     def _invalid(self, field: str, value: object, valid: str) -> NoReturn:
         label = self.id if isinstance(self.id, str) and self.id else self.host

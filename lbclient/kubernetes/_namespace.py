@@ -19,7 +19,7 @@ from typing import Any
 
 from lbclient._answer import skipped_of
 from lbclient._instance import ServiceInstance
-from lbclient.kubernetes._listwatch import ListWatch
+from lbclient.kubernetes._listwatch import ListWatch, unpack
 from lbclient.kubernetes._objects import Selection
 from lbclient.kubernetes._plan import Plan
 from lbclient.registry._base import SnapshotSink
@@ -42,14 +42,14 @@ class NamespaceListWatch(ListWatch):
         self._owner: dict[str, str] = {}
         self.dirty: set[str] = set()
 
-    def relisted(self) -> None:
+    def relisted(self, objects: Mapping[str, Any]) -> None:
         self.dirty.update(self.members)
         self.members.clear()
         self._owner.clear()
-        for name, obj in self.objects.items():
+        for name, obj in objects.items():
             self._file(name, obj)
 
-    def touched(self, name: str) -> None:
+    def touched(self, name: str, obj: Mapping[str, Any] | None) -> None:
         old = self._owner.pop(name, None)
         if old is not None:
             names = self.members[old]
@@ -57,7 +57,6 @@ class NamespaceListWatch(ListWatch):
             if not names:
                 del self.members[old]
             self.dirty.add(old)
-        obj = self.objects.get(name)
         if obj is not None:
             self._file(name, obj)
 
@@ -70,7 +69,7 @@ class NamespaceListWatch(ListWatch):
         self.dirty.add(service)
 
     def objects_of(self, service: str) -> list[Mapping[str, Any]]:
-        return [self.objects[name] for name in sorted(self.members.get(service, ()))]
+        return [unpack(self.objects[name]) for name in sorted(self.members.get(service, ()))]
 
     def take_changes(self) -> tuple[ServiceInstance, ...] | None:
         if self._need_list or self.resource_version is None or not self.dirty:
