@@ -2,6 +2,7 @@
 
     python benchmarks/bench_failover.py            # four configurations, about 70 s
     python benchmarks/bench_failover.py --write    # also rewrite "## Failover" in README.md
+                                                   # and draw failover.svg
 
 Each backend is its own process (lbclient.testing.ControlledBackend), so a crash is real:
 SIGKILL, every connection reset, the port refusing. Four client threads send idempotent GETs
@@ -26,6 +27,7 @@ completion (the request path's own work, no I/O) with and without it, as a ratio
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import threading
 import time
@@ -35,6 +37,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import _charts
 import _readme
 import httpx
 
@@ -43,6 +46,7 @@ from lbclient.health import HttpHealthCheck
 from lbclient.testing._process import ControlledBackend
 
 HEADING = "## Failover"
+CHART = "failover.svg"
 BACKENDS = 5
 THREADS = 4
 KILL_AT = 2.0
@@ -61,6 +65,8 @@ class Recorder(lbclient.LoadBalancerListener):
         self.restarted_at: float | None = None
         self.dead_attempts = 0
         self.back_at: float | None = None
+        self.attempts: dict[str, list[float]] = {}
+        """Completion times of the attempts on each instance (for the chart)."""
         self._lock = threading.Lock()
 
     def on_pick(self, service: str, instance: Any, context: Any) -> None:
@@ -69,6 +75,7 @@ class Recorder(lbclient.LoadBalancerListener):
                 self.dead_attempts += 1
 
     def on_complete(self, service: str, instance: Any, outcome: lbclient.Outcome) -> None:
+        self.attempts.setdefault(instance.id, []).append(time.monotonic())
         if (
             instance.id == self.victim
             and outcome.ok
@@ -86,6 +93,12 @@ class Result:
     dead_attempts: int
     back_after: float | None
     seconds: float
+    timeline: dict[str, list[float]]
+    """Attempt times per backend name, in seconds since the start of the run."""
+    failures: list[float]
+    """When callers saw a failed request, in seconds since the start of the run."""
+    killed_at: float
+    restarted_at: float
 
 
 def run(label: str, **settings: Any) -> Result:
@@ -98,6 +111,7 @@ def run(label: str, **settings: Any) -> Result:
     client = httpx.Client(transport=lbclient.LoadBalancedTransport(lb), timeout=5.0)
     stop = threading.Event()
     counts = {"requests": 0, "failed": 0}
+    failures: list[float] = []
     lock = threading.Lock()
 
     def worker() -> None:
@@ -109,8 +123,10 @@ def run(label: str, **settings: Any) -> Result:
                     ok += 1
                 else:
                     failed += 1
+                    failures.append(time.monotonic())
             except Exception:
                 failed += 1
+                failures.append(time.monotonic())
         with lock:
             counts["requests"] += ok + failed
             counts["failed"] += failed
@@ -139,6 +155,9 @@ def run(label: str, **settings: Any) -> Result:
         for backend in backends:
             backend.stop()
     back = None if recorder.back_at is None else recorder.back_at - recorder.restarted_at
+    names = {b.address: b.name for b in backends}
+    assert recorder.killed_at is not None
+    assert recorder.restarted_at is not None
     return Result(
         label,
         counts["requests"],
@@ -146,6 +165,10 @@ def run(label: str, **settings: Any) -> Result:
         recorder.dead_attempts,
         back,
         time.monotonic() - started,
+        {names[i]: [t - started for t in times] for i, times in recorder.attempts.items()},
+        [t - started for t in failures],
+        recorder.killed_at - started,
+        recorder.restarted_at - started,
     )
 
 
@@ -201,6 +224,8 @@ def section(results: list[Result], cost: tuple[float, float]) -> str:
             "",
             table(results),
             "",
+            f"![Attempts per backend around the crash, per configuration]({CHART})",
+            "",
             (
                 "Reading it: retries hide the crash from callers in every configuration. Without "
                 "outlier detection round robin keeps sending a fifth of all attempts to the dead "
@@ -243,6 +268,12 @@ def main() -> None:
     print(text)
     if args.write:
         write_section(text)
+        _charts.failover_timelines(
+            CHART,
+            [(r.label, r.timeline, r.failures) for r in results],
+            statistics.median(r.killed_at for r in results),
+            statistics.median(r.restarted_at for r in results),
+        )
 
 
 if __name__ == "__main__":

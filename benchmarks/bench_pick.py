@@ -26,6 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import _charts
 import _readme
 
 from lbclient import Endpoint, Outcome, PickContext, ServiceInstance
@@ -36,6 +37,7 @@ Run = Callable[[int], None]
 
 README = _readme.README
 HEADING = "## Pick cost"
+CHART = "pick_cost.svg"
 
 
 def make_endpoints(count: int, rng: random.Random) -> list[Endpoint]:
@@ -211,7 +213,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(body)
     if args.write:
         command = "python benchmarks/bench_pick.py" + (" --quick" if args.quick else "")
-        write_section(body, command)
+        write_section(
+            body + f"\n\n![Pick cost per scheduler against the list size]({CHART})", command
+        )
+        labels = sorted({label for label, _ in ratio})
+        _charts.pick_cost(
+            CHART,
+            sizes,
+            {label: [ratio[label, s] * baseline[s] * 1e9 for s in sizes] for label in labels},
+        )
         print(f"\nwrote {HEADING!r} to {README}")
 
 

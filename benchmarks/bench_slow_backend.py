@@ -1,7 +1,8 @@
 """Slow backend (Linkerd's "Beyond Round Robin", scaled to one machine).
 
     python benchmarks/bench_slow_backend.py            # 3 rounds of 4 runs of 6 s, ~80 s
-    python benchmarks/bench_slow_backend.py --write    # also rewrite "## Slow backend"
+    python benchmarks/bench_slow_backend.py --write    # also rewrite "## Slow backend" and
+                                                       # draw slow_backend.svg
 
 Ten backends, each its own process (lbclient.testing.ControlledBackend), answer after
 ``BASE_DELAY``. An asyncio client keeps ``CONCURRENCY`` requests in flight through one
@@ -23,6 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import _charts
 import _readme
 import httpx
 
@@ -30,6 +32,7 @@ import lbclient
 from lbclient.testing._process import ControlledBackend
 
 HEADING = "## Slow backend"
+CHART = "slow_backend.svg"
 BACKENDS = 10
 BASE_DELAY = 0.02
 SLOWDOWN = 20
@@ -127,6 +130,8 @@ def section(results: list[Result]) -> str:
             "",
             table(results),
             "",
+            f"![Latency distribution of each run]({CHART})",
+            "",
             (
                 "Reading it: peak_ewma avoids the slow backend within a few requests and keeps "
                 "p99 near the all-healthy run; round_robin sends it a tenth of the traffic, so "
@@ -174,10 +179,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--write", action="store_true", help="update benchmarks/README.md")
     args = parser.parse_args()
-    text = section(asyncio.run(main_async()))
+    results = asyncio.run(main_async())
+    text = section(results)
     print(text)
     if args.write:
         write_section(text)
+        _charts.latency_distributions(
+            CHART,
+            {r.label: r.latencies for r in results},
+            f"Request latency, {BACKENDS} backends, one {SLOWDOWN}x slower for "
+            f"{SLOW_UNTIL - SLOW_FROM:g} s of each {RUN:g} s run",
+        )
 
 
 if __name__ == "__main__":

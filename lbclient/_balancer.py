@@ -36,8 +36,8 @@ from lbclient._exceptions import (
 )
 from lbclient._handle import PickHandle
 from lbclient._instance import InstanceEntry, ServiceInstance
-from lbclient._listener import LoadBalancerListener
-from lbclient._outcome import Outcome
+from lbclient._listener import INSTANCE_STATES, LoadBalancerListener
+from lbclient._outcome import Failure, Outcome
 from lbclient._retry import RetryBudget
 from lbclient.filters._base import Filter
 from lbclient.filters._chain import build_chain
@@ -166,11 +166,11 @@ class ServiceState:
                         log.exception("filter %r failed to undo a membership change", f)
                 raise
             self.updated_at = time.time()
+            stale_since, self.stale_since = self.stale_since, None
             if self._rejected is not None:
                 log.info("%s: the registry's answers apply again", self.name)
                 self._rejected = None
             self.registry_error = None
-            self.stale_since = None
             if added or removed:
                 log.info(
                     "%s: %d instance(s) (+%d, -%d)",
@@ -181,6 +181,10 @@ class ServiceState:
                 )
         if usable is not None:
             self._notify(usable)
+        if self.listeners:
+            self.emit("on_registry_update", instances)
+            if stale_since is not None:
+                self.emit("on_registry_recovered", time.time() - stale_since)
 
     def _reject(self, instances: Sequence[ServiceInstance], error: Exception) -> None:
         """An answer that could not be applied: say why (logged once per distinct reason)."""
@@ -199,6 +203,8 @@ class ServiceState:
             if self._rejected == reason:
                 return
             self._rejected = reason
+        if self.listeners:
+            self.emit("on_registry_error", error)
         log.error("%s: %s", self.name, self.registry_error)
         log.debug("%s: why the answer could not be applied", self.name, exc_info=error)
 
@@ -216,6 +222,8 @@ class ServiceState:
         self.registry_error = f"{type(error).__name__}: {error}"
         if self.stale_since is None:
             self.stale_since = time.time()
+        if self.listeners:
+            self.emit("on_registry_error", error)
 
     def invalidate(self, defer: Callable[[Callable[[], None]], object] | None = None) -> None:
         """Recompute the usable list through the chain and rebuild the scheduler if it changed.
@@ -351,11 +359,50 @@ class ServiceState:
                 listener.on_instances(self.name, instances)
             except Exception:
                 log.exception("listener %r failed in on_instances", listener)
+        if self.listeners:
+            self.emit("on_instance_states", self.instance_states(usable))
+
+    def emit(self, hook: str, *args: Any) -> None:
+        """Call ``hook(service, *args)`` on every listener; a failing one is logged, never
+        raised. Callers check ``self.listeners`` first, so no listener means no cost."""
+        for listener in self.listeners:
+            try:
+                getattr(listener, hook)(self.name, *args)
+            except Exception:
+                log.exception("listener %r failed in %s", listener, hook)
+
+    def instance_states(self, usable: Sequence[Endpoint] | None = None) -> dict[str, int]:
+        """How many instances are in each state (``LoadBalancerListener.on_instance_states``)."""
+        counts = dict.fromkeys(INSTANCE_STATES, 0)
+        for state in self.states_by_instance(usable).values():
+            counts[state] += 1
+        return counts
+
+    def states_by_instance(self, usable: Sequence[Endpoint] | None = None) -> dict[str, str]:
+        """Each instance's state by id: ``usable``, else why not (ejected, unhealthy, ...)."""
+        ids = {e.id for e in (self.usable if usable is None else usable)}
+        states: dict[str, str] = {}
+        for endpoint in list(self.endpoints.values()):
+            if endpoint.id in ids:
+                states[endpoint.id] = "usable"
+                continue
+            seen: dict[str, Any] = {}
+            for f in self.filters:
+                seen.update(f.stats(endpoint))
+            if seen.get("ejected"):
+                states[endpoint.id] = "ejected"
+            elif seen.get("healthy") is False:
+                states[endpoint.id] = "unhealthy"
+            elif seen.get("silent"):
+                states[endpoint.id] = "silent"
+            else:
+                states[endpoint.id] = "filtered"
+        return states
 
     # -- the request path ------------------------------------------------------------------
 
-    def pick(self, context: PickContext = EMPTY_CONTEXT) -> PickHandle:
-        """Choose an instance and count the attempt as in flight."""
+    def pick(self, context: PickContext = EMPTY_CONTEXT, attempt: int = 1) -> PickHandle:
+        """Choose an instance and count the attempt (number ``attempt``) as in flight."""
         leaving = self._leaving  # read before the scheduler: it is cleared after the swap
         scheduler = self.scheduler
         if scheduler is None:
@@ -367,31 +414,48 @@ class ServiceState:
         else:
             endpoint = scheduler.pick(context)
         endpoint.begin()
-        handle = PickHandle(self, endpoint, context)
+        handle = PickHandle(self, endpoint, context, attempt)
         if self.listeners:
-            self._notify_pick(endpoint, context)
+            self._notify_pick(handle)
         return handle
 
-    def complete(self, endpoint: Endpoint, outcome: Outcome) -> None:
+    def complete(self, handle: PickHandle, outcome: Outcome) -> None:
+        endpoint = handle.endpoint
         endpoint.finish(outcome)
         for f in self._feedback:
             f.on_complete(endpoint, outcome)
         if self.listeners:
-            self._notify_complete(endpoint, outcome)
+            self._notify_complete(handle, outcome)
 
-    def _notify_pick(self, endpoint: Endpoint, context: PickContext) -> None:
+    def _notify_pick(self, handle: PickHandle) -> None:
         for listener in self.listeners:
             try:
-                listener.on_pick(self.name, endpoint.instance, context)
+                listener.on_pick(self.name, handle.instance, handle.context)
             except Exception:
                 log.exception("listener %r failed in on_pick", listener)
+            try:
+                listener.on_attempt(handle)
+            except Exception:
+                log.exception("listener %r failed in on_attempt", listener)
 
-    def _notify_complete(self, endpoint: Endpoint, outcome: Outcome) -> None:
+    def _notify_complete(self, handle: PickHandle, outcome: Outcome) -> None:
         for listener in self.listeners:
             try:
-                listener.on_complete(self.name, endpoint.instance, outcome)
+                listener.on_complete(self.name, handle.instance, outcome)
             except Exception:
                 log.exception("listener %r failed in on_complete", listener)
+            try:
+                listener.on_attempt_end(handle, outcome)
+            except Exception:
+                log.exception("listener %r failed in on_attempt_end", listener)
+
+    def retried(
+        self, attempt: int, failure: Failure | None, *, granted: bool, refused: bool
+    ) -> None:
+        """Tell listeners a failed attempt is resent (``granted``), or that the retry budget
+        said no (``refused``); nothing when the policy itself does not retry it."""
+        if self.listeners and (granted or refused):
+            self.emit("on_retry" if granted else "on_retry_refused", attempt, failure)
 
     def _no_instance(self) -> NoAvailableInstance:
         if self.closed:

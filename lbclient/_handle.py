@@ -28,13 +28,17 @@ class PickHandle:
     blaming the instance). ``done`` may be called any number of times; only the first counts.
     """
 
-    __slots__ = ("_finished", "_state", "context", "endpoint", "instance", "started")
+    __slots__ = ("_finished", "_state", "attempt", "context", "endpoint", "instance", "started")
 
-    def __init__(self, state: ServiceState, endpoint: Endpoint, context: PickContext) -> None:
+    def __init__(
+        self, state: ServiceState, endpoint: Endpoint, context: PickContext, attempt: int = 1
+    ) -> None:
         self._state = state
         self.endpoint = endpoint
         self.instance: ServiceInstance = endpoint.instance
         self.context = context
+        self.attempt = attempt
+        """1 for a request's first try, 2 for its first retry, ..."""
         self.started = time.monotonic()
         self._finished = False
 
@@ -44,6 +48,11 @@ class PickHandle:
     @property
     def service(self) -> str:
         return self._state.name
+
+    @property
+    def state(self) -> ServiceState:
+        """The balancer's state of the service this attempt belongs to."""
+        return self._state
 
     @property
     def finished(self) -> bool:
@@ -57,7 +66,7 @@ class PickHandle:
             return
         self._finished = True
         outcome = Outcome(time.monotonic() - self.started, failure, cancelled, status)
-        self._state.complete(self.endpoint, outcome)
+        self._state.complete(self, outcome)
 
     def cancel(self) -> None:
         """Release the slot without judging the instance (the caller gave up)."""

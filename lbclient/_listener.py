@@ -1,20 +1,39 @@
-"""Lifecycle hooks for metrics and tracing (Spring's LoadBalancerLifecycle)."""
+"""Lifecycle hooks for metrics and tracing (Spring's LoadBalancerLifecycle).
+
+The exporters (``lbclient.metrics.PrometheusMetrics``, ``lbclient.otel``) are listeners built
+on these hooks and nothing else, so a home-grown exporter can see everything they see.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from lbclient._context import PickContext
 from lbclient._instance import ServiceInstance
-from lbclient._outcome import Outcome
+from lbclient._outcome import Failure, Outcome
+
+if TYPE_CHECKING:
+    from lbclient._handle import PickHandle
 
 
 class LoadBalancerListener:
     """Subclass and override what you need; every hook is called synchronously, so keep it short.
 
-    ``on_pick`` and ``on_complete`` run on the request path; ``on_instances`` when a service's
-    usable list changes. An exception from a hook is logged and never breaks a request.
+    An exception from a hook is logged and never breaks a request. With no listener registered
+    the balancer skips all of this (no cost); each hook below says when it runs.
+
+    Request path (the thread or task of the request; the caller's tracing context is current):
+    ``on_pick``/``on_attempt`` as an attempt starts, ``on_complete``/``on_attempt_end`` as it
+    ends, ``on_retry`` and ``on_retry_refused`` when a failed attempt is (not) resent.
+
+    Background (watch threads, probe and timer threads, or the request path when an attempt's
+    failure triggers it): ``on_instances``, ``on_instance_states``, ``on_ejection``,
+    ``on_readmission``, ``on_probe``, ``on_registry_update``, ``on_registry_error`` and
+    ``on_registry_recovered``.
     """
+
+    # -- the request path ------------------------------------------------------------------
 
     def on_pick(self, service: str, instance: ServiceInstance, context: PickContext) -> None:
         """An attempt is about to go to ``instance``."""
@@ -22,5 +41,56 @@ class LoadBalancerListener:
     def on_complete(self, service: str, instance: ServiceInstance, outcome: Outcome) -> None:
         """An attempt on ``instance`` finished (or was cancelled)."""
 
+    def on_attempt(self, handle: PickHandle) -> None:
+        """An attempt starts (right after ``on_pick``). ``handle.attempt`` numbers it: 1 for the
+        first try, 2 for the first retry. The same handle object comes back in
+        ``on_attempt_end``, so it can key per-attempt state such as a tracing span."""
+
+    def on_attempt_end(self, handle: PickHandle, outcome: Outcome) -> None:
+        """The attempt of ``handle`` ended (right after ``on_complete``); called exactly once."""
+
+    def on_retry(self, service: str, attempt: int, failure: Failure | None) -> None:
+        """Attempt number ``attempt`` failed with ``failure`` and another attempt will follow
+        (``failure`` is None for a retried status that is not the instance's fault, a 429)."""
+
+    def on_retry_refused(self, service: str, attempt: int, failure: Failure | None) -> None:
+        """Attempt ``attempt`` failed and could have been retried, but the service's retry budget
+        is spent (Envoy's ``upstream_rq_retry_overflow``): the failure goes to the caller."""
+
+    # -- what the balancer knows -----------------------------------------------------------
+
     def on_instances(self, service: str, usable: Sequence[ServiceInstance]) -> None:
         """The usable list of ``service`` changed."""
+
+    def on_instance_states(self, service: str, counts: Mapping[str, int]) -> None:
+        """After the usable list changed: how many instances are in each state. The states are
+        ``usable`` and, for the others, why they are out: ``ejected`` (outlier detection),
+        ``unhealthy`` (active health check), ``silent`` (no heartbeat), ``filtered`` (left out
+        by a subset or zone filter, or by a custom one). Every state is always present."""
+
+    def on_ejection(
+        self, service: str, instance: ServiceInstance, reason: str, detail: str
+    ) -> None:
+        """Outlier detection ejected ``instance``. ``reason`` is one of a few fixed names
+        (``consecutive_5xx``, ``consecutive_gateway_failure``,
+        ``consecutive_local_origin_failure``, ``success_rate``, ``failure_percentage``),
+        fit for a metric label; ``detail`` says it in words (with the counts)."""
+
+    def on_readmission(self, service: str, instance: ServiceInstance, why: str) -> None:
+        """An ejected ``instance`` is back: its ejection time is over or a probe passed."""
+
+    def on_probe(self, service: str, instance: ServiceInstance, passed: bool, detail: str) -> None:
+        """An active health check probed ``instance`` (every probe, not only changes)."""
+
+    def on_registry_update(self, service: str, instances: Sequence[ServiceInstance]) -> None:
+        """The registry published a complete list of ``service`` (changed or not)."""
+
+    def on_registry_error(self, service: str, error: BaseException) -> None:
+        """The registry could not be read; the last good list is kept and is now stale."""
+
+    def on_registry_recovered(self, service: str, stale_seconds: float) -> None:
+        """The registry answers again after being unreachable for ``stale_seconds``."""
+
+
+INSTANCE_STATES = ("usable", "ejected", "unhealthy", "silent", "filtered")
+"""The states ``on_instance_states`` counts, in the order they are checked."""

@@ -223,6 +223,7 @@ class RetryState:
         "deadline",
         "method",
         "policy",
+        "refused",
         "replayable",
         "tried",
     )
@@ -246,6 +247,8 @@ class RetryState:
         self.context = context
         self.attempt = 0
         self.tried: list[str] = []
+        self.refused = False
+        """True once the budget refused a retry the policy allowed (for ``on_retry_refused``)."""
         budget.deposit()
 
     def next_context(self) -> PickContext:
@@ -265,9 +268,12 @@ class RetryState:
         self.tried.append(instance_id)
 
     def _may_go_again(self) -> bool:
-        return (
-            self.replayable and self.attempt < self.policy.attempts and self.budget.try_withdraw()
-        )
+        if not (self.replayable and self.attempt < self.policy.attempts):
+            return False
+        if self.budget.try_withdraw():
+            return True
+        self.refused = True
+        return False
 
     def retry_failure(self, failure: Failure, *, sent: bool) -> bool:
         """After an exception: retry? ``sent`` False means the request never left."""
@@ -306,6 +312,7 @@ class RetryState:
         if self.deadline is not None and time.monotonic() + pause >= self.deadline:
             return None
         if not self.budget.try_withdraw():
+            self.refused = True
             return None
         return pause
 

@@ -1,4 +1,4 @@
-"""The ``lbclient`` command: ``lbclient demo`` and ``lbclient schedulers``.
+"""The ``lbclient`` command: ``demo``, ``schedulers``, ``resolve`` and ``watch``.
 
 Kept to argparse and the standard library; rich (the ``[cli]`` extra) only draws nicer output.
 """
@@ -9,6 +9,9 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+
+from lbclient._inspect_cli import add_commands as add_inspect_commands
+from lbclient._inspect_cli import run as run_inspect
 
 
 def _positive(text: str) -> int:
@@ -52,6 +55,7 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser(
         "schedulers", help="list the scheduler names this install knows, with what each does"
     )
+    add_inspect_commands(commands)
     return parser
 
 
@@ -100,6 +104,8 @@ def _run(argv: Sequence[str] | None) -> int:
     args = parser.parse_args(argv)
     from lbclient.schedulers import available_schedulers
 
+    if args.command in ("resolve", "watch"):
+        return run_inspect(args)
     if args.command == "schedulers":
         print("\n".join(scheduler_lines()))
         return 0

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -29,3 +30,14 @@ def self_signed(tmp_path_factory: pytest.TempPathFactory) -> SelfSigned:
         return cert, key
 
     return make
+
+
+@pytest.fixture
+def otel() -> Iterator[Any]:
+    """An OpenTelemetry SDK with in-memory span and metric exporters, and lbclient's
+    instrumentation on it (see ``otel_memory.InMemoryOtel``)."""
+    from otel_memory import InMemoryOtel
+
+    sdk = InMemoryOtel()
+    yield sdk
+    sdk.shutdown()

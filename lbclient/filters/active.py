@@ -140,6 +140,8 @@ class HealthCheckFilter(TimedFilter):
                 "healthy" if verdict.healthy else "unhealthy",
                 result.detail,
             )
+        if self.state.listeners:
+            self.state.emit("on_probe", probed.endpoint.instance, result.healthy, result.detail)
         if result.healthy:
             self.state.heartbeat(probed.endpoint.id)
             for f in self.state.filters:

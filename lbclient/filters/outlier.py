@@ -252,6 +252,7 @@ class OutlierFilter(TimedFilter):
         )
         self.later(duration, self._readmit, instance_id, record)
         self.refresh(off_request_path=off_request_path)
+        self._tell("on_ejection", instance_id, reason_kind(reason), reason)
         return True
 
     def _readmit(self, instance_id: str, record: _Record, why: str = "its ejection time") -> None:
@@ -263,6 +264,12 @@ class OutlierFilter(TimedFilter):
             self._ejected -= 1
         log.info("%s: readmitted instance %s after %s", self.state.name, instance_id, why)
         self.refresh()
+        self._tell("on_readmission", instance_id, why)
+
+    def _tell(self, hook: str, instance_id: str, *args: str) -> None:
+        endpoint = self.state.endpoints.get(instance_id)
+        if self.state.listeners and endpoint is not None:
+            self.state.emit(hook, endpoint.instance, *args)
 
     def probe_passed(self, endpoint: Endpoint) -> None:
         """An active probe passed: readmit the instance now if it is ejected (Envoy)."""
@@ -333,3 +340,20 @@ class OutlierFilter(TimedFilter):
             "ejection_reason": record.reason if until is not None else None,
             "ejections": record.ejections,
         }
+
+
+_REASON_KINDS = (
+    ("consecutive 5xx", "consecutive_5xx"),
+    ("consecutive gateway", "consecutive_gateway_failure"),
+    ("consecutive local-origin", "consecutive_local_origin_failure"),
+    ("success rate", "success_rate"),
+    ("failure percentage", "failure_percentage"),
+)
+
+
+def reason_kind(reason: str) -> str:
+    """The fixed name of an ejection reason (a metric label), from its wording above."""
+    for words, kind in _REASON_KINDS:
+        if words in reason:
+            return kind
+    return "other"

@@ -191,7 +191,7 @@ class ChannelCore:
         )
 
     def pick(self, state: ServiceState, retry: RetryState) -> PickHandle:
-        handle = state.pick(retry.next_context())
+        handle = state.pick(retry.next_context(), retry.attempt)
         retry.record(handle.instance.id)
         return handle
 
@@ -210,12 +210,15 @@ class ChannelCore:
             return None
         failure = failure_for_code(code, details)
         assert failure is not None
-        if not retry.retry_failure(failure, sent=failure is not Failure.CONNECT):
-            return None
-        pause = backoff(retry.policy, retry.attempt)
-        remaining = deadline.remaining()
-        if remaining is not None and remaining <= pause:
-            return None
+        pause: float | None = None
+        if retry.retry_failure(failure, sent=failure is not Failure.CONNECT):
+            pause = backoff(retry.policy, retry.attempt)
+            remaining = deadline.remaining()
+            if remaining is not None and remaining <= pause:
+                pause = None
+        if self.state is not None:
+            again = pause is not None
+            self.state.retried(retry.attempt, failure, granted=again, refused=retry.refused)
         return pause
 
     def describe(self, retry: RetryState) -> str:

@@ -175,7 +175,7 @@ class TransportCore:
     def pick(self, request: httpx.Request, state: ServiceState, retry: RetryState) -> PickHandle:
         if retry.deadline is not None and retry.expired():
             raise self.deadline_exceeded(request, retry)
-        handle = state.pick(retry.next_context())
+        handle = state.pick(retry.next_context(), retry.attempt)
         retry.record(handle.instance.id)
         return handle
 
@@ -248,6 +248,9 @@ class TransportCore:
             return self.deadline_exceeded(request, retry)
         allowed = retryable and (not sent or retry.policy.retries_method(retry.method))
         pause = retry.pause(allowed)
+        handle.state.retried(
+            retry.attempt, failure, granted=pause is not None, refused=retry.refused
+        )
         if pause is not None:
             return RetryAttempt(pause)
         exc.add_note(f"lbclient: {handle.service}: {retry.describe()}")
@@ -265,8 +268,12 @@ class TransportCore:
             return None
         retry_after = parse_retry_after(response.headers.get("retry-after"))
         pause = retry.pause(retry.policy.retries_method(retry.method), retry_after)
+        failure = failure_for_status(status)  # None: a retried status such as 429
+        handle.state.retried(
+            retry.attempt, failure, granted=pause is not None, refused=retry.refused
+        )
         if pause is not None:
-            handle.done(failure_for_status(status), status=status)
+            handle.done(failure, status=status)
         return pause
 
     def deadline_exceeded(self, request: httpx.Request, retry: RetryState) -> DeadlineExceeded:

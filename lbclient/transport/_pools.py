@@ -29,6 +29,7 @@ from typing import Any, Generic, TypeVar
 
 import httpx
 
+from lbclient import _validate as check
 from lbclient._exceptions import ConfigurationError
 from lbclient.transport._core import scheme_of
 
@@ -97,9 +98,12 @@ class InnerTransports(Generic[T]):
                     f"transport: the callable returned {self.first!r}, not an {kind.__name__}"
                 )
         else:
-            raise ConfigurationError(
-                f"transport must be an {kind.__name__}, a zero-argument callable that makes "
-                f"one, or None; got {transport!r}"
+            example = "HTTPTransport" if kind is httpx.BaseTransport else "AsyncHTTPTransport"
+            raise check.invalid(
+                "transport",
+                transport,
+                f"an httpx.{kind.__name__} (e.g. httpx.{example}()), a zero-argument callable "
+                "that makes one, or None",
             )
         self._by_name: dict[str | None, T] = {}
         self._lock = threading.Lock()

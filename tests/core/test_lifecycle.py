@@ -122,6 +122,7 @@ def test_a_dropped_balancer_stops_its_work_with_a_resource_warning(
         StaticRegistry.from_file(services_file, reload_interval=0.05),
         health_check=HttpHealthCheck("/health", interval=0.05),
         slow_start=lbclient.SlowStart(window=5.0),
+        scheduler="weighted_round_robin",
     )
     lb.pick("orders").done()
     names = set(lbclient_threads())

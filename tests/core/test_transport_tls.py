@@ -147,7 +147,7 @@ def test_an_inner_transport_instance_carries_one_server_name_only(
 
 def test_transport_must_be_a_transport_or_a_factory(mode: Mode) -> None:
     lb = lbclient.LoadBalancer({"orders": ["127.0.0.1:1"]})
-    with pytest.raises(ConfigurationError, match="transport must be"):
+    with pytest.raises(ConfigurationError, match=r"transport=.* is invalid: expected an httpx"):
         _transport(mode, lb, "httpx")
     with pytest.raises(ConfigurationError, match="the callable returned"):
         _transport(mode, lb, lambda: 42)
@@ -200,7 +200,9 @@ def test_an_upgrade_to_https_shows_in_the_response(
 
 def test_allow_scheme_downgrade_must_be_a_bool(mode: Mode) -> None:
     lb = lbclient.LoadBalancer({"orders": ["127.0.0.1:1"]})
-    with pytest.raises(ConfigurationError, match="allow_scheme_downgrade must be True or False"):
+    with pytest.raises(
+        ConfigurationError, match=r"allow_scheme_downgrade=.* is invalid: expected True or False"
+    ):
         _transport(mode, lb, None, allow_scheme_downgrade="yes")
 
 

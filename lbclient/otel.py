@@ -1,0 +1,264 @@
+"""OpenTelemetry metrics and traces for lbclient: one listener, the API only (extra ``[otel]``).
+
+>>> from lbclient.otel import OpenTelemetryInstrumentation               # doctest: +SKIP
+>>> lb = LoadBalancer(registry, listeners=[OpenTelemetryInstrumentation()])
+
+Without providers it uses the global ones (``opentelemetry.metrics.set_meter_provider``,
+``trace.set_tracer_provider``), which are no-ops until an SDK is configured.
+
+Traces: one span per attempt (``lbclient.attempt``, kind INTERNAL), a child of whatever span is
+current where the request is sent: the CLIENT span of ``HTTPXClientInstrumentor.
+instrument_client(client)`` or of the gRPC client instrumentation, or your own. The span is
+never made current (an attempt's end can happen in another context, when a streamed body is
+closed), so spans started by code below the transport stay siblings. Retries, refused retries
+and ejections are events on the caller's current span, where they read as part of the request.
+
+Metrics, with attributes ``lbclient.service``, ``server.address``, ``server.port`` and, on
+``lbclient.requests``, ``lbclient.outcome``: ``lbclient.requests``,
+``lbclient.request.duration`` (s), ``lbclient.requests.active``, ``lbclient.retries``,
+``lbclient.retries.refused``, ``lbclient.ejections`` (``lbclient.ejection.reason``),
+``lbclient.registry.updates``, ``lbclient.registry.errors``, and observed at collection time
+``lbclient.instances`` (``lbclient.instance.state``) and ``lbclient.registry.staleness`` (s).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import weakref
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from lbclient._balancer import ServiceState
+from lbclient._exceptions import MissingDependency
+from lbclient._handle import PickHandle
+from lbclient._instance import ServiceInstance
+from lbclient._listener import LoadBalancerListener
+from lbclient._observe import LATENCY_BUCKETS, outcome_label
+from lbclient._outcome import Failure, Outcome
+
+try:
+    from opentelemetry import metrics, trace
+    from opentelemetry.metrics import CallbackOptions, Histogram, Meter, Observation
+    from opentelemetry.trace import SpanKind, Status, StatusCode
+except ImportError as _exc:  # pragma: no cover - exercised without the extra
+    raise MissingDependency("lbclient.otel", "otel") from _exc
+
+SCOPE = "lbclient"
+SPAN_NAME = "lbclient.attempt"
+
+Attributes = dict[str, Any]
+
+
+class OpenTelemetryInstrumentation(LoadBalancerListener):
+    """A listener recording lbclient's measurements as OTel instruments and attempts as spans.
+
+    ``meter_provider`` and ``tracer_provider`` default to the global providers. One instance
+    can serve several balancers. Attempt spans are started only under a recording span (the
+    caller's trace, sampled); ``root_spans=True`` starts them in any case, each attempt then
+    being a trace of its own when nothing else is traced.
+    """
+
+    _ATTRIBUTE_CACHE = 4096
+    """Attribute dicts are built once per (service, instance[, outcome]); churn resets them."""
+
+    def __init__(
+        self, meter_provider: Any = None, tracer_provider: Any = None, *, root_spans: bool = False
+    ) -> None:
+        from lbclient import __version__
+
+        meter = metrics.get_meter(SCOPE, __version__, meter_provider)
+        self._tracer = trace.get_tracer(SCOPE, __version__, tracer_provider)
+        self._root_spans = root_spans
+        meter.create_observable_counter(
+            "lbclient.requests",
+            [self._observe_requests],
+            "{request}",
+            "Attempts sent to an instance, by outcome.",
+        )
+        self._tallies: dict[tuple[str, str, str], list[Any]] = {}
+        """``lbclient.requests`` counted here ([attributes, count]) and observed at collection:
+        one SDK measurement per attempt (the duration) instead of two."""
+        self._lock = threading.Lock()
+        self._duration = _seconds_histogram(meter)
+        meter.create_observable_up_down_counter(
+            "lbclient.requests.active",
+            [self._observe_active],
+            "{request}",
+            "Attempts started and not yet finished.",
+        )
+        self._retries = meter.create_counter(
+            "lbclient.retries", "{retry}", "Failed attempts resent to another instance."
+        )
+        self._refused = meter.create_counter(
+            "lbclient.retries.refused", "{retry}", "Retries refused by the retry budget."
+        )
+        self._ejections = meter.create_counter(
+            "lbclient.ejections", "{ejection}", "Instances ejected by outlier detection."
+        )
+        self._updates = meter.create_counter(
+            "lbclient.registry.updates", "{update}", "Complete instance lists from the registry."
+        )
+        self._errors = meter.create_counter(
+            "lbclient.registry.errors", "{error}", "Failed reads of the registry."
+        )
+        meter.create_observable_gauge(
+            "lbclient.instances",
+            [self._observe_instances],
+            "{instance}",
+            "Instances of a service by state.",
+        )
+        meter.create_observable_gauge(
+            "lbclient.registry.staleness",
+            [self._observe_staleness],
+            "s",
+            "Seconds since the first failed registry read of the current outage; 0 when fresh.",
+        )
+        self._spans: dict[PickHandle, trace.Span] = {}
+        self._services: weakref.WeakSet[ServiceState] = weakref.WeakSet()
+        """Where ``lbclient.requests.active`` is read from: the balancer's own in-flight
+        counts, so an attempt costs no extra measurement."""
+        self._attributes: dict[tuple[str, ...], Attributes] = {}
+        self._states: dict[str, dict[str, int]] = {}
+        self._stale_since: dict[str, float | None] = {}
+
+    # -- per attempt -----------------------------------------------------------------------
+
+    def _attrs(self, service: str, instance: ServiceInstance, outcome: str = "") -> Attributes:
+        key = (service, instance.id, outcome)
+        attributes = self._attributes.get(key)
+        if attributes is None:
+            if len(self._attributes) >= self._ATTRIBUTE_CACHE:
+                self._attributes.clear()
+            attributes = {
+                "lbclient.service": service,
+                "server.address": instance.host,
+                "server.port": instance.port,
+            }
+            if outcome:
+                attributes["lbclient.outcome"] = outcome
+            self._attributes[key] = attributes
+        return attributes
+
+    def on_attempt(self, handle: PickHandle) -> None:
+        if handle.state not in self._services:
+            self._services.add(handle.state)
+        if not (self._root_spans or trace.get_current_span().is_recording()):
+            return  # nothing to be a part of: no lone one-span traces (unless root_spans)
+        instance = handle.instance
+        span_attributes: Attributes = {
+            **self._attrs(handle.service, instance),
+            "lbclient.instance.id": instance.id,
+            "lbclient.attempt": handle.attempt,
+        }
+        if handle.attempt > 1:
+            span_attributes["http.request.resend_count"] = handle.attempt - 1
+        self._spans[handle] = self._tracer.start_span(
+            SPAN_NAME, kind=SpanKind.INTERNAL, attributes=span_attributes
+        )
+
+    def on_attempt_end(self, handle: PickHandle, outcome: Outcome) -> None:
+        attributes = self._attrs(handle.service, handle.instance)
+        label = outcome_label(outcome)
+        self._duration.record(outcome.latency, attributes)
+        key = (handle.service, handle.instance.id, label)
+        tally = self._tallies.get(key)
+        with self._lock:
+            if tally is None:
+                tally = self._tallies.setdefault(
+                    key, [self._attrs(handle.service, handle.instance, label), 0]
+                )
+            tally[1] += 1
+        span = self._spans.pop(handle, None)
+        if span is None:
+            return
+        span.set_attribute("lbclient.outcome", label)
+        if outcome.status is not None:
+            span.set_attribute("lbclient.status_code", outcome.status)
+        if outcome.failure is not None:
+            span.set_attribute("error.type", outcome.failure.value)
+            span.set_status(Status(StatusCode.ERROR, label))
+        span.end()
+
+    def on_retry(self, service: str, attempt: int, failure: Failure | None) -> None:
+        self._retries.add(1, {"lbclient.service": service})
+        _event("lbclient.retry", service, attempt=attempt, failure=_kind(failure))
+
+    def on_retry_refused(self, service: str, attempt: int, failure: Failure | None) -> None:
+        self._refused.add(1, {"lbclient.service": service})
+        _event("lbclient.retry_refused", service, attempt=attempt, failure=_kind(failure))
+
+    # -- what the balancer knows -----------------------------------------------------------
+
+    def on_ejection(
+        self, service: str, instance: ServiceInstance, reason: str, detail: str
+    ) -> None:
+        self._ejections.add(1, {"lbclient.service": service, "lbclient.ejection.reason": reason})
+        _event("lbclient.ejection", service, instance=instance.id, reason=reason, detail=detail)
+
+    def on_instance_states(self, service: str, counts: Mapping[str, int]) -> None:
+        self._states[service] = dict(counts)
+
+    def on_registry_update(self, service: str, instances: Sequence[ServiceInstance]) -> None:
+        self._updates.add(1, {"lbclient.service": service})
+        self._stale_since[service] = None
+        listed = {i.id for i in instances}
+        with self._lock:  # the counts of instances that left stop being reported
+            for key in [k for k in self._tallies if k[0] == service and k[1] not in listed]:
+                del self._tallies[key]
+
+    def on_registry_error(self, service: str, error: BaseException) -> None:
+        self._errors.add(1, {"lbclient.service": service})
+        if self._stale_since.get(service) is None:
+            self._stale_since[service] = time.time()
+
+    def _observe_instances(self, options: CallbackOptions) -> Iterable[Observation]:
+        return [
+            Observation(count, {"lbclient.service": service, "lbclient.instance.state": state})
+            for service, counts in list(self._states.items())
+            for state, count in counts.items()
+        ]
+
+    def _observe_requests(self, options: CallbackOptions) -> Iterable[Observation]:
+        with self._lock:
+            return [Observation(count, attributes) for attributes, count in self._tallies.values()]
+
+    def _observe_active(self, options: CallbackOptions) -> Iterable[Observation]:
+        return [
+            Observation(endpoint.in_flight, self._attrs(state.name, endpoint.instance))
+            for state in list(self._services)
+            for endpoint in list(state.endpoints.values())
+        ]
+
+    def _observe_staleness(self, options: CallbackOptions) -> Iterable[Observation]:
+        now = time.time()
+        return [
+            Observation(0.0 if since is None else now - since, {"lbclient.service": service})
+            for service, since in list(self._stale_since.items())
+        ]
+
+
+def _kind(failure: Failure | None) -> str:
+    return "none" if failure is None else failure.value
+
+
+def _event(name: str, service: str, **attributes: Any) -> None:
+    """Add an event to the caller's span, when there is a recording one."""
+    span = trace.get_current_span()
+    if span.is_recording():
+        prefixed = {f"lbclient.{key}": value for key, value in attributes.items()}
+        span.add_event(name, {"lbclient.service": service, **prefixed})
+
+
+def _seconds_histogram(meter: Meter) -> Histogram:
+    """``lbclient.request.duration`` with RPC-sized buckets where the API lets us say so."""
+    description = "Duration of each attempt, from the pick to the end of the response."
+    try:
+        return meter.create_histogram(
+            "lbclient.request.duration",
+            "s",
+            description,
+            explicit_bucket_boundaries_advisory=list(LATENCY_BUCKETS),
+        )
+    except TypeError:  # opentelemetry-api < 1.30 has no advisory: the SDK's views decide
+        return meter.create_histogram("lbclient.request.duration", "s", description)
