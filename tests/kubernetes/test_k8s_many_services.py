@@ -123,3 +123,45 @@ def test_namespace_watch_from_is_checked(configuration: Any) -> None:
     for bad in (0, -1, 2.5, True, "10"):
         with pytest.raises(ConfigurationError, match="namespace_watch_from"):
             registry(configuration, namespace_watch_from=bad)
+
+
+def test_the_namespace_state_files_each_slice_under_its_service() -> None:
+    """No I/O: a slice relabelled to another service leaves the first and joins the second;
+    a deletion, a relist and an unlabelled object mark exactly the services they touch."""
+    import json
+
+    from lbclient.kubernetes._kinds import ENDPOINT_SLICES
+    from lbclient.kubernetes._namespace import NamespaceListWatch
+
+    def slice_(name: str, service: str | None) -> dict[str, Any]:
+        labels = {"kubernetes.io/service-name": service} if service else {}
+        return {"metadata": {"name": name, "labels": labels, "resourceVersion": "1"}}
+
+    def event(kind: str, obj: dict[str, Any]) -> str:
+        return json.dumps({"type": kind, "object": obj})
+
+    state = NamespaceListWatch("ns", ENDPOINT_SLICES.service_of)
+    state.listed(
+        {
+            "metadata": {"resourceVersion": "1"},
+            "items": [slice_("a-1", "a"), slice_("b-1", "b"), slice_("x", None)],
+        }
+    )
+    assert state.dirty == {"a", "b"}
+    assert set(state.members) == {"a", "b"}
+    state.dirty.clear()
+    state.opened(object())
+    state.received(event("MODIFIED", slice_("a-1", "c")))
+    assert state.dirty == {"a", "c"}
+    assert "a" not in state.members
+    assert [o["metadata"]["name"] for o in state.objects_of("c")] == ["a-1"]
+    state.dirty.clear()
+    state.received(event("DELETED", slice_("b-1", "b")))
+    assert state.dirty == {"b"}
+    assert state.objects_of("b") == []
+    state.dirty.clear()
+    state.received(event("ADDED", slice_("y", None)))
+    assert state.dirty == set()
+    state.listed({"metadata": {"resourceVersion": "9"}, "items": [slice_("d-1", "d")]})
+    assert state.dirty == {"c", "d"}
+    assert set(state.members) == {"d"}
