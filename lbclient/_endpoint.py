@@ -76,7 +76,7 @@ class Endpoint:
         self.last_success: float | None = None
         self.last_failure: float | None = None
         self._cost = 0.0
-        self._stamp = time.monotonic()
+        self._stamp = 0.0  # the age of a zero cost does not matter (one shared float)
         self._lock = _STRIPES[hash(self.id) % len(_STRIPES)]
         self._watchers: tuple[tuple[WatcherRef, int], ...] = ()
 

@@ -117,6 +117,10 @@ _STRIPES = tuple(threading.Lock() for _ in range(64))
 (never two at once), so 100,000 instances do not cost 100,000 locks."""
 
 
+def _lock_of(instance_id: str) -> threading.Lock:
+    return _STRIPES[hash(instance_id) % len(_STRIPES)]
+
+
 class _Record:
     __slots__ = (
         "bad",
@@ -126,14 +130,12 @@ class _Record:
         "gateway",
         "gone",
         "local",
-        "lock",
         "ok",
         "reason",
         "server",
     )
 
-    def __init__(self, key: str) -> None:
-        self.lock = _STRIPES[hash(key) % len(_STRIPES)]
+    def __init__(self) -> None:
         self.server = self.gateway = self.local = 0
         self.ok = self.bad = 0
         self.ejections = 0
@@ -170,7 +172,7 @@ class OutlierFilter(TimedFilter):
                     if record.ejected_until is not None:
                         self._ejected -= 1
             for endpoint in added:
-                self._records[endpoint.id] = _Record(endpoint.id)
+                self._records[endpoint.id] = _Record()
 
     def apply(self, endpoints: Sequence[Endpoint]) -> Sequence[Endpoint]:
         records = self._records
@@ -187,7 +189,7 @@ class OutlierFilter(TimedFilter):
         s = self.settings
         reason = None
         failure = outcome.failure
-        with record.lock:
+        with _lock_of(endpoint.id):
             if failure is None:
                 record.ok += 1
                 record.server = record.gateway = record.local = 0
@@ -288,7 +290,7 @@ class OutlierFilter(TimedFilter):
         with self._lock:
             items = list(self._records.items())
         for instance_id, record in items:
-            with record.lock:
+            with _lock_of(instance_id):
                 ok, bad = record.ok, record.bad
                 record.ok = record.bad = 0
                 if record.ejected_until is None:
