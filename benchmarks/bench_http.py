@@ -1,6 +1,6 @@
 """httpx overhead: requests per second through the load-balanced transports vs plain httpx.
 
-    python benchmarks/bench_http.py [--rounds 21] [--requests 100]
+    python benchmarks/bench_http.py [--rounds 21] [--requests 100] [--exporters] [--hint]
 
 One HTTP backend runs in a child process (lbclient.testing.BackendProcess), so it does not
 share this interpreter's lock. Each round sends ``--requests`` GETs over keep-alive
@@ -14,6 +14,9 @@ less sensitive to other load on the machine). Sync (httpx.Client) and async
 (httpx.AsyncClient, one task, and 8 concurrent tasks) are measured the same way.
 Last, the balancer's own cost per request: the transports' ``handle_request`` against an
 in-memory inner transport (no I/O), minus that transport alone, in a tight loop (best of 7).
+With ``--hint``, the balanced client runs with one request-aware rule (``hint_header``, the
+instance carrying the matching ``hint`` metadata) and both clients send the hint header: the
+cost of the routing stage when used (target >= 0.93).
 Bounded: about (rounds + 1) x 6 x requests requests in all, plus 2 x 80,000 in memory; stops
 by itself.
 
@@ -41,11 +44,24 @@ SyncRun = Callable[[int], Rates]
 AsyncRun = Callable[[int], Awaitable[Rates]]
 
 
+HINT_HEADER = "X-SC-LB-Hint"
+HINT = False
+"""Set by ``--hint``: one hint rule configured, and the header sent by both clients."""
+
+
 def balancer(address: str, exporters: bool) -> lbclient.LoadBalancer:
-    """The balancer under test: one instance, default settings, exporters if asked."""
-    return lbclient.LoadBalancer(
-        {"bench": [address]}, listeners=make_exporters() if exporters else ()
-    )
+    """The balancer under test: one instance, default settings, exporters if asked, one hint
+    rule with ``--hint``."""
+    listeners = make_exporters() if exporters else ()
+    if not HINT:
+        return lbclient.LoadBalancer({"bench": [address]}, listeners=listeners)
+    entry = {"address": address, "metadata": {"hint": "blue"}}
+    return lbclient.LoadBalancer({"bench": [entry]}, listeners=listeners, hint_header=HINT_HEADER)
+
+
+def headers() -> dict[str, str]:
+    """Headers both clients send (the hint with ``--hint``, so both pay for the header)."""
+    return {HINT_HEADER: "blue"} if HINT else {}
 
 
 def make_exporters() -> list[lbclient.LoadBalancerListener]:
@@ -150,9 +166,10 @@ async def measure_async(
     address: str, rounds: int, count: int, tasks: int, exporters: bool
 ) -> Ratios:
     lb = balancer(address, exporters)
+    transport = lbclient.AsyncLoadBalancedTransport(lb)
     async with (
-        httpx.AsyncClient() as plain_client,
-        httpx.AsyncClient(transport=lbclient.AsyncLoadBalancedTransport(lb)) as lb_client,
+        httpx.AsyncClient(headers=headers()) as plain_client,
+        httpx.AsyncClient(transport=transport, headers=headers()) as lb_client,
     ):
         plain = async_runner(plain_client, f"http://{address}/bench", tasks)
         balanced = async_runner(lb_client, "http://bench/bench", tasks)
@@ -185,7 +202,7 @@ def own_cost(exporters: bool, count: int = 5000, repeats: int = 7) -> tuple[floa
     lb = balancer("127.0.0.1:1", exporters)
     sync_lb = lbclient.LoadBalancedTransport(lb, inner)
     async_lb = lbclient.AsyncLoadBalancedTransport(lb, inner)
-    with httpx.Client() as client:
+    with httpx.Client(headers=headers()) as client:
         direct = client.build_request("GET", "http://127.0.0.1:1/bench")
         balanced = client.build_request("GET", "http://bench/bench")
 
@@ -222,15 +239,19 @@ def main() -> None:
         action="store_true",
         help="with PrometheusMetrics and OpenTelemetryInstrumentation (SDK) on the balancer",
     )
+    parser.add_argument("--hint", action="store_true", help="one hint rule on (target 0.93)")
     args = parser.parse_args()
-    target = 0.90 if args.exporters else 0.95
+    global HINT
+    HINT = args.hint
+    target = 0.90 if args.exporters else 0.93 if args.hint else 0.95
 
     with BackendProcess([BackendSpec("bench")]) as servers:
         address = servers.addresses["bench"]
         lb = balancer(address, args.exporters)
+        transport = lbclient.LoadBalancedTransport(lb)
         with (
-            httpx.Client() as plain_client,
-            httpx.Client(transport=lbclient.LoadBalancedTransport(lb)) as lb_client,
+            httpx.Client(headers=headers()) as plain_client,
+            httpx.Client(transport=transport, headers=headers()) as lb_client,
         ):
             sync = rounds_sync(
                 sync_runner(plain_client, f"http://{address}/bench"),
@@ -247,7 +268,8 @@ def main() -> None:
     print(
         f"Balanced / plain httpx, requests per second ({args.rounds} alternating rounds of "
         f"{args.requests} requests, one loopback backend in a child process"
-        f"{', with both exporters' if args.exporters else ''})\n"
+        f"{', with both exporters' if args.exporters else ''}"
+        f"{', one hint rule on' if args.hint else ''})\n"
     )
     print(
         "| client | req/s ratio (median) | req/s ratio (quartiles) | CPU ratio (median) "

@@ -12,16 +12,19 @@ import typing
 from importlib.metadata import version as _metadata_version
 
 from lbclient._balancer import LoadBalancer, ServiceState
+from lbclient._breaker import CircuitBreaker
 from lbclient._config import ServiceConfig, ServiceSettings
 from lbclient._context import PickContext
 from lbclient._endpoint import Endpoint
 from lbclient._exceptions import (
+    CircuitOpen,
     ConfigurationError,
     ConfigurationWarning,
     DeadlineExceeded,
     LBError,
     MissingDependency,
     NoAvailableInstance,
+    Overloaded,
     RegistryAccessDenied,
     RegistryUnavailable,
     SchemeDowngradeRefused,
@@ -81,6 +84,8 @@ def __getattr__(name: str) -> object:
 __all__ = [
     "NO_RETRY",
     "AsyncLoadBalancedTransport",
+    "CircuitBreaker",
+    "CircuitOpen",
     "ConfigurationError",
     "ConfigurationWarning",
     "DeadlineExceeded",
@@ -97,6 +102,7 @@ __all__ = [
     "NoAvailableInstance",
     "Outcome",
     "OutlierDetection",
+    "Overloaded",
     "PickContext",
     "PickHandle",
     "Registry",

@@ -31,11 +31,13 @@ from lbclient._exceptions import (
     ConfigurationError,
     LBError,
     NoAvailableInstance,
+    Overloaded,
     RegistryUnavailable,
     ServiceNotFound,
 )
 from lbclient._handle import PickHandle
 from lbclient._instance import InstanceEntry, ServiceInstance
+from lbclient._limits import CallGate, Ticket
 from lbclient._listener import INSTANCE_STATES, LoadBalancerListener
 from lbclient._outcome import Failure, Outcome
 from lbclient._retry import RetryBudget
@@ -45,6 +47,10 @@ from lbclient.filters.panic import PanicThreshold
 from lbclient.registry._base import Registry, Subscription
 from lbclient.registry._uri import registry_from_uri
 from lbclient.registry.static import StaticRegistry
+from lbclient.routing._settings import routers_for
+from lbclient.routing._stage import RoutedScheduler, Shares
+from lbclient.routing.locality import zone_aware_off, zone_shares
+from lbclient.routing.priority import plan_priorities
 from lbclient.schedulers import Scheduler, scheduler_class
 
 log = logging.getLogger("lbclient")
@@ -86,10 +92,21 @@ class ServiceState:
         """Ids the serving scheduler still has but the usable list lost (a deferred build)."""
         self._changes = 0  # usable-list changes so far
         self._built = 0  # the change the serving scheduler was built for
+        self._shares: Shares | None = None
+        """How traffic is shared between priority levels or zones, when it is."""
+        self._chain_shares: Shares | None = None  # the last chain's, until swapped in
+        self.zone_aware_off: str | None = None
+        """Why zone-aware routing (``zone_routing="aware"``) is off, when it is."""
+        self._routers = routers_for(config)
         self.filters: tuple[Filter, ...] = build_chain(config)
         judges = [i for i, f in enumerate(self.filters) if f.judges_health]
         self._health_span = (judges[0], judges[-1]) if judges else None
         self.panic = PanicThreshold(name, config.panic_threshold, fail_open=config.fail_open)
+        self.gate = _gate(name, config, self.emit if self.listeners else None)
+        """Concurrency limits and circuit breaker (None when none is set: costs nothing)."""
+        self.per_instance_limit = config.max_requests_per_instance
+        self.per_instance_overflows = 0
+        """Attempts refused because every instance was at ``max_requests_per_instance``."""
         self.updated_at: float | None = None
         self.registry_error: str | None = None
         """Why the registry's latest answer is not in force (unreachable, or not applicable)."""
@@ -272,23 +289,80 @@ class ServiceState:
                 endpoint.weight = endpoint.instance.weight
             span = self._health_span
             before_health: Sequence[Endpoint] = candidates
+            levels = len({e.instance.priority for e in candidates}) > 1
+            loads: Mapping[int, int] = {}  # per priority level, when there are several
             for index, f in enumerate(self.filters):
                 if span is not None and index == span[0]:
                     before_health = candidates
                 candidates = f.apply(candidates)
                 if span is not None and index == span[1]:
-                    candidates = self.panic.decide(before_health, candidates).endpoints
+                    if levels:  # Envoy: spill-over and panic per priority level
+                        candidates, loads = self._levels(before_health, candidates)
+                    else:
+                        candidates = self.panic.decide(before_health, candidates).endpoints
+            if levels and span is None:
+                candidates, loads = self._levels(candidates, candidates)
         except BaseException:
             self._restore_weights()
             raise
         usable = tuple(candidates)
+        self._chain_shares = self._share(usable, loads if levels else None)
         return usable, [e.weight for e in usable]
 
+    def _share(self, usable: Sequence[Endpoint], loads: Mapping[int, int] | None) -> Shares | None:
+        """Priority levels share traffic when instances have several (``loads``); else, with
+        zone-aware routing, zones do (Envoy: zone-aware routing applies within one level)."""
+        if loads is not None:
+            return Shares("priority", loads)
+        config = self.config
+        if config.zone_routing != "aware" or config.zone is None:
+            return None
+        off = (
+            "the service is in panic"
+            if self.panic.panicking
+            else zone_aware_off(usable, config.zone, config.zone_min_cluster_size)
+        )
+        if off != self.zone_aware_off:  # Envoy's can stay off unseen (envoy#8616): say so
+            if off is None:
+                log.info("%s: zone-aware routing on", self.name)
+            else:
+                log.warning("%s: zone-aware routing off: %s", self.name, off)
+            self.zone_aware_off = off
+        if off is not None:
+            return None
+        shares = zone_shares(usable, config.zone, config.caller_zones, config.zone_min_cluster_size)
+        return None if shares is None else Shares("zone", shares)
+
+    def _levels(
+        self, everyone: Sequence[Endpoint], healthy: Sequence[Endpoint]
+    ) -> tuple[Sequence[Endpoint], Mapping[int, int]]:
+        plan = plan_priorities(
+            everyone,
+            healthy,
+            factor=self.config.overprovisioning_factor,
+            threshold=self.panic.threshold,
+            fail_open=self.panic.fail_open,
+        )
+        return plan.endpoints, plan.loads
+
     def _build(self, usable: tuple[Endpoint, ...]) -> Scheduler | None:
+        """The service's scheduler over ``usable``; behind the routing stage when rules are
+        configured or several priority levels share the traffic (else nothing in between)."""
         if not usable:
             return None
-        return self._scheduler_class(
-            usable, rng=self.rng, previous=self.scheduler, **self.config.scheduler_options
+        shares = self._chain_shares
+        if not self._routers and shares is None:
+            return self._scheduler_class(
+                usable, rng=self.rng, previous=self.scheduler, **self.config.scheduler_options
+            )
+        return RoutedScheduler(
+            usable,
+            base=self._scheduler_class,
+            options=self.config.scheduler_options,
+            routers=self._routers,
+            shares=shares,
+            rng=self.rng,
+            previous=self.scheduler,
         )
 
     def _rebuild(self, endpoints: dict[str, Endpoint] | None = None) -> tuple[Endpoint, ...] | None:
@@ -301,7 +375,12 @@ class ServiceState:
         """
         members = self.endpoints if endpoints is None else endpoints
         usable, weights = self._chain(members)
-        same = self.scheduler is not None and usable == self.usable and weights == self._weights
+        same = (
+            self.scheduler is not None
+            and usable == self.usable
+            and weights == self._weights
+            and self._chain_shares == self._shares
+        )
         scheduler = self.scheduler
         if not same:
             try:
@@ -313,6 +392,7 @@ class ServiceState:
         self.scheduler = scheduler
         self.usable = usable
         self._weights = weights
+        self._shares = self._chain_shares
         self.endpoints = members
         self.scheduler_error = None
         if not same:
@@ -324,7 +404,11 @@ class ServiceState:
     def _defer(self, defer: Callable[[Callable[[], None]], object]) -> tuple[Endpoint, ...] | None:
         """The usable list changes now; the scheduler build runs through ``defer``."""
         usable, weights = self._chain(self.endpoints)
-        if usable == self.usable and weights == self._weights:
+        if (
+            usable == self.usable
+            and weights == self._weights
+            and self._chain_shares == self._shares
+        ):
             return None
         if not usable:  # nothing to build: fail fast now rather than serve the leavers
             return self._rebuild()
@@ -348,9 +432,15 @@ class ServiceState:
                 self._scheduler_failed(exc)
                 return
             self.scheduler = scheduler
+            self._shares = self._chain_shares
             self._built = self._changes
             self._leaving = frozenset()
             self.scheduler_error = None
+
+    def _loads_by(self, by: str) -> dict[Any, int]:
+        """Traffic shares in force by priority level or zone (empty: not shared that way)."""
+        shares = self._shares
+        return dict(shares.shares) if shares is not None and shares.by == by else {}
 
     def _restore_weights(self) -> None:
         """Give the endpoints of the scheduler in force back the weights it was built with."""
@@ -406,23 +496,54 @@ class ServiceState:
 
     # -- the request path ------------------------------------------------------------------
 
-    def pick(self, context: PickContext = EMPTY_CONTEXT, attempt: int = 1) -> PickHandle:
-        """Choose an instance and count the attempt (number ``attempt``) as in flight."""
+    def pick(
+        self, context: PickContext = EMPTY_CONTEXT, attempt: int = 1, ticket: Ticket | None = None
+    ) -> PickHandle:
+        """Choose an instance and count the attempt (number ``attempt``) as in flight, as
+        part of the call admitted with ``ticket`` if the service has limits or a breaker."""
         leaving = self._leaving  # read before the scheduler: it is cleared after the swap
         scheduler = self.scheduler
         if scheduler is None:
             raise self._no_instance()
-        if leaving:
-            endpoint = scheduler.pick(
-                dataclasses.replace(context, exclude=context.exclude | leaving)
-            )
-        else:
-            endpoint = scheduler.pick(context)
-        endpoint.begin()
-        handle = PickHandle(self, endpoint, context, attempt)
+        among = (
+            dataclasses.replace(context, exclude=context.exclude | leaving) if leaving else context
+        )
+        endpoint = scheduler.pick(among)
+        if self.per_instance_limit is None:
+            endpoint.begin()
+        elif not endpoint.try_begin(self.per_instance_limit):
+            endpoint = self._pick_not_full(scheduler, among, endpoint, self.per_instance_limit)
+        handle = PickHandle(self, endpoint, context, attempt, ticket)
         if self.listeners:
             self._notify_pick(handle)
         return handle
+
+    def _pick_not_full(
+        self, scheduler: Scheduler, context: PickContext, full: Endpoint, limit: int
+    ) -> Endpoint:
+        """Pick again as if the full instances were excluded (like ejected ones): at most
+        once per instance, then Overloaded when every one is at ``limit``."""
+        skipped = {full.id}
+        for _ in range(len(scheduler.endpoints)):
+            retry = dataclasses.replace(context, exclude=context.exclude | skipped)
+            endpoint = scheduler.pick(retry)
+            if endpoint.id not in skipped and endpoint.try_begin(limit):
+                return endpoint
+            if endpoint.id in skipped:  # the scheduler found nothing else: all are full
+                break
+            skipped.add(endpoint.id)
+        for endpoint in scheduler.endpoints:  # a scheduler may not walk every instance
+            if endpoint.id not in skipped and endpoint.try_begin(limit):
+                return endpoint
+        self.per_instance_overflows += 1
+        if self.listeners:
+            self.emit("on_refused", "max_requests_per_instance")
+        raise Overloaded(
+            f"every usable instance of {self.name!r} has max_requests_per_instance={limit} "
+            "requests in flight; the request was refused without being sent",
+            limit="max_requests_per_instance",
+            service=self.name,
+        )
 
     def complete(self, handle: PickHandle, outcome: Outcome) -> None:
         endpoint = handle.endpoint
@@ -502,6 +623,7 @@ class ServiceState:
                 "id": endpoint.id,
                 "address": endpoint.instance.address,
                 "zone": endpoint.instance.zone,
+                "priority": endpoint.instance.priority,
                 "usable": endpoint.id in usable,
                 "weight": endpoint.weight,
                 "in_flight": endpoint.in_flight,
@@ -526,7 +648,20 @@ class ServiceState:
             "skipped_entries": len(self.skipped),
             "retry_budget": round(self.retry_budget.balance, 2),
             "retries_refused_by_budget": self.retry_budget.exhausted,
+            "priority_loads": self._loads_by("priority"),
+            "zone_shares": self._loads_by("zone"),
+            "zone_aware_off": self.zone_aware_off,
+            "limits": self._limit_stats(),
         }
+
+    def _limit_stats(self) -> dict[str, Any] | None:
+        """Counters of the limits and the breaker (None when none is configured)."""
+        if self.gate is None and self.per_instance_limit is None:
+            return None
+        row: dict[str, Any] = self.gate.stats() if self.gate is not None else {}
+        if self.per_instance_limit is not None:
+            row["refused_per_instance"] = self.per_instance_overflows
+        return row
 
     def attach(self, subscription: Subscription) -> None:
         """Take the watch that feeds this state; a state closed meanwhile closes it at once
@@ -623,6 +758,11 @@ class LoadBalancer:
 
     def __repr__(self) -> str:
         return f"<LoadBalancer {self.registry!r} services={sorted(self._services)}>"
+
+    @property
+    def configured_services(self) -> tuple[str, ...]:
+        """The services given settings of their own (``services=``)."""
+        return tuple(self._overrides)
 
     def config_for(self, service: str) -> ServiceConfig:
         """The effective configuration of ``service`` (defaults merged with its overrides)."""
@@ -763,6 +903,25 @@ class LoadBalancer:
 
     async def __aexit__(self, *exc: object) -> None:
         self.close()
+
+
+def _gate(service: str, config: ServiceConfig, emit: Callable[..., None] | None) -> CallGate | None:
+    """The service's admission gate, or None when it has no limit and no breaker."""
+    if (
+        config.max_requests is None
+        and config.max_retries is None
+        and config.circuit_breaker is None
+    ):
+        return None
+    return CallGate(
+        service,
+        max_requests=config.max_requests,
+        max_pending=config.max_pending,
+        pending_timeout=config.pending_timeout,
+        max_retries=config.max_retries,
+        circuit_breaker=config.circuit_breaker,
+        emit=emit,
+    )
 
 
 def _shut(services: Mapping[str, ServiceState], registry: Registry) -> None:

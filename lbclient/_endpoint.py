@@ -91,6 +91,15 @@ class Endpoint:
             if self._watchers:
                 self._tell(self.in_flight)
 
+    def try_begin(self, limit: int) -> bool:
+        """``begin`` unless ``limit`` requests are in flight already (then False)."""
+        with self._lock:
+            if self.in_flight >= limit:
+                return False
+            self.in_flight += 1
+            self.picks += 1
+            return True
+
     def finish(self, outcome: Outcome) -> None:
         """Release the in-flight slot and learn from the outcome (exactly once per begin)."""
         now = time.monotonic()

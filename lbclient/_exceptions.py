@@ -8,6 +8,8 @@
     ├── NoAvailableInstance       the service exists but no instance can take the request now
     ├── RegistryUnavailable       the registry cannot be reached and there is no last good list
     ├── DeadlineExceeded          the call's deadline passed (also an httpx.TimeoutException)
+    ├── Overloaded                a concurrency limit refused the call (max_requests, ...)
+    ├── CircuitOpen               the service's circuit breaker is open: the call was not sent
     └── MissingDependency         an optional extra is not installed (also an ImportError)
 
 A setting that is valid but useless in its combination gives a ``ConfigurationWarning``.
@@ -70,6 +72,34 @@ class DeadlineExceeded(LBError, httpx.TimeoutException):
     """The call's deadline (``RetryPolicy.timeout`` or ``extensions={"lb_timeout": s}``)
     passed before an answer came; its notes list the attempts. Caught by ``except
     httpx.TimeoutException`` as well as ``except lbclient.LBError``."""
+
+
+class Overloaded(LBError):
+    """A concurrency limit of the service refused the call at once (Envoy's circuit-breaker
+    overflow): ``max_requests`` with its ``max_pending`` queue full or waited out, or every
+    instance at ``max_requests_per_instance``. Nothing was sent; ``limit`` names the setting.
+    Retrying at once only adds load: back off, or shed the work."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        limit: str,
+        service: str | None = None,
+        instance: ServiceInstance | None = None,
+    ) -> None:
+        super().__init__(message, service=service, instance=instance)
+        self.limit = limit
+
+
+class CircuitOpen(LBError):
+    """The service's circuit breaker is open (too many of its recent calls failed), so the
+    call was refused without being sent; ``retry_in`` says in how many seconds it lets a
+    trial call through (resilience4j's CallNotPermittedException)."""
+
+    def __init__(self, message: str, *, retry_in: float, service: str | None = None) -> None:
+        super().__init__(message, service=service)
+        self.retry_in = retry_in
 
 
 class MissingDependency(LBError, ImportError):

@@ -14,6 +14,7 @@ from lbclient._outcome import Failure, Outcome
 
 if TYPE_CHECKING:
     from lbclient._balancer import ServiceState
+    from lbclient._limits import Ticket
 
 
 class PickHandle:
@@ -28,10 +29,24 @@ class PickHandle:
     blaming the instance). ``done`` may be called any number of times; only the first counts.
     """
 
-    __slots__ = ("_finished", "_state", "attempt", "context", "endpoint", "instance", "started")
+    __slots__ = (
+        "_finished",
+        "_state",
+        "_ticket",
+        "attempt",
+        "context",
+        "endpoint",
+        "instance",
+        "started",
+    )
 
     def __init__(
-        self, state: ServiceState, endpoint: Endpoint, context: PickContext, attempt: int = 1
+        self,
+        state: ServiceState,
+        endpoint: Endpoint,
+        context: PickContext,
+        attempt: int = 1,
+        ticket: Ticket | None = None,
     ) -> None:
         self._state = state
         self.endpoint = endpoint
@@ -41,6 +56,8 @@ class PickHandle:
         """1 for a request's first try, 2 for its first retry, ..."""
         self.started = time.monotonic()
         self._finished = False
+        self._ticket = ticket if ticket is not None and ticket.hold() else None
+        """The admission of the call this attempt belongs to (limits, breaker), if any."""
 
     def __repr__(self) -> str:
         return f"<PickHandle {self._state.name} -> {self.instance.address}>"
@@ -66,7 +83,11 @@ class PickHandle:
             return
         self._finished = True
         outcome = Outcome(time.monotonic() - self.started, failure, cancelled, status)
-        self._state.complete(self, outcome)
+        try:
+            self._state.complete(self, outcome)
+        finally:
+            if self._ticket is not None:
+                self._ticket.drop(outcome)
 
     def cancel(self) -> None:
         """Release the slot without judging the instance (the caller gave up)."""

@@ -24,6 +24,9 @@ MIN_WEIGHT = 1e-6
 overflow, and the ratio of two weights (at most 1e12) stays far from it too, where a
 subnormal weight such as 5e-324 made ring sizes divide by zero."""
 
+MAX_PRIORITY = 127
+"""The lowest priority level (Envoy's bound); 0 is the highest."""
+
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]{0,31}\Z")
 
 
@@ -53,6 +56,9 @@ class ServiceInstance:
     metadata: Mapping[str, str] = dataclasses.field(default_factory=lambda: _EMPTY, hash=False)
     scheme: str | None = None
     """``"http"``/``"https"`` (``"grpc"``, ...) when the registry knows it; None: the caller's."""
+    priority: int = 0
+    """Failover level, 0 the highest (Envoy's priority, an SRV record's): traffic spills to
+    higher numbers as lower ones lose health (``ServiceConfig.overprovisioning_factor``)."""
     ascii_host: str = dataclasses.field(init=False, repr=False, compare=False, default="")
     """The host as dialled: an IP literal (IPv6 compressed, without brackets) or the
     IDNA-encoded, lower-cased DNS name. URLs, SNI, probes and gRPC targets use it."""
@@ -95,6 +101,15 @@ class ServiceInstance:
                 "instance instead of giving it weight 0)",
             )
         object.__setattr__(self, "weight", 1.0 if weight == 1 else float(weight))  # one 1.0
+        priority = self.priority
+        if (
+            isinstance(priority, bool)
+            or not isinstance(priority, int)
+            or not 0 <= priority <= MAX_PRIORITY
+        ):
+            self._invalid(
+                "priority", priority, f"must be an integer from 0 (highest) to {MAX_PRIORITY}"
+            )
         if self.zone is not None and not isinstance(self.zone, str):
             self._invalid("zone", self.zone, "must be a string or None")
         self._check_tags()

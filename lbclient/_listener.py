@@ -25,7 +25,8 @@ class LoadBalancerListener:
 
     Request path (the thread or task of the request; the caller's tracing context is current):
     ``on_pick``/``on_attempt`` as an attempt starts, ``on_complete``/``on_attempt_end`` as it
-    ends, ``on_retry`` and ``on_retry_refused`` when a failed attempt is (not) resent.
+    ends, ``on_retry`` and ``on_retry_refused`` when a failed attempt is (not) resent,
+    ``on_refused`` when a limit or the circuit breaker refuses a call.
 
     Background (watch threads, probe and timer threads, or the request path when an attempt's
     failure triggers it): ``on_instances``, ``on_instance_states``, ``on_ejection``,
@@ -52,6 +53,15 @@ class LoadBalancerListener:
     def on_retry(self, service: str, attempt: int, failure: Failure | None) -> None:
         """Attempt number ``attempt`` failed with ``failure`` and another attempt will follow
         (``failure`` is None for a retried status that is not the instance's fault, a 429)."""
+
+    def on_refused(self, service: str, reason: str) -> None:
+        """A call was refused without being sent: ``reason`` is the limit that refused it
+        (``"max_requests"``, ``"max_pending"``, ``"max_requests_per_instance"``, the caller
+        got ``Overloaded``) or ``"circuit_open"`` (the caller got ``CircuitOpen``)."""
+
+    def on_circuit_state(self, service: str, state: str) -> None:
+        """The service's circuit breaker went ``"open"``, ``"half_open"`` or ``"closed"``
+        (on the request path of the call that moved it)."""
 
     def on_retry_refused(self, service: str, attempt: int, failure: Failure | None) -> None:
         """Attempt ``attempt`` failed and could have been retried, but the service's retry budget

@@ -14,12 +14,16 @@ import math
 import threading
 import time
 from collections.abc import Callable, Collection, Iterable
+from typing import TYPE_CHECKING
 
 from tenacity import RetryCallState, wait_exponential, wait_random
 from tenacity.wait import wait_base
 
 from lbclient._context import PickContext
 from lbclient._outcome import Failure
+
+if TYPE_CHECKING:
+    from lbclient._limits import Ticket
 
 MAX_ATTEMPTS = 100
 """More attempts than this is a loop, not a retry policy (gRPC itself caps at 5)."""
@@ -225,6 +229,7 @@ class RetryState:
         "policy",
         "refused",
         "replayable",
+        "ticket",
         "tried",
     )
 
@@ -247,8 +252,11 @@ class RetryState:
         self.context = context
         self.attempt = 0
         self.tried: list[str] = []
+        self.ticket: Ticket | None = None
+        """The call's admission (limits, breaker), set once it is admitted; None: none."""
         self.refused = False
-        """True once the budget refused a retry the policy allowed (for ``on_retry_refused``)."""
+        """True once the budget (or ``max_retries``) refused a retry the policy allowed (for
+        ``on_retry_refused``)."""
         budget.deposit()
 
     def next_context(self) -> PickContext:
@@ -270,8 +278,23 @@ class RetryState:
     def _may_go_again(self) -> bool:
         if not (self.replayable and self.attempt < self.policy.attempts):
             return False
+        return self._spend()
+
+    def _spend(self) -> bool:
+        """Take what a retry costs: a ``max_retries`` slot (kept until the call ends), then
+        a budget token; a slot taken for a retry the budget refuses goes back."""
+        ticket = self.ticket
+        taken = False
+        if ticket is not None and not ticket.retrying:
+            if not ticket.take_retry():
+                self.refused = True
+                return False
+            taken = True
         if self.budget.try_withdraw():
             return True
+        if taken:
+            assert ticket is not None
+            ticket.gate.give_back_retry(ticket)
         self.refused = True
         return False
 
@@ -311,8 +334,7 @@ class RetryState:
             pause = retry_after
         if self.deadline is not None and time.monotonic() + pause >= self.deadline:
             return None
-        if not self.budget.try_withdraw():
-            self.refused = True
+        if not self._spend():
             return None
         return pause
 

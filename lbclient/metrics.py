@@ -87,6 +87,7 @@ class PrometheusMetrics(LoadBalancerListener):
         self._listed: dict[str, set[str]] = {}
         self._states: dict[str, dict[str, int]] = {}
         self._stale_since: dict[str, float | None] = {}
+        self._circuits: dict[str, str] = {}
         self._services: weakref.WeakSet[ServiceState] = weakref.WeakSet()
         """``lbclient_requests_in_flight`` is read from these balancers' own counts at scrape
         time: nothing to update per attempt, and a departed instance leaves no series."""
@@ -116,6 +117,13 @@ class PrometheusMetrics(LoadBalancerListener):
             "lbclient_retries_refused",
             "Retries the policy allowed but the retry budget refused (retry storm prevented).",
             ["service"],
+            registry=r,
+        )
+        self.refused = Counter(
+            "lbclient_refused",
+            "Calls refused without being sent, by reason: max_requests, max_pending, "
+            "max_requests_per_instance (Overloaded) or circuit_open (CircuitOpen).",
+            ["service", "reason"],
             registry=r,
         )
         self.ejections = Counter(
@@ -170,6 +178,12 @@ class PrometheusMetrics(LoadBalancerListener):
     def on_retry_refused(self, service: str, attempt: int, failure: Failure | None) -> None:
         self.retries_refused.labels(service).inc()
 
+    def on_refused(self, service: str, reason: str) -> None:
+        self.refused.labels(service, reason).inc()
+
+    def on_circuit_state(self, service: str, state: str) -> None:
+        self._circuits[service] = state
+
     # -- what the balancer knows -----------------------------------------------------------
 
     def on_ejection(
@@ -206,14 +220,15 @@ class PrometheusMetrics(LoadBalancerListener):
 
 
 class _Snapshot(Collector):
-    """``lbclient_requests_in_flight``, ``lbclient_instances`` and
-    ``lbclient_registry_stale_seconds``, computed per scrape."""
+    """``lbclient_requests_in_flight``, ``lbclient_instances``,
+    ``lbclient_registry_stale_seconds`` and ``lbclient_circuit_breaker_open``, computed per
+    scrape."""
 
     def __init__(self, metrics: PrometheusMetrics) -> None:
         self._metrics = metrics
 
     def describe(self) -> list[GaugeMetricFamily]:
-        return list(self._families({}, {}, {}))
+        return list(self._families({}, {}, {}, {}))
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         m = self._metrics
@@ -222,13 +237,14 @@ class _Snapshot(Collector):
             for endpoint in list(state.endpoints.values()):
                 labels = m._labels(state.name, endpoint.instance)
                 in_flight[labels] = in_flight.get(labels, 0) + endpoint.in_flight
-        return self._families(in_flight, dict(m._states), dict(m._stale_since))
+        return self._families(in_flight, dict(m._states), dict(m._stale_since), dict(m._circuits))
 
     def _families(
         self,
         in_flight: dict[tuple[str, ...], int],
         states: dict[str, dict[str, int]],
         stale: dict[str, float | None],
+        circuits: dict[str, str],
     ) -> Iterator[GaugeMetricFamily]:
         active = GaugeMetricFamily(
             "lbclient_requests_in_flight",
@@ -257,3 +273,12 @@ class _Snapshot(Collector):
         for service, since in sorted(stale.items()):
             staleness.add_metric([service], 0.0 if since is None else now - since)
         yield staleness
+        circuit = GaugeMetricFamily(
+            "lbclient_circuit_breaker_open",
+            "1 while the service's circuit breaker refuses calls (open or half-open), else 0; "
+            "a service appears once its breaker first changed state.",
+            labels=["service", "state"],
+        )
+        for service, state in sorted(circuits.items()):
+            circuit.add_metric([service, state], 0.0 if state == "closed" else 1.0)
+        yield circuit

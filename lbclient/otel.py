@@ -93,6 +93,11 @@ class OpenTelemetryInstrumentation(LoadBalancerListener):
         self._refused = meter.create_counter(
             "lbclient.retries.refused", "{retry}", "Retries refused by the retry budget."
         )
+        self._calls_refused = meter.create_counter(
+            "lbclient.refused",
+            "{call}",
+            "Calls refused without being sent (a concurrency limit or the circuit breaker).",
+        )
         self._ejections = meter.create_counter(
             "lbclient.ejections", "{ejection}", "Instances ejected by outlier detection."
         )
@@ -187,6 +192,13 @@ class OpenTelemetryInstrumentation(LoadBalancerListener):
     def on_retry_refused(self, service: str, attempt: int, failure: Failure | None) -> None:
         self._refused.add(1, {"lbclient.service": service})
         _event("lbclient.retry_refused", service, attempt=attempt, failure=_kind(failure))
+
+    def on_refused(self, service: str, reason: str) -> None:
+        self._calls_refused.add(1, {"lbclient.service": service, "lbclient.reason": reason})
+        _event("lbclient.refused", service, reason=reason)
+
+    def on_circuit_state(self, service: str, state: str) -> None:
+        _event("lbclient.circuit_breaker", service, state=state)
 
     # -- what the balancer knows -----------------------------------------------------------
 

@@ -49,6 +49,7 @@ class HealthQuery:
     node_meta: Mapping[str, str] = dataclasses.field(default_factory=dict)
     passing_only: bool = False
     zone_key: str = "zone"
+    priority_key: str = "priority"
     wait: float = 55.0
     instance_scheme: str | None = None
 
@@ -145,6 +146,7 @@ class HealthQuery:
         address = svc.get("Address") or _string(node["Address"], "Node.Address")
         zone = service_meta.get(self.zone_key) or node_meta.get(self.zone_key) or None
         zone = zone and share(zone)
+        priority = _priority(service_meta.get(self.priority_key), self.priority_key)
         metadata = dict(service_meta)
         metadata.update(
             {
@@ -167,7 +169,17 @@ class HealthQuery:
             tags=_tags(svc.get("Tags")),
             metadata=metadata,
             scheme=service_meta.get("scheme") or self.instance_scheme,
+            priority=priority,
         )
+
+
+def _priority(value: str | None, key: str) -> int:
+    """``Service.Meta[priority_key]`` as a failover level (absent: 0, the highest)."""
+    if value is None:
+        return 0
+    if not value.isdigit():
+        raise TypeError(f"Service.Meta.{key} {show(value)} is not an integer from 0 to 127")
+    return int(value)
 
 
 def _label(entry: Any, position: int) -> str:

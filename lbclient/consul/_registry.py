@@ -59,11 +59,13 @@ class ConsulRegistry(Registry):
     Options: ``token`` (sent as ``X-Consul-Token``, never logged), ``dc``, ``tags`` (all must
     match), ``filter`` (a bexpr expression), ``node_meta``, ``passing_only`` (default False:
     warning instances stay at their ``Weights.Warning``; critical ones are always dropped),
-    ``zone_key`` (metadata key read from the service, then the node), ``scheme``/``verify``/
-    ``cert`` (TLS to the agent), ``wait`` (blocking-query wait, seconds or ``"55s"``),
-    ``rate`` (at most this many queries per second per service, burst 2), ``min_backoff``/
-    ``max_backoff`` (after errors), ``instance_scheme`` (``"https"`` if the instances speak
-    TLS; a ``scheme`` key in the service's Meta wins). The ``CONSUL_HTTP_*`` variables fill
+    ``zone_key`` (metadata key read from the service, then the node), ``priority_key``
+    (the service Meta key holding its failover level 0-127, default ``priority``),
+    ``scheme``/``verify``/``cert`` (TLS to the agent), ``wait`` (blocking-query wait,
+    seconds or ``"55s"``), ``rate`` (at most this many queries per second per service,
+    burst 2), ``min_backoff``/``max_backoff`` (after errors), ``instance_scheme``
+    (``"https"`` if the instances speak TLS; a ``scheme`` key in the service's Meta wins).
+    The ``CONSUL_HTTP_*`` variables fill
     in what is not given.
 
     A service Consul has never heard of raises ServiceNotFound on first use (checked against
@@ -86,6 +88,7 @@ class ConsulRegistry(Registry):
         node_meta: Mapping[str, str] | None = None,
         passing_only: bool = False,
         zone_key: str = "zone",
+        priority_key: str = "priority",
         scheme: str | None = None,
         verify: bool | str | None = None,
         cert: Cert = None,
@@ -131,6 +134,7 @@ class ConsulRegistry(Registry):
             node_meta=dict(node_meta or {}),
             passing_only=passing_only,
             zone_key=zone_key,
+            priority_key=priority_key,
             wait=wait_seconds,
             instance_scheme=instance_scheme,
         )
@@ -272,7 +276,8 @@ class ConsulRegistry(Registry):
                 "CONSUL_HTTP_TOKEN, or name another variable with ?token_env=NAME"
             )
         known = {"tag", "dc", "passing_only", "zone_key", "scheme", "verify", "filter",
-                 "node_meta", "wait", "token_env", "instance_scheme"}  # fmt: skip
+                 "node_meta", "wait", "token_env", "instance_scheme",
+                 "priority_key"}  # fmt: skip
         unknown = set(options) - known
         if unknown:
             raise ConfigurationError(
@@ -302,6 +307,7 @@ class ConsulRegistry(Registry):
             node_meta=dict(m.partition(":")[::2] for m in options.get("node_meta", [])),
             passing_only=(one("passing_only") or "false").lower() in ("1", "true", "yes"),
             zone_key=one("zone_key") or "zone",
+            priority_key=one("priority_key") or "priority",
             scheme=one("scheme"),
             verify=verify,
             wait=one("wait") or 55.0,

@@ -14,11 +14,14 @@ How the health signals combine, for one instance:
   pass) with ``ServiceState.heartbeat(instance_id)``.
 - The panic threshold then overrides all three vetoes when fewer than ``panic_threshold``
   of the instances are left: fail open (use everyone) or fail fast (NoAvailableInstance).
-- Zone preference and slow start shape what remains; subsetting narrows the list before
-  any of this and never counts as ill health.
+- Zone preference (Kubernetes topology hints first) and slow start shape what remains;
+  subsetting narrows the list before any of this and never counts as ill health.
+
+A filter sees its service through ``ServiceView`` (name, membership, chain, ``invalidate``,
+``heartbeat``), never the balancer itself.
 """
 
-from lbclient.filters._base import Filter, FilterFactory
+from lbclient.filters._base import Filter, FilterFactory, ServiceView
 from lbclient.filters._chain import build_chain
 from lbclient.filters.active import HealthCheckFilter
 from lbclient.filters.heartbeat import HeartbeatFilter
@@ -37,6 +40,7 @@ __all__ = [
     "OutlierFilter",
     "PanicThreshold",
     "PanicVerdict",
+    "ServiceView",
     "SlowStart",
     "SlowStartFilter",
     "SubsetFilter",

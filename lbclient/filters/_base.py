@@ -9,26 +9,51 @@ is bound to, and the balancer recomputes the usable list and rebuilds the schedu
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, ClassVar
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, ClassVar, Protocol
 
 from lbclient._endpoint import Endpoint
 from lbclient._outcome import Outcome
 
-if TYPE_CHECKING:
-    from lbclient._balancer import ServiceState
+
+class ServiceView(Protocol):
+    """What a filter sees of the service it is bound to: a narrow interface, so that the
+    filters depend on nothing of the balancer (``ServiceState`` implements it)."""
+
+    name: str
+
+    @property
+    def endpoints(self) -> Mapping[str, Endpoint]:
+        """The current membership, by instance id."""
+
+    @property
+    def filters(self) -> Sequence[Filter]:
+        """The service's whole chain (a probe's result is news for its neighbours)."""
+
+    def invalidate(self, defer: Callable[[Callable[[], None]], object] | None = None) -> None:
+        """Recompute the usable list (``defer``: build the scheduler through it, later)."""
+
+    def heartbeat(self, instance_id: str) -> None:
+        """A sign of life of ``instance_id``, told to every filter."""
+
+    @property
+    def listeners(self) -> Sequence[object]:
+        """The balancer's listeners (empty: ``emit`` would do nothing, skip building args)."""
+
+    def emit(self, hook: str, *args: Any) -> None:
+        """Call ``hook(service, *args)`` on every listener (a failing one is only logged)."""
 
 
 class Filter(ABC):
     """One link of the chain, bound to one service's state."""
 
-    state: ServiceState
+    state: ServiceView
     judges_health: ClassVar[bool] = False
     """True for links that drop instances because they look unhealthy (probes, heartbeat,
     outlier ejection). The panic threshold compares what enters the first such link with what
     leaves the last one, so narrowing links (subset, zone) never count as ill health."""
 
-    def bind(self, state: ServiceState) -> None:
+    def bind(self, state: ServiceView) -> None:
         """Attach to a service; start background work here (probes, timers)."""
         self.state = state
 

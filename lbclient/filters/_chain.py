@@ -5,7 +5,8 @@
 3. the health links, each a veto: ``health_check`` (active probes), ``heartbeat_timeout``,
    ``outlier`` (passive ejection, on by default); the balancer applies the panic threshold
    right after the last of them;
-4. ``zone``: prefer the caller's zone among the healthy;
+4. ``zone``: topology hints, then the caller's zone among the healthy (all-or-nothing
+   unless ``zone_routing="aware"``, which shares traffic between zones later);
 5. ``slow_start``: ramp the weight of newly usable instances.
 """
 
@@ -37,7 +38,7 @@ def build_chain(config: ServiceConfig) -> tuple[Filter, ...]:
     if config.outlier is not None:
         chain.append(OutlierFilter(config.outlier))
     if config.zone is not None:
-        chain.append(ZonePreferenceFilter(config.zone))
+        chain.append(ZonePreferenceFilter(config.zone, prefer_local=config.zone_routing != "aware"))
     if config.slow_start is not None:
         chain.append(SlowStartFilter(config.slow_start))
     return tuple(chain)

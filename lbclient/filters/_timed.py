@@ -9,14 +9,11 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from lbclient.filters._base import Filter
+from lbclient.filters._base import Filter, ServiceView
 from lbclient.health import _timer
 from lbclient.health._timer import Call
-
-if TYPE_CHECKING:
-    from lbclient._balancer import ServiceState
 
 
 class TimedFilter(Filter):
@@ -25,7 +22,7 @@ class TimedFilter(Filter):
     _timer: _timer.Timer | None = None
     _closed = False
 
-    def bind(self, state: ServiceState) -> None:
+    def bind(self, state: ServiceView) -> None:
         super().bind(state)
         self._timer = _timer.acquire()
         self._release = weakref.finalize(self, _timer.release)

@@ -15,17 +15,15 @@ import threading
 import weakref
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from lbclient._endpoint import Endpoint
+from lbclient.filters._base import ServiceView
 from lbclient.filters._timed import TimedFilter
 from lbclient.filters.outlier import OutlierFilter
 from lbclient.health._checks import HealthCheck, Prober, ProbeResult
 from lbclient.health._state import ProbeVerdict
 from lbclient.health._timer import Call
-
-if TYPE_CHECKING:
-    from lbclient._balancer import ServiceState
 
 log = logging.getLogger("lbclient.health")
 
@@ -57,7 +55,7 @@ class HealthCheckFilter(TimedFilter):
         self._pool: ThreadPoolExecutor | None = None
         self._prober: Prober | None = None
 
-    def bind(self, state: ServiceState) -> None:
+    def bind(self, state: ServiceView) -> None:
         super().bind(state)
         self._prober = self.check.open()
         self._pool = ThreadPoolExecutor(

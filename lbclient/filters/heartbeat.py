@@ -18,14 +18,12 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from lbclient import _validate as check
 from lbclient._endpoint import Endpoint
+from lbclient.filters._base import ServiceView
 from lbclient.filters._timed import TimedFilter
-
-if TYPE_CHECKING:
-    from lbclient._balancer import ServiceState
 
 log = logging.getLogger("lbclient.health")
 
@@ -41,7 +39,7 @@ class HeartbeatFilter(TimedFilter):
         self._silent: set[str] = set()
         self._lock = threading.Lock()
 
-    def bind(self, state: ServiceState) -> None:
+    def bind(self, state: ServiceView) -> None:
         super().bind(state)
         self.later(self.timeout / 4, self._tick)
 

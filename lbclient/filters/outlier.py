@@ -33,15 +33,13 @@ import math
 import threading
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from lbclient import _validate as check
 from lbclient._endpoint import Endpoint
 from lbclient._outcome import Failure, Outcome
+from lbclient.filters._base import ServiceView
 from lbclient.filters._timed import TimedFilter
-
-if TYPE_CHECKING:
-    from lbclient._balancer import ServiceState
 
 log = logging.getLogger("lbclient.health")
 
@@ -159,7 +157,7 @@ class OutlierFilter(TimedFilter):
         self._lock = threading.Lock()
         self._ejected = 0
 
-    def bind(self, state: ServiceState) -> None:
+    def bind(self, state: ServiceView) -> None:
         super().bind(state)
         self.later(self.settings.interval, self._sweep)
 

@@ -22,16 +22,27 @@ except ImportError as _exc:  # pragma: no cover - exercised only without the ext
 
 from lbclient.grpc import aio
 from lbclient.grpc._core import DEFAULT_KEY_METADATA, failure_for_code, key_from_metadata
-from lbclient.grpc._errors import NoInstanceAioRpcError, NoInstanceRpcError
+from lbclient.grpc._errors import (
+    CircuitOpenAioRpcError,
+    CircuitOpenRpcError,
+    NoInstanceAioRpcError,
+    NoInstanceRpcError,
+    OverloadedAioRpcError,
+    OverloadedRpcError,
+)
 from lbclient.grpc._interceptor import LoadBalancingInterceptor
 from lbclient.grpc._sync import LoadBalancedChannel, insecure_channel, secure_channel
 
 __all__ = [
     "DEFAULT_KEY_METADATA",
+    "CircuitOpenAioRpcError",
+    "CircuitOpenRpcError",
     "LoadBalancedChannel",
     "LoadBalancingInterceptor",
     "NoInstanceAioRpcError",
     "NoInstanceRpcError",
+    "OverloadedAioRpcError",
+    "OverloadedRpcError",
     "aio",
     "failure_for_code",
     "insecure_channel",

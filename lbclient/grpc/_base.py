@@ -7,11 +7,12 @@ declared it, turned into grpcio's multicallable on each sub-channel once and cac
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import Any
 
 from lbclient._balancer import ServiceState
 from lbclient._exceptions import ConfigurationError, LBError
 from lbclient._handle import PickHandle
+from lbclient._limits import Ticket, aadmit, admit
 from lbclient._retry import RetryState
 from lbclient.grpc._core import ChannelCore
 from lbclient.grpc._pool import Lease, PoolClosed, SubChannelPool
@@ -51,8 +52,12 @@ class Method:
 class Balancing:
     """Resolve the service once, then pick an instance and lease its sub-channel per attempt."""
 
-    error_class: ClassVar[type[Exception]]
-    """Raised when no instance can be picked: built from (service, cause)."""
+    @staticmethod
+    def error_class(service: str, cause: LBError) -> Exception:
+        """Raised when the channel refuses a call itself (no instance, a limit, the breaker):
+        ``_errors.rpc_error`` or ``aio_rpc_error``."""
+        raise NotImplementedError
+
     _core: ChannelCore
     _pool: SubChannelPool[Any]
 
@@ -65,6 +70,29 @@ class Balancing:
             except LBError as exc:
                 raise self.error_class(self._core.service, exc) from exc
         return state
+
+    def _admit(
+        self, state: ServiceState, retry: RetryState, deadline: float | None, *, queue: bool = True
+    ) -> Ticket | None:
+        """Admit the call under the service's limits and breaker (None: it has neither);
+        ``queue=False`` for calls that cannot wait (they return a call object at once)."""
+        if state.gate is None:
+            return None
+        try:
+            return admit(state.gate, retry, deadline, queue=queue)
+        except LBError as exc:
+            raise self.error_class(self._core.service, exc) from exc
+
+    async def _aadmit(
+        self, state: ServiceState, retry: RetryState, deadline: float | None
+    ) -> Ticket | None:
+        """``_admit`` for the aio channel's awaited calls (they may wait for a slot)."""
+        if state.gate is None:
+            return None
+        try:
+            return await aadmit(state.gate, retry, deadline)
+        except LBError as exc:
+            raise self.error_class(self._core.service, exc) from exc
 
     def _begin(self, state: ServiceState, retry: RetryState) -> tuple[PickHandle, Lease[Any]]:
         try:

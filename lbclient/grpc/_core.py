@@ -43,6 +43,7 @@ from lbclient._exceptions import ConfigurationError
 from lbclient._handle import PickHandle
 from lbclient._outcome import Failure
 from lbclient._retry import RetryPolicy, RetryState, backoff
+from lbclient.routing._stage import RoutedScheduler
 
 Metadata = Sequence[tuple[str, str | bytes]]
 KeyFunction = Callable[[str, Any, "Metadata | None"], "str | bytes | None"]
@@ -170,6 +171,10 @@ class ChannelCore:
 
     def context(self, state: ServiceState, method: str, request: Any, metadata: Any) -> PickContext:
         key = self.key(method, request, metadata) if self.key is not None else None
+        if metadata and isinstance(state.scheduler, RoutedScheduler):
+            # Request-aware rules read headers and cookies from the call's metadata.
+            attributes = {"method": method, "metadata": metadata}
+            return PickContext(key=key, zone=state.config.zone, attributes=attributes)
         if key is not None:
             return PickContext(key=key, zone=state.config.zone, attributes={"method": method})
         # Most calls carry no key: share one immutable context per method (hot path).
@@ -191,7 +196,7 @@ class ChannelCore:
         )
 
     def pick(self, state: ServiceState, retry: RetryState) -> PickHandle:
-        handle = state.pick(retry.next_context(), retry.attempt)
+        handle = state.pick(retry.next_context(), retry.attempt, retry.ticket)
         retry.record(handle.instance.id)
         return handle
 

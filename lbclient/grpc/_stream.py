@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
+from lbclient._limits import held_until_pinned
 from lbclient._retry import RetryState
 from lbclient.grpc._core import ChannelCore, Deadline
 
@@ -45,6 +46,8 @@ class RetryingResponseStream(grpc.Call, _Future):
         self._retry = retry
         self._deadline = deadline
         self._received = False
+        self._pinned = held_until_pinned(self, retry)
+        """Gives the call's slot back to its attempts' handles: no restart can follow."""
 
     def __iter__(self) -> RetryingResponseStream:
         return self
@@ -52,18 +55,21 @@ class RetryingResponseStream(grpc.Call, _Future):
     def __next__(self) -> Any:
         if self._received:
             return next(self._call)
-        while True:
-            try:
-                message = next(self._call)
-            except grpc.RpcError as error:
-                pause = self._core.pause(self._retry, error, self._deadline)
-                if pause is None:
-                    raise
-                time.sleep(pause)
-                self._call = self._restart(self._deadline.remaining())
-                continue
-            self._received = True
-            return message
+        try:
+            while True:
+                try:
+                    message = next(self._call)
+                except grpc.RpcError as error:
+                    pause = self._core.pause(self._retry, error, self._deadline)
+                    if pause is None:
+                        raise
+                    time.sleep(pause)
+                    self._call = self._restart(self._deadline.remaining())
+                    continue
+                self._received = True
+                return message
+        finally:  # a first message, the end or an error: no restart can follow
+            self._pinned()
 
     next = __next__  # grpcio's call objects offer both
 
@@ -91,6 +97,7 @@ class RetryingResponseStream(grpc.Call, _Future):
         return remaining
 
     def cancel(self) -> bool:
+        self._pinned()
         return bool(self._call.cancel())
 
     def add_callback(self, callback: Callable[[], None]) -> bool:

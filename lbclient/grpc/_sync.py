@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Literal, Unpack
 import grpc
 
 from lbclient._balancer import LoadBalancer, ServiceState
+from lbclient._exceptions import LBError
 from lbclient._handle import PickHandle
 from lbclient._instance import ServiceInstance
 from lbclient._retry import RetryPolicy, RetryState
@@ -39,7 +40,7 @@ from lbclient.grpc._core import (
     KeyFunction,
     report,
 )
-from lbclient.grpc._errors import NoInstanceRpcError
+from lbclient.grpc._errors import FailedCall, rpc_error
 from lbclient.grpc._options import BalancingOptions, balancing, check_channel_args
 from lbclient.grpc._pool import Lease, SubChannelPool
 from lbclient.grpc._stream import RetryingResponseStream
@@ -61,7 +62,9 @@ else:
 class LoadBalancedChannel(Balancing, grpc.Channel):
     """A channel to every instance of ``service``; build it with ``insecure_channel``."""
 
-    error_class = NoInstanceRpcError
+    @staticmethod
+    def error_class(service: str, cause: LBError) -> Exception:
+        return rpc_error(service, cause)
 
     def __init__(
         self,
@@ -264,29 +267,34 @@ class _MultiCallable:
             replayable=replayable,
         )
         deadline = Deadline(timeout)
-        while True:
-            handle, lease = channel._begin(state, retry)
-            inner = self._method.on(lease)
-            if with_call:
-                inner = inner.with_call
-            try:
-                result = inner(request, deadline.remaining(), *args)
-            except grpc.RpcError as error:
-                pause = core.after_error(handle, retry, error, deadline)
-                pool.release(lease)
-                if pause is None:
-                    if retry.attempt > 1:
-                        error.add_note(core.describe(retry))
+        ticket = channel._admit(state, retry, deadline.at)
+        try:
+            while True:
+                handle, lease = channel._begin(state, retry)
+                inner = self._method.on(lease)
+                if with_call:
+                    inner = inner.with_call
+                try:
+                    result = inner(request, deadline.remaining(), *args)
+                except grpc.RpcError as error:
+                    pause = core.after_error(handle, retry, error, deadline)
+                    pool.release(lease)
+                    if pause is None:
+                        if retry.attempt > 1:
+                            error.add_note(core.describe(retry))
+                        raise
+                    time.sleep(pause)
+                    continue
+                except BaseException as exc:
+                    handle.__exit__(type(exc), exc, None)
+                    pool.release(lease)
                     raise
-                time.sleep(pause)
-                continue
-            except BaseException as exc:
-                handle.__exit__(type(exc), exc, None)
+                handle.done()
                 pool.release(lease)
-                raise
-            handle.done()
-            pool.release(lease)
-            return result
+                return result
+        finally:
+            if ticket is not None:
+                ticket.drop()
 
     def _started(self, invoke: Callable[[Any], Any], metadata: Any) -> Any:
         """Start one attempt whose outcome is reported when grpcio says the call ended."""
@@ -294,8 +302,13 @@ class _MultiCallable:
         try:
             state = channel._state()
             retry = channel._core.start(state, self._method.name, None, metadata, replayable=False)
-            return self._attempt(state, retry, invoke)
-        except NoInstanceRpcError as error:
+            ticket = channel._admit(state, retry, None, queue=False)
+            try:
+                return self._attempt(state, retry, invoke)
+            finally:  # the attempt's handle keeps the ticket until the call ends
+                if ticket is not None:
+                    ticket.drop()
+        except FailedCall as error:
             return error  # a finished, failed call: raised from result() / next(), as in grpcio
 
     def _attempt(self, state: ServiceState, retry: RetryState, invoke: Callable[[Any], Any]) -> Any:
@@ -403,8 +416,14 @@ class _UnaryStream(_MultiCallable, _UnaryStreamBase):
             retry = channel._core.start(
                 state, self._method.name, request, metadata, replayable=True
             )
-            first = attempt(timeout)
-        except NoInstanceRpcError as error:
+            ticket = channel._admit(state, retry, None, queue=False)
+            try:
+                first = attempt(timeout)
+            except BaseException:
+                if ticket is not None:
+                    ticket.drop()
+                raise
+        except FailedCall as error:
             return error  # a finished, failed call: raised from next(), as in grpcio
         return RetryingResponseStream(first, attempt, channel._core, retry, deadline)
 

@@ -19,6 +19,7 @@ from lbclient._address import show
 from lbclient._answer import AnswerReader, Instances, share
 from lbclient._exceptions import ConfigurationError
 from lbclient._instance import ServiceInstance
+from lbclient.filters.zone import HINTS_KEY
 
 log = logging.getLogger("lbclient.kubernetes")
 
@@ -212,9 +213,23 @@ def _slice_endpoint(
             "address_type": obj.get("addressType"),
             "app_protocol": port.get("appProtocol"),
             "terminating": "true" if terminating else "",
+            HINTS_KEY: _zone_hints(endpoint.get("hints")),
         },
     )
     return usable, instance
+
+
+def _zone_hints(hints: Any) -> str | None:
+    """``hints.forZones[].name`` joined by commas; None when absent or not as the API
+    defines it (a malformed hint is no hint: kube-proxy then uses every endpoint)."""
+    if not isinstance(hints, Mapping):
+        return None
+    zones = hints.get("forZones")
+    if not isinstance(zones, list):
+        return None
+    names = [z.get("name") if isinstance(z, Mapping) else None for z in zones]
+    valid = [n for n in names if isinstance(n, str) and n and "," not in n]
+    return ",".join(valid) if valid and len(valid) == len(names) else None
 
 
 def endpoints_instances(selection: Selection, objects: Iterable[Mapping[str, Any]]) -> Instances:

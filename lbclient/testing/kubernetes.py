@@ -83,8 +83,12 @@ def endpoint(
     pod: str | None = None,
     namespace: str | None = None,
     hostname: str | None = None,
+    hints: Sequence[str] | None = None,
 ) -> dict[str, Any]:
-    """One EndpointSlice endpoint as the API serves it; a None condition is left out (null)."""
+    """One EndpointSlice endpoint as the API serves it; a None condition is left out (null).
+
+    ``hints``: the zones of its topology hint (``hints.forZones``); default: its own zone,
+    as the EndpointSlice controller assigns them when zones are balanced; ``()``: no hint."""
     conditions = {
         key: value
         for key, value in (("ready", ready), ("serving", serving), ("terminating", terminating))
@@ -95,7 +99,10 @@ def endpoint(
         body["nodeName"] = node
     if zone:
         body["zone"] = zone
-        body["hints"] = {"forZones": [{"name": zone}]}
+    if hints is None:
+        hints = (zone,) if zone else ()
+    if hints:
+        body["hints"] = {"forZones": [{"name": name} for name in hints]}
     if hostname:
         body["hostname"] = hostname
     if pod:

@@ -11,6 +11,7 @@ import httpx
 
 from lbclient._balancer import LoadBalancer, ServiceState
 from lbclient._exceptions import ServiceNotFound
+from lbclient._limits import aadmit
 from lbclient._retry import RetryState
 from lbclient.transport._core import (
     Release,
@@ -50,11 +51,16 @@ class AsyncLoadBalancedTransport(httpx.AsyncBaseTransport):
                 return await self._inners.for_request(request).handle_async_request(request)
             raise
         retry = self._core.start(request, state, started)
-        while True:
-            try:
-                return await self._attempt(request, state, retry)
-            except RetryAttempt as signal:
-                await anyio.sleep(signal.pause)
+        ticket = None if state.gate is None else await aadmit(state.gate, retry, retry.deadline)
+        try:
+            while True:
+                try:
+                    return await self._attempt(request, state, retry)
+                except RetryAttempt as signal:
+                    await anyio.sleep(signal.pause)
+        finally:
+            if ticket is not None:  # the returned response's handle keeps it until closed
+                ticket.drop()
 
     async def _attempt(
         self, request: httpx.Request, state: ServiceState, retry: RetryState

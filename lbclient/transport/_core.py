@@ -125,6 +125,8 @@ class TransportCore:
         self._host_header = host_header.encode()
         self._origins = _Origins()
         self._bare_contexts: dict[str | None, PickContext] = {}
+        configs = [lb.defaults, *(lb.config_for(name) for name in lb.configured_services)]
+        self._sets_cookies = any(c.sticky_set_cookie for c in configs)
 
     def start(self, request: httpx.Request, state: ServiceState, started: float) -> RetryState:
         """The state of one balanced call: its policy, pick context and deadline (counted
@@ -175,7 +177,7 @@ class TransportCore:
     def pick(self, request: httpx.Request, state: ServiceState, retry: RetryState) -> PickHandle:
         if retry.deadline is not None and retry.expired():
             raise self.deadline_exceeded(request, retry)
-        handle = state.pick(retry.next_context(), retry.attempt)
+        handle = state.pick(retry.next_context(), retry.attempt, retry.ticket)
         retry.record(handle.instance.id)
         return handle
 
@@ -261,6 +263,8 @@ class TransportCore:
     ) -> float | None:
         """The pause before retrying this answer elsewhere (the caller then drops it), or
         None to return it. A retried answer's ``Retry-After`` sets the pause."""
+        if self._sets_cookies:
+            set_sticky_cookie(handle, response)
         status = response.status_code
         if status not in retry.policy.statuses:
             return None
@@ -294,6 +298,15 @@ class TransportCore:
         if scheme_of(prepared.url) != scheme_of(request.url):
             request.url = request.url.copy_with(scheme=prepared.url.scheme)
         return request
+
+
+def set_sticky_cookie(handle: PickHandle, response: httpx.Response) -> None:
+    """Spring's ``add-service-instance-cookie``: name the chosen instance in the service's
+    ``sticky_cookie`` on the response, so the client's cookie jar sends it back next time."""
+    config = handle.state.config
+    if config.sticky_set_cookie and config.sticky_cookie is not None:
+        cookie = f"{config.sticky_cookie}={handle.instance.id}; Path=/"
+        response.headers = httpx.Headers([*response.headers.multi_items(), ("set-cookie", cookie)])
 
 
 class AttemptTimeouts(dict[str, float | None]):

@@ -10,6 +10,7 @@ import httpx
 
 from lbclient._balancer import LoadBalancer, ServiceState
 from lbclient._exceptions import ServiceNotFound
+from lbclient._limits import admit
 from lbclient._retry import RetryState
 from lbclient.transport._core import Release, RetryAttempt, TransportCore, abandon
 from lbclient.transport._options import TransportOptions, checked
@@ -52,11 +53,16 @@ class LoadBalancedTransport(httpx.BaseTransport):
                 return self._inners.for_request(request).handle_request(request)
             raise
         retry = self._core.start(request, state, started)
-        while True:
-            try:
-                return self._attempt(request, state, retry)
-            except RetryAttempt as signal:
-                time.sleep(signal.pause)
+        ticket = None if state.gate is None else admit(state.gate, retry, retry.deadline)
+        try:
+            while True:
+                try:
+                    return self._attempt(request, state, retry)
+                except RetryAttempt as signal:
+                    time.sleep(signal.pause)
+        finally:
+            if ticket is not None:  # the returned response's handle keeps it until closed
+                ticket.drop()
 
     def _attempt(
         self, request: httpx.Request, state: ServiceState, retry: RetryState

@@ -75,8 +75,12 @@ def test_a_service_config_object_is_taken_as_is() -> None:
             r"unknown setting 'schedular', did you mean 'scheduler'\? \(valid: .*zone",
         ),
         (
+            {"services": {"orders": {"retyr": 3}}},
+            r"services\['orders'\]: unknown setting 'retyr', did you mean 'retry'\?",
+        ),
+        (  # the closest name since Envoy's max_retries joined the settings
             {"services": {"orders": {"retries": 3}}},
-            r"services\['orders'\]: unknown setting 'retries', did you mean 'retry'\?",
+            r"services\['orders'\]: unknown setting 'retries', did you mean 'max_retries'\?",
         ),
         ({"scheduler": "fastest"}, r"unknown scheduler 'fastest'; choose one of: .*round_robin"),
         ({"scheduler": "round_robbin"}, r"unknown scheduler 'round_robbin', did you mean 'round_"),

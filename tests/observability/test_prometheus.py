@@ -93,6 +93,8 @@ FAMILIES = {
     "lbclient_registry_updates": "counter",
     "lbclient_registry_errors": "counter",
     "lbclient_registry_stale_seconds": "gauge",
+    "lbclient_refused": "counter",
+    "lbclient_circuit_breaker_open": "gauge",
 }
 
 
@@ -246,3 +248,33 @@ def test_a_missing_extra_says_what_to_install(module: str, blocked: str, extra: 
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert f"pip install 'lbclient[{extra}]'" in done.stdout
+
+
+def test_refusals_and_the_circuit_breaker_state(
+    registry: CollectorRegistry, endpoint: Endpoint
+) -> None:
+    metrics = PrometheusMetrics(registry)
+    with HTTPBackend("a") as backend:
+        lb = lbclient.LoadBalancer(
+            {"orders": [backend.address]},
+            max_requests=1,
+            retry=lbclient.RetryPolicy(attempts=1),
+            circuit_breaker=lbclient.CircuitBreaker(minimum_calls=2, window=2, open_for=60),
+            listeners=[metrics],
+        )
+        with httpx.Client(transport=lbclient.LoadBalancedTransport(lb)) as client:
+            held = client.send(client.build_request("GET", "http://orders/x"), stream=True)
+            with pytest.raises(lbclient.Overloaded):
+                client.get("http://orders/x")
+            held.close()
+            backend.status = 503  # with the held call's success: 1 of 2 failed, it opens
+            assert client.get("http://orders/x").status_code == 503
+            with pytest.raises(lbclient.CircuitOpen):
+                client.get("http://orders/x")
+        _, samples = endpoint.scrape()
+        lb.close()
+    for reason in ("max_requests", "circuit_open"):
+        key = frozenset({("service", "orders"), ("reason", reason)})
+        assert samples[("lbclient_refused_total", key)] == 1, reason
+    state = frozenset({("service", "orders"), ("state", "open")})
+    assert samples[("lbclient_circuit_breaker_open", state)] == 1

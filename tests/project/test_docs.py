@@ -18,7 +18,12 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
-RUNNABLE_PAGES = ("guides/httpx.md", "guides/extending.md", "guides/testing.md")
+RUNNABLE_PAGES = (
+    "guides/httpx.md",
+    "guides/extending.md",
+    "guides/testing.md",
+    "guides/routing.md",
+)
 CHROMIUM_FLAGS = (
     "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -132,6 +137,7 @@ def test_every_logger_is_documented() -> None:
         ("guides/extending.md", ["lbclient.Registry", "register_scheduler", "Filter", "filters="]),
         ("guides/errors-and-stats.md", ["ServiceNotFound", 'lb.stats("orders")']),
         ("api/grpc.md", ["::: lbclient.grpc.secure_channel"]),
+        ("bounding-calls.md", ["## Hedged requests", "max_requests", "CircuitBreaker", "429"]),
         ("api/extending.md", ["::: lbclient.Registry", "::: lbclient.Scheduler"]),
     ],
 )

@@ -32,7 +32,7 @@ from lbclient._instance import ServiceInstance
 from lbclient._retry import RetryPolicy, RetryState
 from lbclient.grpc._base import Balancing, Method
 from lbclient.grpc._core import DEFAULT_KEY_METADATA, ChannelCore, Deadline, KeyFunction, report
-from lbclient.grpc._errors import NoInstanceAioRpcError
+from lbclient.grpc._errors import NoInstanceAioRpcError, aio_rpc_error
 from lbclient.grpc._options import BalancingOptions, balancing, check_channel_args
 from lbclient.grpc._pool import Lease, SubChannelPool
 from lbclient.grpc.aio._stream import RetryingAioResponseStream
@@ -46,7 +46,9 @@ _STATE_POLL = 0.05
 class LoadBalancedAioChannel(Balancing, grpc.aio.Channel):
     """An asyncio channel to every instance of ``service``; build it with ``insecure_channel``."""
 
-    error_class = NoInstanceAioRpcError
+    @staticmethod
+    def error_class(service: str, cause: LBError) -> Exception:
+        return aio_rpc_error(service, cause)
 
     def __init__(
         self,
@@ -205,7 +207,12 @@ class _MultiCallable:
         channel = self._channel
         state = channel._state()
         retry = channel._core.start(state, self._method.name, None, metadata, replayable=False)
-        return self._attempt(state, retry, invoke)
+        ticket = channel._admit(state, retry, None, queue=False)
+        try:
+            return self._attempt(state, retry, invoke)
+        finally:  # the attempt's handle keeps the ticket until the call ends
+            if ticket is not None:
+                ticket.drop()
 
     def _attempt(self, state: ServiceState, retry: RetryState, invoke: Callable[[Any], Any]) -> Any:
         channel = self._channel
@@ -309,9 +316,14 @@ class _UnaryStream(_MultiCallable, grpc.aio.UnaryStreamMultiCallable[Any, Any]):
 
         state = channel._state()
         retry = channel._core.start(state, self._method.name, request, metadata, replayable=True)
-        return RetryingAioResponseStream(
-            attempt(timeout), attempt, channel._core, retry, Deadline(timeout)
-        )
+        ticket = channel._admit(state, retry, None, queue=False)
+        try:
+            first = attempt(timeout)
+        except BaseException:
+            if ticket is not None:
+                ticket.drop()
+            raise
+        return RetryingAioResponseStream(first, attempt, channel._core, retry, Deadline(timeout))
 
 
 class _StreamUnary(_MultiCallable, grpc.aio.StreamUnaryMultiCallable[Any, Any]):

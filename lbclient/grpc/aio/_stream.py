@@ -15,6 +15,7 @@ from typing import Any
 import grpc
 import grpc.aio
 
+from lbclient._limits import held_until_pinned
 from lbclient._retry import RetryState
 from lbclient.grpc._core import ChannelCore, Deadline
 
@@ -39,22 +40,27 @@ class RetryingAioResponseStream(grpc.aio.UnaryStreamCall[Any, Any]):
         self._deadline = deadline
         self._received = False
         self._messages: AsyncIterator[Any] | None = None
+        self._pinned = held_until_pinned(self, retry)
+        """Gives the call's slot back to its attempts' handles: no restart can follow."""
 
     async def read(self) -> Any:
         if self._received:
             return await self._call.read()
-        while True:
-            try:
-                message = await self._call.read()
-            except grpc.RpcError as error:
-                pause = self._core.pause(self._retry, error, self._deadline)
-                if pause is None:
-                    raise
-                await asyncio.sleep(pause)
-                self._call = self._restart(self._deadline.remaining())
-                continue
-            self._received = True
-            return message
+        try:
+            while True:
+                try:
+                    message = await self._call.read()
+                except grpc.RpcError as error:
+                    pause = self._core.pause(self._retry, error, self._deadline)
+                    if pause is None:
+                        raise
+                    await asyncio.sleep(pause)
+                    self._call = self._restart(self._deadline.remaining())
+                    continue
+                self._received = True
+                return message
+        finally:  # a first message, the end or an error: no restart can follow
+            self._pinned()
 
     def __aiter__(self) -> AsyncIterator[Any]:
         if self._messages is None:
@@ -78,6 +84,7 @@ class RetryingAioResponseStream(grpc.aio.UnaryStreamCall[Any, Any]):
         return remaining
 
     def cancel(self) -> bool:
+        self._pinned()
         return bool(self._call.cancel())
 
     def add_done_callback(self, callback: Callable[[Any], None]) -> None:

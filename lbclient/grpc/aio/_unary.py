@@ -52,27 +52,32 @@ class RetryingUnaryCall(grpc.aio.UnaryUnaryCall[Any, Any]):
         try:
             state = core.state or await channel._astate()
             retry = core.start(state, self._method.name, request, metadata, replayable=True)
-            while True:
-                handle, lease = channel._begin(state, retry)
-                try:
-                    self._call = call = attempt(self._method.on(lease), deadline.remaining())
-                    response = await call
-                except grpc.RpcError as error:
-                    pause = core.after_error(handle, retry, error, deadline)
-                    pool.release(lease)
-                    if pause is None:
-                        if retry.attempt > 1:
-                            error.add_note(core.describe(retry))
+            ticket = await channel._aadmit(state, retry, deadline.at)
+            try:
+                while True:
+                    handle, lease = channel._begin(state, retry)
+                    try:
+                        self._call = call = attempt(self._method.on(lease), deadline.remaining())
+                        response = await call
+                    except grpc.RpcError as error:
+                        pause = core.after_error(handle, retry, error, deadline)
+                        pool.release(lease)
+                        if pause is None:
+                            if retry.attempt > 1:
+                                error.add_note(core.describe(retry))
+                            raise
+                        await asyncio.sleep(pause)
+                        continue
+                    except BaseException as exc:
+                        handle.__exit__(type(exc), exc, None)
+                        pool.release(lease)
                         raise
-                    await asyncio.sleep(pause)
-                    continue
-                except BaseException as exc:
-                    handle.__exit__(type(exc), exc, None)
+                    handle.done()
                     pool.release(lease)
-                    raise
-                handle.done()
-                pool.release(lease)
-                return response
+                    return response
+            finally:
+                if ticket is not None:
+                    ticket.drop()
         except BaseException as exc:
             self._error = exc
             raise

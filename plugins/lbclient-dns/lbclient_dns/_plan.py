@@ -114,13 +114,25 @@ def addresses_plan(
     return Resolution(reader.result(instances), 0.0 if ttl is None else ttl)
 
 
-def srv_plan(service: str, name: str, family: Family, scheme: str | None = None) -> Plan:
+def srv_plan(
+    service: str,
+    name: str,
+    family: Family,
+    scheme: str | None = None,
+    *,
+    every_priority: bool = False,
+) -> Plan:
     """SRV mode (RFC 2782): the lowest priority with a reachable target, weights kept.
 
     Targets of a priority group that resolve to no address are skipped; if none of the
     group's targets resolves, the next priority is used. A target's weight is shared by
     its addresses. Weight 0 means "very rarely" (RFC 2782): such targets get a hundredth
     of the smallest non-zero weight of their group, or weight 1 each when all are 0.
+
+    ``every_priority``: the instances of every priority group, each with
+    ``ServiceInstance.priority`` the rank of its SRV priority (0 for the lowest value, at
+    most 127), so the balancer fails over by health (Envoy's priority levels) rather than
+    only when a group's targets have no address.
     """
     query = Query(name, "SRV")
     reply = yield query
@@ -139,7 +151,8 @@ def srv_plan(service: str, name: str, family: Family, scheme: str | None = None)
         return Resolution((), ttl)  # RFC 2782: target "." = decidedly not available here
     addresses: dict[str, tuple[str, ...]] = {}
     reader = AnswerReader(service, "DNS")
-    for priority in sorted({r.priority for r in records}):
+    every: list[ServiceInstance] = []
+    for rank, priority in enumerate(sorted({r.priority for r in records})):
         group = [r for r in records if r.priority == priority]
         instances: list[ServiceInstance] = []
         weights = _weights([r.weight for r in group])
@@ -172,6 +185,7 @@ def srv_plan(service: str, name: str, family: Family, scheme: str | None = None)
                     id=f"{record.target.rstrip('.')}/{_bracket(address)}:{record.port}",
                     weight=weight / len(targets),
                     scheme=scheme,
+                    priority=min(rank, 127) if every_priority else 0,  # 127: the lowest level
                     metadata={
                         "dns_target": record.target.rstrip("."),
                         "srv_priority": str(record.priority),
@@ -180,8 +194,11 @@ def srv_plan(service: str, name: str, family: Family, scheme: str | None = None)
                 )
                 if instance is not None:
                     instances.append(instance)
-        if instances:
+        if instances and not every_priority:
             return Resolution(reader.result(_unique(instances)), ttl)
+        every.extend(instances)
+    if every:
+        return Resolution(reader.result(_unique(every)), ttl)
     if reader.skipped:
         reader.result(())  # every record was malformed (port 0, ...): a malformed answer
     raise ServiceNotFound(

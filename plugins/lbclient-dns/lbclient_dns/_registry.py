@@ -10,8 +10,8 @@ from __future__ import annotations
 import logging
 from abc import abstractmethod
 from collections.abc import Sequence
-from typing import TypedDict, Unpack, cast, get_args
-from urllib.parse import SplitResult, parse_qsl, unquote
+from typing import Literal, TypedDict, Unpack, cast, get_args
+from urllib.parse import SplitResult, parse_qsl, unquote, urlencode
 
 from lbclient import ConfigurationError, Registry, ServiceInstance, ServiceNotFound
 from lbclient import _validate as check
@@ -193,18 +193,44 @@ class DnsSrvRegistry(DnsRegistryBase):
 
     scheme = "dns+srv"
 
+    def __init__(
+        self,
+        name: str,
+        *,
+        failover: Literal["dns", "priority"] = "dns",
+        **options: Unpack[DnsOptions],
+    ) -> None:
+        """``failover="dns"`` (RFC 2782): only the lowest priority with a reachable target;
+        ``"priority"``: every priority, as ``ServiceInstance.priority`` levels the balancer
+        fails over between by health (see the routing guide)."""
+        check.check_names(options, DnsOptions.__optional_keys__ | {"failover"})
+        if failover not in ("dns", "priority"):
+            raise check.invalid("failover", failover, "'dns' or 'priority'")
+        super().__init__(name, **options)
+        self.failover = failover
+
     def plan(self, service: str) -> Plan:
-        return srv_plan(service, self.name_for(service), self.family, self.instance_scheme)
+        return srv_plan(
+            service,
+            self.name_for(service),
+            self.family,
+            self.instance_scheme,
+            every_priority=self.failover == "priority",
+        )
 
     @classmethod
     def from_uri(cls, uri: SplitResult) -> DnsSrvRegistry:
-        """``dns+srv://_http._tcp.{service}.example?nameserver=10.0.0.2:53&min_ttl=1``."""
+        """``dns+srv://_http._tcp.{service}.example?nameserver=10.0.0.2:53&min_ttl=1``
+        (also ``failover=priority``)."""
         name = unquote(uri.netloc)
         if not name:
             raise ConfigurationError(
                 "dns+srv URI needs a name, e.g. dns+srv://_http._tcp.{service}.example"
             )
-        return cls(name, **cls._options(uri))
+        query = parse_qsl(uri.query)
+        failover = dict(query).get("failover", "dns")
+        rest = uri._replace(query=urlencode([(k, v) for k, v in query if k != "failover"]))
+        return cls(name, failover=failover, **cls._options(rest))  # type: ignore[arg-type]
 
 
 class DnsRegistry(DnsRegistryBase):

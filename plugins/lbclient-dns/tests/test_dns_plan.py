@@ -123,3 +123,14 @@ def test_fixed_names_answer_for_their_service() -> None:
     assert template.name_for("pay") == "_pay._tcp.service.consul"
     with pytest.raises(ServiceNotFound, match="resolves only"):
         consul.name_for("payments")
+
+
+def test_every_priority_as_levels() -> None:
+    answers = {
+        (NAME, "SRV"): srv((10, 1, 8001, "a."), (20, 1, 8002, "b."), (30, 1, 8003, "c.")),
+        ("a.", "A"): a("10.0.0.1"),
+        ("b.", "A"): a("10.0.0.2"),
+        ("c.", "A"): a("10.0.0.3"),
+    }
+    result = drive(srv_plan("orders", NAME, "ipv4", every_priority=True), answers)
+    assert {(i.port, i.priority) for i in result.instances} == {(8001, 0), (8002, 1), (8003, 2)}

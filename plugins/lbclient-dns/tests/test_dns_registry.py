@@ -190,3 +190,55 @@ async def test_async_resolve_and_watch() -> None:
                 await client.get("http://orders/x")
                 await asyncio.sleep(0.05)
             assert b.requests
+
+
+def test_srv_failover_by_priority_level_spills_by_health() -> None:
+    """``failover=priority``: every SRV priority is a level; when the lowest loses half its
+    instances (outlier ejection), Envoy's overprovisioning sends 30% to the backup."""
+    with (
+        HTTPBackend("a") as a,
+        HTTPBackend("b") as b,
+        HTTPBackend("backup") as backup,
+        DnsmasqServer(
+            srv={
+                ORDERS: [
+                    ("a.example", a.port, 10, 1),
+                    ("b.example", b.port, 10, 1),
+                    ("backup.example", backup.port, 20, 1),
+                ]
+            },
+            hosts={h: ["127.0.0.1"] for h in ("a.example", "b.example", "backup.example")},
+        ) as dnsmasq,
+    ):
+        registry = lbclient.registry_from_uri(
+            f"dns+srv://_http._tcp.{{service}}.example?nameserver={dnsmasq.address}&{FAST}"
+            "&failover=priority"
+        )
+        assert {i.port: i.priority for i in registry.resolve("orders")} == {
+            a.port: 0,
+            b.port: 0,
+            backup.port: 1,
+        }
+        outlier = lbclient.OutlierDetection(consecutive_5xx=1, max_ejection_percent=100)
+        with (
+            lbclient.LoadBalancer(registry, outlier=outlier) as lb,
+            httpx.Client(transport=lbclient.LoadBalancedTransport(lb)) as client,
+        ):
+            for _ in range(20):
+                assert client.get("http://orders/x").status_code == 200
+            assert backup.requests == 0
+            b.status = 503  # ejected at its first 503 (the request is retried elsewhere)
+            for _ in range(2):
+                client.get("http://orders/x")
+            assert lb.stats("orders")["priority_loads"] == {0: 70, 1: 30}
+            before = backup.requests
+            for _ in range(100):
+                assert client.get("http://orders/x").status_code == 200
+            assert backup.requests - before == 30
+
+
+def test_srv_failover_setting_is_checked() -> None:
+    with pytest.raises(lbclient.ConfigurationError, match="failover='nearest'"):
+        DnsSrvRegistry(ORDERS, failover="nearest")  # type: ignore[arg-type]
+    with pytest.raises(lbclient.ConfigurationError, match="did you mean 'failover'"):
+        DnsSrvRegistry(ORDERS, failovr="priority")  # type: ignore[call-arg]

@@ -136,10 +136,12 @@ def encode_instance(instance: ServiceInstance) -> bytes:
         data["metadata"] = dict(instance.metadata)
     if instance.scheme:
         data["scheme"] = instance.scheme
+    if instance.priority:
+        data["priority"] = instance.priority
     return json.dumps(data, separators=(",", ":")).encode()
 
 
-_FIELDS = ("host", "port", "weight", "zone", "tags", "metadata", "scheme", "address")
+_FIELDS = ("host", "port", "weight", "zone", "tags", "metadata", "scheme", "address", "priority")
 
 
 def decode_instance(service: str, instance_id: str, value: bytes) -> ServiceInstance:

@@ -17,6 +17,7 @@ from lbclient_etcd._protocol import (
     watch_step,
 )
 
+import lbclient
 from lbclient import ConfigurationError, RegistryAccessDenied, RegistryUnavailable, ServiceInstance
 
 
@@ -43,8 +44,16 @@ def test_instance_round_trip() -> None:
         tags={"v2"},
         metadata={"k": "v"},
         scheme="https",
+        priority=2,
     )
     assert decode_instance("orders", "x1", encode_instance(instance)) == instance
+
+
+def test_priority_in_a_value_is_a_failover_level() -> None:
+    value = b'{"host": "h", "port": 1, "priority": 3}'
+    assert decode_instance("orders", "x", value).priority == 3
+    with pytest.raises(lbclient.ConfigurationError, match="priority"):
+        decode_instance("orders", "x", b'{"host": "h", "port": 1, "priority": 300}')
 
 
 def test_grpc_go_naming_values_are_understood() -> None:
