@@ -62,6 +62,8 @@ class SharedLoop:
             me = asyncio.current_task()
             return sorted(t.get_name() for t in asyncio.all_tasks() if t is not me)
 
+        if current.on_loop:
+            return sorted(t.get_name() for t in asyncio.all_tasks(current.loop))
         return asyncio.run_coroutine_threadsafe(names(), current.loop).result(5.0)
 
     @property

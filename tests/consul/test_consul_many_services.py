@@ -6,6 +6,7 @@ their own service, and closing (or dropping) the balancer stops every one of the
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any
 
@@ -95,3 +96,23 @@ def test_a_dropped_balancer_stops_all_fifty_watches(
     queries = sum(server.requests.values())
     time.sleep(0.5)
     assert sum(server.requests.values()) == queries
+
+
+def test_a_balancer_closed_on_its_own_watch_loop_does_not_wait_for_itself(
+    server: ConsulTestServer, agent: Any, scene: None
+) -> None:
+    """A listener that closes the balancer runs on the watch loop: close must neither wait
+    for that loop (a deadlock) nor leave its thread behind."""
+    closed = threading.Event()
+
+    class Closer(lbclient.LoadBalancerListener):
+        def on_instances(self, service: str, usable: Any) -> None:
+            if threading.current_thread().name == "lbclient-watch-loop":
+                lb.close()
+                closed.set()
+
+    lb = lbclient.LoadBalancer(registry(server), listeners=[Closer()])
+    lb.pick(SERVICES[0]).done()  # the first list is applied on this thread
+    put(agent, SERVICES[0], 2)  # the next one on the loop, which closes the balancer
+    assert closed.wait(10)
+    wait_until(lambda: lbclient_threads() == [])
