@@ -61,9 +61,10 @@ def ascii_host(host: str) -> str:
     labels = name.split(".")
     if _DIGITS.match(labels[-1]):
         try:
-            return str(ipaddress.IPv4Address(name))
+            text = str(ipaddress.IPv4Address(name))
         except ValueError:
             raise ValueError("it looks like an IPv4 address but is not a valid one") from None
+        return host if text == host else text  # the caller's string: one copy per instance
     for label in labels:
         if not _LABEL.match(label):
             raise ValueError(
@@ -75,7 +76,7 @@ def ascii_host(host: str) -> str:
                 idna.decode(label)
             except (idna.IDNAError, UnicodeError):
                 raise ValueError(f"label {label!r} is not valid punycode") from None
-    return name
+    return host if name == host else name  # the caller's string: one copy per instance
 
 
 def parse_port(value: object) -> int:

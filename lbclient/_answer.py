@@ -112,6 +112,19 @@ class AnswerReader:
         return answer
 
 
+_SHARED: dict[str, str] = {}
+_SHARED_LIMIT = 4096
+
+
+def share(text: str) -> str:
+    """One string object for equal values read from registry answers (a node, a zone, a
+    namespace: the same for many instances), so 100,000 instances do not hold 100,000
+    copies. A bounded table, emptied when full: a value seen again is shared again."""
+    if len(_SHARED) >= _SHARED_LIMIT:
+        _SHARED.clear()
+    return _SHARED.setdefault(text, text)
+
+
 def report_skipped(
     service: str, instances: Sequence[ServiceInstance], before: frozenset[SkippedEntry]
 ) -> frozenset[SkippedEntry]:

@@ -1,8 +1,8 @@
 """Endpoint: the live, mutable state of one instance (in-flight, outcomes, latency).
 
 Schedulers are rebuilt only when the usable list changes, but they read live load from the
-endpoints they were built over. Counters change under a per-endpoint lock (never a global one),
-so picks on different instances never contend.
+endpoints they were built over. Counters change under the endpoint's lock (one of 256 shared
+by id, never a global one), so picks on different instances rarely contend.
 
 A few schedulers keep an index of the live load (``lc``'s buckets of instances by in-flight
 count) instead of scanning every endpoint on every pick. They ``watch`` the endpoints they were
@@ -35,6 +35,12 @@ class LoadWatcher(Protocol):
 
 WatcherRef = Callable[[], LoadWatcher | None]
 """A weak reference to a LoadWatcher (``weakref.ref(watcher)``): None once it is collected."""
+
+
+_STRIPES = tuple(threading.Lock() for _ in range(256))
+"""Endpoint counters change under one of these locks, picked by instance id: 100,000
+instances do not cost 100,000 locks, and picks on different instances rarely meet. Code
+holding one never takes another (a load index's own lock is not one of these)."""
 
 
 class Endpoint:
@@ -70,8 +76,8 @@ class Endpoint:
         self.last_success: float | None = None
         self.last_failure: float | None = None
         self._cost = 0.0
-        self._stamp = time.monotonic()
-        self._lock = threading.Lock()
+        self._stamp = 0.0  # the age of a zero cost does not matter (one shared float)
+        self._lock = _STRIPES[hash(self.id) % len(_STRIPES)]
         self._watchers: tuple[tuple[WatcherRef, int], ...] = ()
 
     def __repr__(self) -> str:

@@ -13,6 +13,7 @@ from lbclient._address import ascii_host, authority, parse_port, show
 from lbclient._exceptions import ConfigurationError
 
 _EMPTY: Mapping[str, str] = MappingProxyType({})
+_NO_TAGS: frozenset[str] = frozenset()
 
 
 MAX_WEIGHT = 1_000_000.0
@@ -81,7 +82,8 @@ class ServiceInstance:
         except ValueError as exc:
             self._invalid("host", self.host, f"cannot be dialled ({exc}): use an IP or a DNS name")
         object.__setattr__(self, "host", host)
-        object.__setattr__(self, "ascii_host", encoded)
+        # Most hosts are already in dialled form: share the one string (100,000 instances)
+        object.__setattr__(self, "ascii_host", host if encoded == host else encoded)
         if isinstance(self.port, bool) or not isinstance(self.port, int):
             self._invalid("port", self.port, "must be an integer from 1 to 65535")
         if not 0 < self.port < 65536:
@@ -98,7 +100,7 @@ class ServiceInstance:
                 f"must be a number from {MIN_WEIGHT:g} to {MAX_WEIGHT:.0f} (remove the "
                 "instance instead of giving it weight 0)",
             )
-        object.__setattr__(self, "weight", float(weight))
+        object.__setattr__(self, "weight", 1.0 if weight == 1 else float(weight))  # one 1.0
         priority = self.priority
         if (
             isinstance(priority, bool)
@@ -123,13 +125,15 @@ class ServiceInstance:
     def _check_tags(self) -> None:
         tags = self.tags
         if isinstance(tags, frozenset) and all(isinstance(t, str) for t in tags):
+            if not tags:  # an empty frozenset is 216 bytes: share one
+                object.__setattr__(self, "tags", _NO_TAGS)
             return
         if isinstance(tags, (str, bytes, Mapping)) or not isinstance(tags, Iterable):
             self._invalid("tags", tags, "must be a collection of strings, such as ['v2']")
         frozen = frozenset(tags)
         if not all(isinstance(t, str) for t in frozen):
             self._invalid("tags", tags, "must be a collection of strings, such as ['v2']")
-        object.__setattr__(self, "tags", frozen)
+        object.__setattr__(self, "tags", frozen or _NO_TAGS)
 
     def _check_metadata(self) -> None:
         metadata = self.metadata
@@ -138,7 +142,8 @@ class ServiceInstance:
         if not all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()):
             self._invalid("metadata", metadata, "must map strings to strings")
         if not isinstance(metadata, MappingProxyType):
-            object.__setattr__(self, "metadata", MappingProxyType(dict(metadata)))
+            copied = dict(metadata)
+            object.__setattr__(self, "metadata", MappingProxyType(copied) if copied else _EMPTY)
 
     def _invalid(self, field: str, value: object, valid: str) -> NoReturn:
         label = self.id if isinstance(self.id, str) and self.id else self.host

@@ -24,7 +24,7 @@ from typing import Any
 from consul.exceptions import ACLDisabled, ACLPermissionDenied, BadRequest, ConsulException
 
 from lbclient._address import show
-from lbclient._answer import AnswerReader, Instances
+from lbclient._answer import AnswerReader, Instances, share
 from lbclient._exceptions import (
     ConfigurationError,
     LBError,
@@ -145,11 +145,12 @@ class HealthQuery:
         node_name, service_id = _string(node["Node"], "Node.Node"), _string(svc["ID"], "ID")
         address = svc.get("Address") or _string(node["Address"], "Node.Address")
         zone = service_meta.get(self.zone_key) or node_meta.get(self.zone_key) or None
+        zone = zone and share(zone)
         priority = _priority(service_meta.get(self.priority_key), self.priority_key)
         metadata = dict(service_meta)
         metadata.update(
             {
-                "consul.node": node_name,
+                "consul.node": share(node_name),
                 "consul.service_id": service_id,
                 "consul.health": health,
                 # the last word of each service check: a passing TTL check is a heartbeat

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import random
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, Never
 from urllib.parse import SplitResult, parse_qsl
 
@@ -16,12 +15,12 @@ from lbclient import _validate as check
 from lbclient._exceptions import ConfigurationError, ServiceNotFound
 from lbclient._instance import ServiceInstance
 from lbclient._validate import keyword_settings as _settings
-from lbclient.consul._abort import AbortableSession
+from lbclient.consul._clients import LoopClients
 from lbclient.consul._duration import to_seconds
 from lbclient.consul._health import HealthQuery, translate
 from lbclient.consul._settings import DEFAULT_TIMEOUT, Cert, ConsulSettings, close_now
 from lbclient.registry._base import Registry, SnapshotSink, Subscription
-from lbclient.registry._watch import TaskWatch, ThreadWatch, WatchPolicy
+from lbclient.registry._watch import AsyncPoll, WatchPolicy, async_watch
 
 log = logging.getLogger("lbclient.consul")
 
@@ -51,10 +50,11 @@ class ConsulRegistry(Registry):
     >>> lb = lbclient.LoadBalancer(ConsulRegistry("127.0.0.1", 8500, tags=["v2"]))  # doctest: +SKIP
     >>> lb = lbclient.LoadBalancer("consul://127.0.0.1:8500?tag=v2&dc=dc1")         # doctest: +SKIP
 
-    One class serves blocking and asyncio code: ``resolve`` and watches started outside an
-    event loop use py-consul's blocking client in a thread; ``aresolve`` and watches started
-    inside a running loop use ``consul.aio`` in a task. Only the services the balancer asks
-    for are watched, from their first use.
+    One class serves blocking and asyncio code: ``resolve`` uses py-consul's blocking client,
+    ``aresolve`` ``consul.aio``. Every watch is a ``consul.aio`` blocking query in a task: of
+    the running loop when started inside one, else of lbclient's one shared watch loop, so
+    a blocking program watching hundreds of services runs one watch thread. Only the
+    services the balancer asks for are watched, from their first use.
 
     Options: ``token`` (sent as ``X-Consul-Token``, never logged), ``dc``, ``tags`` (all must
     match), ``filter`` (a bexpr expression), ``node_meta``, ``passing_only`` (default False:
@@ -145,6 +145,9 @@ class ConsulRegistry(Registry):
         self._client: Any = None
         self._lock = threading.Lock()
         self._watches: list[Subscription] = []
+        self._clients = LoopClients(
+            self.settings, self.settings.timeout + self.query.block_seconds()
+        )
         self._resolved: dict[str, int | None] = {}
         """The index of each service's last resolve: its watch starts blocking from there."""
 
@@ -216,48 +219,34 @@ class ConsulRegistry(Registry):
             rng=self._rng,
         )
         policy.cursor = self._resolved.pop(service, None)
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            subscription: Subscription = self._thread_watch(service, policy)
-        else:
-            subscription = self._task_watch(service, policy)
+        poll, cleanup = self._poll_for(service)
+        subscription = async_watch(policy, poll, cleanup=cleanup)
         with self._lock:
             self._watches.append(subscription)
         return subscription
 
-    def _thread_watch(self, service: str, policy: _BucketPolicy) -> ThreadWatch[int]:
-        client = self.settings.sync_client()
-        session = AbortableSession()
-        client.http.session = session
-        query, where, rng = self.query, self.settings.address, self._rng
+    def _poll_for(self, service: str) -> tuple[AsyncPoll[int], Callable[[], Awaitable[None]]]:
+        """The blocking-query poll of ``service`` and what to do when its watch ends. The
+        watch is a task of the caller's event loop, or of the shared watch loop for blocking
+        callers; either way its queries go through the loop's one shared client."""
+        query, where, rng, clients = self.query, self.settings.address, self._rng, self._clients
+        held: list[Any] = []
 
-        def poll(cursor: int | None) -> tuple[Sequence[ServiceInstance] | None, int | None]:
+        async def poll(cursor: int | None) -> tuple[Sequence[ServiceInstance] | None, int | None]:
+            if not held:
+                held.append(clients.acquire())
             try:
-                answer = client.health.service(service, **query.kwargs(cursor, rng))
+                answer = await held[0].health.service(service, **query.kwargs(cursor, rng))
             except Exception as exc:
                 raise translate(exc, service, where) from exc
             return query.read(service, answer, cursor)
 
-        return ThreadWatch(policy, poll, on_close=session.abort)
+        async def cleanup() -> None:
+            if held:
+                held.clear()
+                await clients.release()
 
-    def _task_watch(self, service: str, policy: _BucketPolicy) -> TaskWatch[int]:
-        query, settings, rng = self.query, self.settings, self._rng
-        timeout = settings.timeout + query.block_seconds()
-
-        async def poll(cursor: int | None) -> tuple[Sequence[ServiceInstance] | None, int | None]:
-            # a client per query: cancelling the task then always closes its session, and one
-            # connection per long poll costs nothing
-            client = settings.async_client(timeout)
-            try:
-                answer = await client.health.service(service, **query.kwargs(cursor, rng))
-            except Exception as exc:
-                raise translate(exc, service, settings.address) from exc
-            finally:
-                await close_now(client)
-            return query.read(service, answer, cursor)
-
-        return TaskWatch(policy, poll)
+        return poll, cleanup
 
     def close(self) -> None:
         with self._lock:

@@ -138,8 +138,10 @@ class ConsulSettings:
         client.token = self.token  # py-consul lets CONSUL_HTTP_TOKEN override an explicit one
         return client
 
-    def async_client(self, timeout: float | None = None) -> Any:
-        """A ``consul.aio.Consul`` (aiohttp); create it inside the loop that will use it."""
+    def async_client(self, timeout: float | None = None, connections: int | None = None) -> Any:
+        """A ``consul.aio.Consul`` (aiohttp); create it inside the loop that will use it.
+
+        ``connections`` caps its pool (aiohttp's default: 100)."""
         with warnings.catch_warnings():
             # py-consul passes aiohttp's deprecated ssl_context argument for https
             warnings.simplefilter("ignore", DeprecationWarning)
@@ -151,6 +153,7 @@ class ConsulSettings:
                 cert=self.cert,
                 dc=self.dc,
                 connections_timeout=timeout or self.timeout,
+                connections_limit=connections,
             )
         client.token = self.token
         return client

@@ -15,7 +15,6 @@ from lbclient._instance import ServiceInstance
 from lbclient.kubernetes._errors import Expired, unreachable
 from lbclient.kubernetes._listwatch import Action, ListWatch
 from lbclient.kubernetes._plan import Plan
-from lbclient.registry._watch import TaskWatch, WatchPolicy
 
 
 class AsyncDriver:
@@ -107,17 +106,3 @@ class AsyncDriver:
 
     async def aclose(self) -> None:
         await self.api_client.close()
-
-
-class AsyncSliceWatch(TaskWatch[ListWatch]):
-    """TaskWatch that also closes the driver's aiohttp session when the task ends."""
-
-    def __init__(self, policy: WatchPolicy[ListWatch], driver: AsyncDriver) -> None:
-        self._driver = driver
-        super().__init__(policy, driver.poll)
-
-    async def _run(self) -> None:
-        try:
-            await super()._run()
-        finally:
-            await self._driver.aclose()

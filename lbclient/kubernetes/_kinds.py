@@ -22,6 +22,23 @@ class Kind:
     convert: Callable[[Selection, Iterable[Mapping[str, Any]]], tuple[ServiceInstance, ...]]
     selector: Callable[[str], dict[str, str]]
     """The list/watch query that selects one service's objects."""
+    every_service: dict[str, str]
+    """The list/watch query that selects the objects of every service of a namespace."""
+    service_of: Callable[[Mapping[str, Any]], str | None]
+    """The service an object belongs to (None: not a service's)."""
+
+
+def _label_of(obj: Mapping[str, Any]) -> str | None:
+    meta = obj.get("metadata")
+    labels = meta.get("labels") if isinstance(meta, Mapping) else None
+    service = labels.get(SERVICE_LABEL) if isinstance(labels, Mapping) else None
+    return service if isinstance(service, str) else None
+
+
+def _name_of(obj: Mapping[str, Any]) -> str | None:
+    meta = obj.get("metadata")
+    name = meta.get("name") if isinstance(meta, Mapping) else None
+    return name if isinstance(name, str) else None
 
 
 ENDPOINT_SLICES = Kind(
@@ -30,6 +47,8 @@ ENDPOINT_SLICES = Kind(
     method="list_namespaced_endpoint_slice",
     convert=slice_instances,
     selector=lambda service: {"label_selector": f"{SERVICE_LABEL}={service}"},
+    every_service={"label_selector": SERVICE_LABEL},
+    service_of=_label_of,
 )
 
 ENDPOINTS = Kind(
@@ -38,4 +57,6 @@ ENDPOINTS = Kind(
     method="list_namespaced_endpoints",
     convert=endpoints_instances,
     selector=lambda service: {"field_selector": f"metadata.name={service}"},
+    every_service={},
+    service_of=_name_of,
 )

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from lbclient._address import show
-from lbclient._answer import AnswerReader, Instances
+from lbclient._answer import AnswerReader, Instances, share
 from lbclient._exceptions import ConfigurationError
 from lbclient._instance import ServiceInstance
 from lbclient.filters.zone import HINTS_KEY
@@ -80,8 +80,8 @@ def _instance(
         selection.service,
         host,
         _port_number(port),
-        zone=_optional_string(zone, "zone"),
-        metadata={k: text for k, v in metadata.items() if (text := _optional_string(v, k))},
+        zone=_optional_string(zone, "zone") and share(zone),
+        metadata={k: share(text) for k, v in metadata.items() if (text := _optional_string(v, k))},
         scheme=_scheme(port),
     )
 

@@ -33,16 +33,20 @@ class Plan:
         selection = self.selection
         return ListWatch(selection.service, lambda objs: self.kind.convert(selection, objs))
 
+    def selector(self) -> dict[str, str]:
+        """The list/watch query selecting the objects this plan follows."""
+        return self.kind.selector(self.service)
+
     def list_params(self) -> dict[str, Any]:
         return {
-            **self.kind.selector(self.service),
+            **self.selector(),
             "_request_timeout": (CONNECT_TIMEOUT, LIST_TIMEOUT),
         }
 
     def watch_params(self, state: ListWatch) -> dict[str, Any]:
         seconds = int(random.uniform(self.watch_timeout, 2 * self.watch_timeout)) or 1
         return {
-            **self.kind.selector(self.service),
+            **self.selector(),
             "watch": True,
             "resource_version": state.resource_version,
             "allow_watch_bookmarks": True,

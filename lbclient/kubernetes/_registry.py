@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import threading
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Never
 from urllib.parse import SplitResult, parse_qsl, unquote
@@ -12,7 +13,7 @@ from lbclient import _validate as check
 from lbclient._exceptions import ConfigurationError, ServiceNotFound, require
 from lbclient._instance import ServiceInstance
 from lbclient._validate import keyword_settings as _settings
-from lbclient.kubernetes._async import AsyncDriver, AsyncSliceWatch
+from lbclient.kubernetes._async import AsyncDriver
 from lbclient.kubernetes._config import (
     aio_available,
     aio_configuration,
@@ -22,11 +23,12 @@ from lbclient.kubernetes._config import (
 )
 from lbclient.kubernetes._kinds import ENDPOINT_SLICES, ENDPOINTS
 from lbclient.kubernetes._listwatch import ListWatch
+from lbclient.kubernetes._namespace import FanOut, NamespacePlan
 from lbclient.kubernetes._objects import Port, Selection
 from lbclient.kubernetes._plan import Plan
 from lbclient.kubernetes._sync import SyncDriver
 from lbclient.registry._base import Registry, SnapshotSink, Subscription
-from lbclient.registry._watch import ThreadWatch, WatchPolicy
+from lbclient.registry._watch import ThreadWatch, WatchPolicy, async_watch
 
 _SERVICE_NAME = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
 """Service names are DNS-1035 labels; anything else (``api.example.com``) is not a Service."""
@@ -60,6 +62,10 @@ class KubernetesRegistry(Registry):
     - Ready endpoints only (``ready`` null counts as ready); terminating ones are left out
       unless ``fallback_to_terminating`` and nothing else is ready.
     - ``legacy_endpoints=True`` reads core/v1 Endpoints instead (clusters before 1.21).
+    - ``namespace_watch_from`` (default 10): from the 10th watched service on, services
+      share one watch of every labelled EndpointSlice of the namespace (fanned out per
+      service) instead of opening a watch each; 1 watches the namespace for every service,
+      None never does. Fewer connections for many services, more events for few.
     - Configuration: ``configuration`` (a ``kubernetes.client.Configuration``) or
       ``api_client``; otherwise found as ``kubernetes`` does: ``$KUBECONFIG`` or
       ``~/.kube/config`` (``context``, ``config_file``), then the in-cluster service account.
@@ -85,6 +91,7 @@ class KubernetesRegistry(Registry):
         watch_timeout: float = 300.0,
         min_backoff: float = 0.1,
         max_backoff: float = 30.0,
+        namespace_watch_from: int | None = 10,
         **unknown: Never,
     ) -> None:
         check.check_names(unknown, _settings(type(self)))  # a typo: did-you-mean, not TypeError
@@ -116,6 +123,12 @@ class KubernetesRegistry(Registry):
         check.optional(check.text, "context", context)
         check.optional(check.text, "config_file", config_file)
         self.namespace = namespace or default_namespace()
+        self.namespace_watch_from = check.optional(
+            check.integer, "namespace_watch_from", namespace_watch_from, minimum=1, maximum=10**6
+        )
+        self._lock = threading.Lock()
+        self._own_watches = 0
+        self._fanout: FanOut | None = None
         if api_client is not None:
             self._owns_client = False
             self._api_client = api_client
@@ -154,19 +167,61 @@ class KubernetesRegistry(Registry):
 
     def watch(self, service: str, sink: SnapshotSink) -> Subscription:
         plan = self._plan(service)
+        # Resume from the list resolve() just made: no second list, no gap.
+        primed = self._primed.pop(service, None)
+        if aio_available():
+            with self._lock:
+                shared = self._shares_watch()
+                if shared:
+                    return self._join_namespace(plan.selection, sink, primed)
+                self._own_watches += 1
         policy: WatchPolicy[ListWatch] = WatchPolicy(
             f"k8s:{self.namespace}/{service}",
             sink,
             min_backoff=self.min_backoff,
             max_backoff=self.max_backoff,
         )
-        # Resume from the list resolve() just made: no second list, no gap.
-        policy.cursor = self._primed.pop(service, None)
-        if _in_event_loop() and aio_available():
+        policy.cursor = primed
+        if aio_available():
             driver = AsyncDriver(plan, aio_configuration(self.configuration))
-            return AsyncSliceWatch(policy, driver)
+            return async_watch(policy, driver.poll, cleanup=driver.aclose)
         sync = SyncDriver(plan, self._api_client)
         return ThreadWatch(policy, sync.poll, on_close=sync.shutdown)
+
+    def _shares_watch(self) -> bool:
+        """True once this many services are watched that one namespace-wide watch is
+        cheaper than one more watch per service (``namespace_watch_from``)."""
+        threshold = self.namespace_watch_from
+        return threshold is not None and self._own_watches + 1 >= threshold
+
+    def _join_namespace(
+        self, selection: Selection, sink: SnapshotSink, primed: ListWatch | None
+    ) -> Subscription:
+        """Subscribe ``sink`` to the namespace-wide watch (started if none runs)."""
+        published = primed.published if primed is not None else None
+        fanout = self._fanout
+        member = fanout.join(selection, sink, published) if fanout is not None else None
+        while member is None:
+            plan = NamespacePlan(
+                self.namespace,
+                self.kind,
+                Selection(f"(every service of namespace {self.namespace})"),
+                host_of(self.configuration),
+                self.watch_timeout,
+            )
+            fanout = self._fanout = FanOut(
+                plan,
+                AsyncDriver(plan, aio_configuration(self.configuration)),
+                {"min_backoff": self.min_backoff, "max_backoff": self.max_backoff},
+                self._namespace_closed,
+            )
+            member = fanout.join(selection, sink, published)
+        return member
+
+    def _namespace_closed(self, fanout: FanOut) -> None:
+        with self._lock:
+            if self._fanout is fanout:
+                self._fanout = None
 
     def close(self) -> None:
         self._primed.clear()
@@ -241,14 +296,6 @@ class KubernetesRegistry(Registry):
             fallback_to_terminating=_flag(options, "fallback_to_terminating"),
             legacy_endpoints=_flag(options, "legacy_endpoints"),
         )
-
-
-def _in_event_loop() -> bool:
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return False
-    return True
 
 
 _PORT_NAME = re.compile(r"^(?=.*[a-z])(?!.*--)[a-z0-9]([-a-z0-9]{0,13}[a-z0-9])?$")

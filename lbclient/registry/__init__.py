@@ -3,12 +3,13 @@
 from lbclient._answer import AnswerReader, Instances, SkippedEntry
 from lbclient.registry._base import NoWatch, Registry, SnapshotSink, Subscription
 from lbclient.registry._uri import available_schemes, registry_class, registry_from_uri
-from lbclient.registry._watch import TaskWatch, ThreadWatch, WatchPolicy
+from lbclient.registry._watch import LoopWatch, TaskWatch, ThreadWatch, WatchPolicy, async_watch
 from lbclient.registry.static import StaticRegistry
 
 __all__ = [
     "AnswerReader",
     "Instances",
+    "LoopWatch",
     "NoWatch",
     "Registry",
     "SkippedEntry",
@@ -18,6 +19,7 @@ __all__ = [
     "TaskWatch",
     "ThreadWatch",
     "WatchPolicy",
+    "async_watch",
     "available_schemes",
     "registry_class",
     "registry_from_uri",

@@ -21,6 +21,7 @@ from typing import Any, Generic, TypeVar
 from lbclient._exceptions import ConfigurationError
 from lbclient._instance import ServiceInstance
 from lbclient.registry._base import SnapshotSink
+from lbclient.registry._loop import SharedLoop
 
 log = logging.getLogger("lbclient.registry")
 
@@ -172,16 +173,33 @@ class ThreadWatch(Generic[C]):
 
 
 class TaskWatch(Generic[C]):
-    """Drive an async ``poll`` as a task of the running event loop until ``close``."""
+    """Drive an async ``poll`` as a task of the running event loop until ``close``.
 
-    def __init__(self, policy: WatchPolicy[C], poll: AsyncPoll[C]) -> None:
+    ``cleanup`` (e.g. closing the poll's HTTP session) is awaited when the task ends.
+    """
+
+    def __init__(
+        self,
+        policy: WatchPolicy[C],
+        poll: AsyncPoll[C],
+        *,
+        cleanup: Callable[[], Awaitable[Any]] | None = None,
+    ) -> None:
         self.policy = policy
         self._poll = poll
+        self._cleanup = cleanup
         self._task = asyncio.get_running_loop().create_task(
             self._run(), name=f"lbclient-watch-{policy.name}"
         )
 
     async def _run(self) -> None:
+        try:
+            await self._loop()
+        finally:
+            if self._cleanup is not None:
+                await self._cleanup()
+
+    async def _loop(self) -> None:
         while True:
             await asyncio.sleep(self.policy.pace())
             try:
@@ -211,3 +229,81 @@ class TaskWatch(Generic[C]):
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
+
+
+class LoopWatch(TaskWatch[C]):
+    """A TaskWatch on the process's shared watch loop, for callers outside asyncio.
+
+    However many services are watched this way, they share one thread (``SharedLoop``).
+    ``close`` returns once the task has ended (its cleanup done), unless called on the loop
+    itself (e.g. a balancer collected there), which must not wait for itself.
+    """
+
+    def __init__(
+        self,
+        policy: WatchPolicy[C],
+        poll: AsyncPoll[C],
+        *,
+        cleanup: Callable[[], Awaitable[Any]] | None = None,
+    ) -> None:
+        self.policy = policy
+        self._poll = poll
+        self._cleanup = cleanup
+        self._closed = False
+        self._closing = threading.Lock()
+        self._ended = threading.Event()
+        self._shared = SharedLoop.acquire()
+        self._shared.loop.call_soon_threadsafe(self._start)
+
+    def _start(self) -> None:
+        if self._closed:  # closed before the loop got to it
+            self._ended.set()
+            return
+        self._task = self._shared.loop.create_task(
+            self._run(), name=f"lbclient-watch-{self.policy.name}"
+        )
+        self._task.add_done_callback(lambda _: self._ended.set())
+
+    def _cancel(self) -> None:
+        task = getattr(self, "_task", None)
+        if task is not None:
+            task.cancel()
+
+    @property
+    def stopped(self) -> bool:
+        return self._ended.is_set()
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The shared loop the watch runs on."""
+        return self._shared.loop
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop the task and wait (up to ``timeout``) until it no longer publishes."""
+        with self._closing:
+            if self._closed:
+                return
+            self._closed = True
+        shared = self._shared
+        shared.loop.call_soon_threadsafe(self._cancel)
+        if not shared.on_loop:
+            self._ended.wait(timeout)
+        shared.release(timeout)
+
+    async def aclose(self) -> None:
+        await asyncio.to_thread(self.close)
+
+
+def async_watch(
+    policy: WatchPolicy[C],
+    poll: AsyncPoll[C],
+    *,
+    cleanup: Callable[[], Awaitable[Any]] | None = None,
+) -> TaskWatch[C]:
+    """Drive an async ``poll`` where the caller is: a task of its running event loop, or,
+    outside asyncio, a task of the shared watch loop (one thread for all such watches)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return LoopWatch(policy, poll, cleanup=cleanup)
+    return TaskWatch(policy, poll, cleanup=cleanup)

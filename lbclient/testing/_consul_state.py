@@ -94,6 +94,9 @@ class ConsulState:
         }
         self.index = 1
         self.services: dict[str, Service] = {}
+        self.ids_by_name: dict[str, set[str]] = {}
+        """Service name -> the IDs of its instances: a read of one service never scans the
+        whole catalog (a test server holding 100,000 instances answers as fast as Consul)."""
         self.checks: dict[str, Check] = {}
         self.name_index: dict[str, int] = {}
         self.closed = False
@@ -211,6 +214,9 @@ class ConsulState:
             self.services[sid] = Service(
                 service, [*(c for c in kept if c not in new_ids), *new_ids]
             )
+            if old is not None:
+                self._unfile(sid, old.data["Service"])
+            self.ids_by_name.setdefault(name, set()).add(sid)
 
     def service_name(self, service_id: str) -> str:
         """The name of a registered service, or Consul's 404 for an unknown ID."""
@@ -240,9 +246,17 @@ class ConsulState:
         with self.cond:
             self.service_name(service_id)
             service = self.services.pop(service_id)
+            self._unfile(service_id, service.data["Service"])
             for cid in service.checks:
                 self.checks.pop(cid, None)
             self._bump(service.data["Service"])
+
+    def _unfile(self, service_id: str, name: str) -> None:
+        ids = self.ids_by_name.get(name)
+        if ids is not None:
+            ids.discard(service_id)
+            if not ids:
+                del self.ids_by_name[name]
 
     def update_check(self, check_id: str, status: str, output: str) -> None:
         """The TTL endpoints: set status and output, restart the TTL timer."""
@@ -263,6 +277,7 @@ class ConsulState:
                 for cid in service.checks:
                     self.checks.pop(cid, None)
             self.services.clear()
+            self.ids_by_name.clear()
             self.name_index.clear()
             self.index = 1
             self.cond.notify_all()
@@ -337,7 +352,8 @@ class ConsulState:
         """``/v1/health/service/<name>`` before filtering, sorted like Consul (node, then ID)."""
         entries = []
         node_service = Service(_CONSUL_SERVICE)
-        for service in [node_service, *(self.services[sid] for sid in sorted(self.services))]:
+        ids = sorted(self.ids_by_name.get(name, ()))
+        for service in [node_service, *(self.services[sid] for sid in ids)]:
             if service.data["Service"] != name:
                 continue
             checks = [self.checks["serfHealth"], *(self.checks[c] for c in service.checks)]
@@ -353,7 +369,8 @@ class ConsulState:
     def catalog_rows(self, name: str | None = None) -> list[dict[str, Any]]:
         """``/v1/catalog/service/<name>`` rows (None: every service, the ``consul`` service of
         this server node first, as the catalog holds it)."""
-        services = [_CONSUL_SERVICE] + [self.services[sid].data for sid in sorted(self.services)]
+        ids = sorted(self.services if name is None else self.ids_by_name.get(name, ()))
+        services = [_CONSUL_SERVICE] + [self.services[sid].data for sid in ids]
         return [self._row(s) for s in services if name in (None, s["Service"])]
 
     def _row(self, s: dict[str, Any]) -> dict[str, Any]:

@@ -11,6 +11,7 @@ the store mirrors every service's EndpointSlices into one Endpoints object of th
 
 from __future__ import annotations
 
+import bisect
 import copy
 import dataclasses
 import threading
@@ -93,10 +94,15 @@ class Store:
             return self.resource_version, items
 
     def events_after(self, resource: str, namespace: str | None, version: int) -> list[Event]:
-        """Events newer than ``version`` (the caller holds ``changed``)."""
+        """Events newer than ``version`` (the caller holds ``changed``).
+
+        The history is in version order: a watcher woken by a change looks only at what is
+        new (a bisection), not at the whole history, so a thousand open watches stay cheap.
+        """
+        start = bisect.bisect_right(self.history, version, key=_version_of)
         return [
             e
-            for e in self.history
+            for e in self.history[start:]
             if e.resource_version > version
             and e.resource == resource
             and (namespace is None or e.namespace == namespace)
@@ -209,6 +215,10 @@ class Store:
         obj["metadata"]["resourceVersion"] = str(self.resource_version)
         self.objects[key] = {"kind": "Endpoints", "apiVersion": "v1", **obj}
         self._record(ENDPOINTS, namespace, "MODIFIED" if previous else "ADDED", obj, previous)
+
+
+def _version_of(event: Event) -> int:
+    return event.resource_version
 
 
 def _service_of(obj: Mapping[str, Any]) -> str | None:

@@ -65,6 +65,7 @@ from typing import Any
 
 from lbclient._instance import split_host_port
 from lbclient.testing._k8s_http import APIServer
+from lbclient.testing._k8s_selector import Requirement
 from lbclient.testing._k8s_store import ENDPOINTS, SERVICE_LABEL, SLICES, Store
 from lbclient.testing._server import LoopbackServer
 
@@ -234,11 +235,8 @@ class KubernetesTestServer(LoopbackServer[APIServer]):
 
     def slices(self, namespace: str, service: str) -> list[dict[str, Any]]:
         """The current slices of ``service`` (copies)."""
-        return [
-            obj
-            for obj in self.store.query(SLICES, namespace)[1]
-            if (obj["metadata"].get("labels") or {}).get(SERVICE_LABEL) == service
-        ]
+        selector = (Requirement(SERVICE_LABEL, "=", frozenset({service})),)
+        return self.store.query(SLICES, namespace, selector)[1]  # copies of these only
 
     def scale(
         self,

@@ -18,6 +18,7 @@ from consul_helpers import lbclient_threads, wait_until
 
 import lbclient
 from lbclient.consul import ConsulRegistry
+from lbclient.registry._loop import SharedLoop
 from lbclient.testing.consul import ConsulTestServer
 
 Whole = Callable[..., dict[str, lbclient.ServiceInstance]]
@@ -107,11 +108,14 @@ def test_dropped_balancers_stop_querying_consul(server: ConsulTestServer, agent:
         lb.pick("orders").done()
     del lb
     watching = [n for n in lbclient_threads() if n.startswith("lbclient-watch-")]
-    assert len(watching) == 5  # one watch each (and the shared timer of outlier detection)
+    assert watching == ["lbclient-watch-loop"]  # one thread for every watch of the process
+    watches = [n for n in SharedLoop.task_names() if n.startswith("lbclient-watch-")]
+    assert watches == ["lbclient-watch-consul:orders"] * 5  # one watch each
     with pytest.warns(ResourceWarning) as caught:
         balancers.clear()
     assert len(caught) == 5
     assert lbclient_threads() == []
+    time.sleep(0.3)  # a query sent just before the close may still be reaching the server
     queries = sum(server.requests.values())
-    time.sleep(0.3)
+    time.sleep(0.5)
     assert sum(server.requests.values()) == queries

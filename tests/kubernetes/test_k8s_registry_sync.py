@@ -24,6 +24,7 @@ from lbclient import (
     registry_from_uri,
 )
 from lbclient.kubernetes import KubernetesRegistry
+from lbclient.registry._loop import SharedLoop
 from lbclient.testing import HTTPBackend
 from lbclient.testing.kubernetes import KubernetesTestServer
 
@@ -355,9 +356,16 @@ def test_close_leaves_no_watch_thread(
     lb = LoadBalancer(registry(configuration))
     lb.pick("orders").done()
     lb.pick("payments").done()
-    assert [t for t in threading.enumerate() if t.name.startswith("lbclient-watch-k8s")]
+    assert watch_threads() == ["lbclient-watch-loop"]  # one thread for both watches
+    assert SharedLoop.task_names() == [
+        f"lbclient-watch-k8s:{NS}/{s}" for s in ("orders", "payments")
+    ]
     lb.close()
-    assert not [t for t in threading.enumerate() if t.name.startswith("lbclient-watch-k8s")]
+    assert watch_threads() == []
+
+
+def watch_threads() -> list[str]:
+    return sorted(t.name for t in threading.enumerate() if t.name.startswith("lbclient-watch-"))
 
 
 def test_churn_under_traffic_ends_with_the_exact_final_set(

@@ -7,7 +7,6 @@ backs off, and logs again when answers come back.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from abc import abstractmethod
 from collections.abc import Sequence
@@ -20,9 +19,8 @@ from lbclient.registry import (
     Instances,
     SnapshotSink,
     Subscription,
-    TaskWatch,
-    ThreadWatch,
     WatchPolicy,
+    async_watch,
 )
 from lbclient_dns._plan import Family, Plan, Resolution, addresses_plan, clamp_ttl, srv_plan
 from lbclient_dns._resolver import Resolvers
@@ -138,17 +136,11 @@ class DnsRegistryBase(Registry):
             )
             return (None if same else current), current
 
-        def poll(previous: Cursor | None) -> tuple[Cursor | None, Cursor]:
-            return changed(self.resolvers.run(self.plan(service)), previous)
-
         async def apoll(previous: Cursor | None) -> tuple[Cursor | None, Cursor]:
             return changed(await self.resolvers.arun(self.plan(service)), previous)
 
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            return ThreadWatch(policy, poll)
-        return TaskWatch(policy, apoll)
+        # A task of the caller's loop, or of lbclient's shared watch loop outside asyncio.
+        return async_watch(policy, apoll)
 
     @classmethod
     def _options(cls, uri: SplitResult) -> DnsOptions:

@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import socket
 import ssl
 import threading
-from collections.abc import AsyncIterator, Iterator, Sequence
-from typing import Any
+from collections.abc import AsyncIterator, Sequence
 
 import httpx
 
@@ -101,40 +99,13 @@ class EtcdHTTP:
                 return check(response.status_code, response.content, what)
         raise self.endpoints.unreachable(what, error)
 
-    @contextlib.contextmanager
-    def stream(
-        self, path: str, body: Json, what: str, read_timeout: float, abort: StreamAbort
-    ) -> Iterator[Iterator[Json]]:
-        """Open a streaming call and yield its messages; a broken stream just ends them."""
-        error: BaseException | None = None
-        with self.client(read_timeout) as client:
-            for url in self.endpoints.order():
-                if abort.closed:
-                    yield iter(())
-                    return
-                try:
-                    response = client.send(
-                        client.build_request("POST", url + path, json=body), stream=True
-                    )
-                except httpx.TransportError as exc:
-                    error = exc
-                    continue
-                self.endpoints.worked(url)
-                with abort.tracking(response):
-                    try:
-                        if response.status_code != 200:
-                            check(response.status_code, response.read(), what)
-                        yield _messages(response.iter_lines(), what)
-                    finally:
-                        response.close()
-                return
-        raise self.endpoints.unreachable(what, error)
-
     @contextlib.asynccontextmanager
     async def astream(
         self, path: str, body: Json, what: str, read_timeout: float
     ) -> AsyncIterator[AsyncIterator[Json]]:
-        """Async twin of ``stream``; cancelling the task closes the stream."""
+        """Open a streaming call and yield its messages; a broken stream just ends them.
+
+        Cancelling the task closes the stream."""
         error: BaseException | None = None
         async with self.async_client(read_timeout) as client:
             for url in self.endpoints.order():
@@ -166,16 +137,6 @@ def _timeout(connect: float, read: float) -> httpx.Timeout:
     return httpx.Timeout(connect, read=read)
 
 
-def _messages(lines: Iterator[str], what: str) -> Iterator[Json]:
-    try:
-        for line in lines:
-            if line.strip():
-                yield check(200, line.encode(), what)
-    except httpx.TransportError as exc:
-        # A stream that breaks after it started is resumed from the last revision seen.
-        log.debug("etcd %s stream ended: %s: %s", what, type(exc).__name__, exc)
-
-
 async def _amessages(lines: AsyncIterator[str], what: str) -> AsyncIterator[Json]:
     try:
         async for line in lines:
@@ -183,39 +144,3 @@ async def _amessages(lines: AsyncIterator[str], what: str) -> AsyncIterator[Json
                 yield check(200, line.encode(), what)
     except httpx.TransportError as exc:
         log.debug("etcd %s stream ended: %s: %s", what, type(exc).__name__, exc)
-
-
-class StreamAbort:
-    """Lets another thread end a blocking stream read at once (ThreadWatch's ``on_close``).
-
-    Closing a socket does not wake a thread blocked in ``recv`` on Linux; ``shutdown`` does.
-    """
-
-    def __init__(self) -> None:
-        self.closed = False
-        self._sock: socket.socket | None = None
-        self._lock = threading.Lock()
-
-    @contextlib.contextmanager
-    def tracking(self, response: httpx.Response) -> Iterator[None]:
-        stream: Any = response.extensions.get("network_stream")
-        sock = stream.get_extra_info("socket") if stream is not None else None
-        with self._lock:
-            self._sock = sock
-            if self.closed:
-                self._shutdown()
-        try:
-            yield
-        finally:
-            with self._lock:
-                self._sock = None
-
-    def __call__(self) -> None:
-        with self._lock:
-            self.closed = True
-            self._shutdown()
-
-    def _shutdown(self) -> None:
-        if self._sock is not None:
-            with contextlib.suppress(OSError):
-                self._sock.shutdown(socket.SHUT_RDWR)

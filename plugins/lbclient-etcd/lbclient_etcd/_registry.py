@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import ssl
 from collections.abc import Sequence
 from urllib.parse import SplitResult, parse_qsl, unquote
 
 from lbclient import ConfigurationError, Registry, ServiceInstance, ServiceNotFound
 from lbclient import _validate as check
-from lbclient.registry import SnapshotSink, Subscription, TaskWatch, ThreadWatch, WatchPolicy
-from lbclient_etcd._http import Endpoints, EtcdHTTP, StreamAbort
+from lbclient.registry import SnapshotSink, Subscription, WatchPolicy, async_watch
+from lbclient_etcd._http import Endpoints, EtcdHTTP
 from lbclient_etcd._protocol import (
     Json,
     Snapshot,
@@ -120,28 +119,8 @@ class EtcdRegistry(Registry):
             max_backoff=self.max_backoff,
             min_interval=0.05,
         )
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            abort = StreamAbort()
-            return ThreadWatch(policy, lambda s: self._poll(service, s, abort), on_close=abort)
-        return TaskWatch(policy, lambda s: self._apoll(service, s))
-
-    def _poll(self, service: str, snapshot: Snapshot | None, abort: StreamAbort) -> Result:
-        """Block until the list changes (or the watch times out); return the new list."""
-        if snapshot is None:
-            fresh = self._read(service)
-            return fresh.usable, fresh
-        with self.http.stream(*self._watch_args(snapshot), abort) as messages:
-            for message in messages:
-                step = watch_step(snapshot, message)
-                if step.compacted:
-                    fresh = self._read(service)
-                    return fresh.usable, fresh
-                snapshot = step.snapshot
-                if step.changed:
-                    return snapshot.usable, snapshot
-        return None, snapshot  # the stream ended: resume from the last revision seen
+        # A task of the caller's loop, or of lbclient's shared watch loop outside asyncio.
+        return async_watch(policy, lambda s: self._apoll(service, s))
 
     async def _apoll(self, service: str, snapshot: Snapshot | None) -> Result:
         if snapshot is None:
