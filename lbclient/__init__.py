@@ -31,6 +31,7 @@ from lbclient._exceptions import (
     ServiceNotFound,
 )
 from lbclient._handle import PickHandle
+from lbclient._hedge import HedgePolicy
 from lbclient._instance import ServiceInstance, parse_instance, parse_instances
 from lbclient._listener import LoadBalancerListener
 from lbclient._outcome import Failure, Outcome
@@ -93,6 +94,7 @@ __all__ = [
     "Failure",
     "GrpcHealthCheck",
     "HealthCheck",
+    "HedgePolicy",
     "HttpHealthCheck",
     "LBError",
     "LoadBalancedTransport",

@@ -36,6 +36,7 @@ from lbclient._exceptions import (
     ServiceNotFound,
 )
 from lbclient._handle import PickHandle
+from lbclient._hedge import Hedges
 from lbclient._instance import InstanceEntry, ServiceInstance
 from lbclient._limits import CallGate, Ticket
 from lbclient._listener import INSTANCE_STATES, LoadBalancerListener
@@ -84,6 +85,8 @@ class ServiceState:
         self.retry_budget = RetryBudget(
             config.retry.budget_ratio, config.retry.budget_min_per_second
         )
+        self.hedges = Hedges(self.retry_budget)
+        """Latencies and budgets of hedged requests (see lbclient._hedge)."""
         self.endpoints: dict[str, Endpoint] = {}
         self.usable: tuple[Endpoint, ...] = ()
         self.scheduler: Scheduler | None = None
@@ -652,6 +655,7 @@ class ServiceState:
             "zone_shares": self._loads_by("zone"),
             "zone_aware_off": self.zone_aware_off,
             "limits": self._limit_stats(),
+            **self.hedges.stats(),
         }
 
     def _limit_stats(self) -> dict[str, Any] | None:

@@ -16,6 +16,7 @@ from typing import Any, Literal, TypedDict
 from lbclient import _validate as check
 from lbclient._breaker import CircuitBreaker
 from lbclient._endpoint import DEFAULT_EWMA_DECAY
+from lbclient._hedge import HedgePolicy
 from lbclient._retry import RetryPolicy
 from lbclient.filters._base import FilterFactory
 from lbclient.filters.outlier import OutlierDetection
@@ -71,6 +72,7 @@ class ServiceSettings(TypedDict, total=False):
     max_retries: int | None
     max_requests_per_instance: int | None
     circuit_breaker: CircuitBreaker | None
+    hedge: HedgePolicy | None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -155,6 +157,8 @@ class ServiceConfig:
     """Attempts in flight at once on one instance; a full instance is skipped. None: no limit."""
     circuit_breaker: CircuitBreaker | None = None
     """A service-level circuit breaker (``lbclient.CircuitBreaker()``); None: off."""
+    hedge: HedgePolicy | None = None
+    """Hedged requests for idempotent calls (``HedgePolicy(delay="p95")``); off by default."""
 
     def __post_init__(self) -> None:
         cls = scheduler_class(self.scheduler)  # fail at configuration time, naming the choices
@@ -182,6 +186,8 @@ class ServiceConfig:
                 "lbclient.CircuitBreaker(failure_rate=0.5)",
             ),
         ]
+        if self.hedge is not None:
+            examples.append(("hedge", self.hedge, HedgePolicy, "lbclient.HedgePolicy('p95')"))
         for name, value, kind, example in examples:
             if value is not None:
                 check.instance_of(name, value, kind, f"{example} or None")

@@ -26,7 +26,8 @@ class LoadBalancerListener:
     Request path (the thread or task of the request; the caller's tracing context is current):
     ``on_pick``/``on_attempt`` as an attempt starts, ``on_complete``/``on_attempt_end`` as it
     ends, ``on_retry`` and ``on_retry_refused`` when a failed attempt is (not) resent,
-    ``on_refused`` when a limit or the circuit breaker refuses a call.
+    ``on_refused`` when a limit or the circuit breaker refuses a call,
+    ``on_hedge`` and ``on_hedge_refused`` when a slow attempt is (not) hedged.
 
     Background (watch threads, probe and timer threads, or the request path when an attempt's
     failure triggers it): ``on_instances``, ``on_instance_states``, ``on_ejection``,
@@ -66,6 +67,14 @@ class LoadBalancerListener:
     def on_retry_refused(self, service: str, attempt: int, failure: Failure | None) -> None:
         """Attempt ``attempt`` failed and could have been retried, but the service's retry budget
         is spent (Envoy's ``upstream_rq_retry_overflow``): the failure goes to the caller."""
+
+    def on_hedge(self, service: str, attempt: int, instance: ServiceInstance) -> None:
+        """Attempt ``attempt`` has not answered within the hedge delay: a backup attempt goes
+        to ``instance`` (called after the backup's own ``on_pick`` and ``on_attempt``)."""
+
+    def on_hedge_refused(self, service: str, attempt: int) -> None:
+        """A hedge was due for attempt ``attempt`` but a budget said no (the hedge budget,
+        or the retry budget hedges also draw on)."""
 
     # -- what the balancer knows -----------------------------------------------------------
 

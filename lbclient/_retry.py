@@ -156,7 +156,8 @@ class RetryBudget:
 
     Each request deposits ``ratio`` tokens, each retry spends one, and ``min_per_second``
     tokens trickle in regardless so that a quiet service can still retry. The balance is
-    capped at ten seconds' worth, so an idle period cannot bank an unbounded retry storm.
+    capped at ten seconds' worth (or ``cap`` tokens), so an idle period cannot bank an
+    unbounded retry storm.
 
     Deposits happen on every request, withdrawals only on retries: a deposit only advances an
     ``itertools.count`` (atomic under CPython, no lock), and the deposits are folded into the
@@ -177,10 +178,12 @@ class RetryBudget:
         "ratio",
     )
 
-    def __init__(self, ratio: float = 0.2, min_per_second: float = 10.0) -> None:
+    def __init__(
+        self, ratio: float = 0.2, min_per_second: float = 10.0, *, cap: float | None = None
+    ) -> None:
         self.ratio = ratio
         self.min_per_second = min_per_second
-        self.cap = max(10.0 * min_per_second, 1.0)
+        self.cap = max(10.0 * min_per_second, 1.0) if cap is None else cap
         self._balance = self.cap
         self._stamp = time.monotonic()
         self._lock = threading.Lock()

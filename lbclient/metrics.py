@@ -60,6 +60,7 @@ class PrometheusMetrics(LoadBalancerListener):
     Families (all prefixed ``lbclient_``): ``requests_total{service, instance, outcome}``,
     ``request_duration_seconds{service, instance}``, ``requests_in_flight{service, instance}``,
     ``retries_total{service}``, ``retries_refused_total{service}``,
+    ``hedges_total{service}``, ``hedges_refused_total{service}``,
     ``instances{service, state}``, ``ejections_total{service, reason}``,
     ``registry_updates_total{service}``, ``registry_errors_total{service}`` and
     ``registry_stale_seconds{service}``. See docs/observing.md for what each one means.
@@ -116,6 +117,18 @@ class PrometheusMetrics(LoadBalancerListener):
         self.retries_refused = Counter(
             "lbclient_retries_refused",
             "Retries the policy allowed but the retry budget refused (retry storm prevented).",
+            ["service"],
+            registry=r,
+        )
+        self.hedges = Counter(
+            "lbclient_hedges",
+            "Backup attempts sent for a slow request (hedged requests).",
+            ["service"],
+            registry=r,
+        )
+        self.hedges_refused = Counter(
+            "lbclient_hedges_refused",
+            "Hedges that were due but refused by the hedge or retry budget.",
             ["service"],
             registry=r,
         )
@@ -177,6 +190,12 @@ class PrometheusMetrics(LoadBalancerListener):
 
     def on_retry_refused(self, service: str, attempt: int, failure: Failure | None) -> None:
         self.retries_refused.labels(service).inc()
+
+    def on_hedge(self, service: str, attempt: int, instance: ServiceInstance) -> None:
+        self.hedges.labels(service).inc()
+
+    def on_hedge_refused(self, service: str, attempt: int) -> None:
+        self.hedges_refused.labels(service).inc()
 
     def on_refused(self, service: str, reason: str) -> None:
         self.refused.labels(service, reason).inc()

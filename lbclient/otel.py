@@ -10,13 +10,15 @@ Traces: one span per attempt (``lbclient.attempt``, kind INTERNAL), a child of w
 current where the request is sent: the CLIENT span of ``HTTPXClientInstrumentor.
 instrument_client(client)`` or of the gRPC client instrumentation, or your own. The span is
 never made current (an attempt's end can happen in another context, when a streamed body is
-closed), so spans started by code below the transport stay siblings. Retries, refused retries
-and ejections are events on the caller's current span, where they read as part of the request.
+closed), so spans started by code below the transport stay siblings. Retries, refused
+retries, hedges and ejections are events on the caller's current span, where they read as
+part of the request.
 
 Metrics, with attributes ``lbclient.service``, ``server.address``, ``server.port`` and, on
 ``lbclient.requests``, ``lbclient.outcome``: ``lbclient.requests``,
 ``lbclient.request.duration`` (s), ``lbclient.requests.active``, ``lbclient.retries``,
-``lbclient.retries.refused``, ``lbclient.ejections`` (``lbclient.ejection.reason``),
+``lbclient.retries.refused``, ``lbclient.hedges``, ``lbclient.hedges.refused``,
+``lbclient.ejections`` (``lbclient.ejection.reason``),
 ``lbclient.registry.updates``, ``lbclient.registry.errors``, and observed at collection time
 ``lbclient.instances`` (``lbclient.instance.state``) and ``lbclient.registry.staleness`` (s).
 """
@@ -92,6 +94,12 @@ class OpenTelemetryInstrumentation(LoadBalancerListener):
         )
         self._refused = meter.create_counter(
             "lbclient.retries.refused", "{retry}", "Retries refused by the retry budget."
+        )
+        self._hedges = meter.create_counter(
+            "lbclient.hedges", "{hedge}", "Backup attempts sent for a slow request."
+        )
+        self._hedges_refused = meter.create_counter(
+            "lbclient.hedges.refused", "{hedge}", "Hedges refused by the hedge or retry budget."
         )
         self._calls_refused = meter.create_counter(
             "lbclient.refused",
@@ -192,6 +200,14 @@ class OpenTelemetryInstrumentation(LoadBalancerListener):
     def on_retry_refused(self, service: str, attempt: int, failure: Failure | None) -> None:
         self._refused.add(1, {"lbclient.service": service})
         _event("lbclient.retry_refused", service, attempt=attempt, failure=_kind(failure))
+
+    def on_hedge(self, service: str, attempt: int, instance: ServiceInstance) -> None:
+        self._hedges.add(1, {"lbclient.service": service})
+        _event("lbclient.hedge", service, attempt=attempt, instance=instance.id)
+
+    def on_hedge_refused(self, service: str, attempt: int) -> None:
+        self._hedges_refused.add(1, {"lbclient.service": service})
+        _event("lbclient.hedge_refused", service, attempt=attempt)
 
     def on_refused(self, service: str, reason: str) -> None:
         self._calls_refused.add(1, {"lbclient.service": service, "lbclient.reason": reason})

@@ -95,10 +95,17 @@ class Balancing:
             raise self.error_class(self._core.service, exc) from exc
 
     def _begin(self, state: ServiceState, retry: RetryState) -> tuple[PickHandle, Lease[Any]]:
+        handle = self._pick(state, retry)
+        return handle, self._lease(state, handle)
+
+    def _pick(self, state: ServiceState, retry: RetryState) -> PickHandle:
         try:
-            handle = self._core.pick(state, retry)
+            return self._core.pick(state, retry)
         except LBError as exc:
             raise self.error_class(self._core.service, exc) from exc
+
+    def _lease(self, state: ServiceState, handle: PickHandle) -> Lease[Any]:
+        """The sub-channel of the picked instance; the handle is cancelled if there is none."""
         try:
             lease = self._pool.acquire(state, handle.endpoint)
         except PoolClosed:
@@ -111,4 +118,4 @@ class Balancing:
         except BaseException:
             handle.cancel()
             raise
-        return handle, lease
+        return lease

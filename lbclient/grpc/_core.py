@@ -41,7 +41,9 @@ from lbclient._balancer import LoadBalancer, ServiceState
 from lbclient._context import PickContext
 from lbclient._exceptions import ConfigurationError
 from lbclient._handle import PickHandle
+from lbclient._hedge import HedgePolicy, Hedging, check_hedge
 from lbclient._outcome import Failure
+from lbclient._racing import Race
 from lbclient._retry import RetryPolicy, RetryState, backoff
 from lbclient.routing._stage import RoutedScheduler
 
@@ -127,6 +129,7 @@ class ChannelCore:
         key: str | KeyFunction | None = DEFAULT_KEY_METADATA,
         retry: RetryPolicy | None = None,
         idempotent: Collection[str] | Literal["all"] = (),
+        hedge: HedgePolicy | None = None,
     ) -> None:
         if not isinstance(lb, LoadBalancer):
             raise ConfigurationError(
@@ -147,6 +150,7 @@ class ChannelCore:
             raise ConfigurationError(
                 f"idempotent methods must be full names like '/package.Service/Method', got {bad}"
             )
+        self.hedge = check_hedge(hedge)
         self.lb = lb
         self.service = service
         self.key: KeyFunction | None = key_from_metadata(key) if isinstance(key, str) else key
@@ -195,6 +199,16 @@ class ChannelCore:
             context=self.context(state, method, request, metadata),
         )
 
+    def hedging(self, state: ServiceState, retry: RetryState) -> Hedging | None:
+        """The hedging of a unary-unary call, or None when it is not hedged: no policy (the
+        channel's, else the service's) or a method outside ``idempotent``."""
+        policy = self.hedge or state.config.hedge
+        if policy is None or not retry.policy.retries_method(retry.method):
+            return None
+        hedging = state.hedges.get(policy)
+        hedging.start()
+        return hedging
+
     def pick(self, state: ServiceState, retry: RetryState) -> PickHandle:
         handle = state.pick(retry.next_context(), retry.attempt, retry.ticket)
         retry.record(handle.instance.id)
@@ -228,3 +242,14 @@ class ChannelCore:
 
     def describe(self, retry: RetryState) -> str:
         return f"lbclient: service {self.service!r}: {retry.describe()}"
+
+
+def report_attempt(
+    race: Race, handle: PickHandle, code: grpc.StatusCode | None, details: str | None
+) -> None:
+    """``report`` for an attempt of a hedged call: once an answer won, the others were
+    cancelled, and whatever they end with is not held against their instance."""
+    if race.decided and code is not _OK:
+        handle.cancel()
+    else:
+        report(handle, code, details)

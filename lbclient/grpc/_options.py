@@ -13,16 +13,19 @@ from typing import Any, Literal, TypedDict
 import grpc
 
 from lbclient import _validate as check
+from lbclient._hedge import HedgePolicy
 from lbclient._retry import RetryPolicy
 from lbclient.grpc._core import KeyFunction
 
 
 class BalancingOptions(TypedDict, total=False):
-    """``key`` (metadata name or function), ``retry``, ``idempotent`` (see insecure_channel)."""
+    """``key`` (metadata name or function), ``retry``, ``idempotent``, ``hedge`` (see
+    insecure_channel)."""
 
     key: str | KeyFunction | None
     retry: RetryPolicy | None
     idempotent: Collection[str] | Literal["all"]
+    hedge: HedgePolicy | None
 
 
 def balancing(options: BalancingOptions) -> BalancingOptions:

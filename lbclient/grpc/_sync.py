@@ -30,7 +30,9 @@ import grpc
 from lbclient._balancer import LoadBalancer, ServiceState
 from lbclient._exceptions import LBError
 from lbclient._handle import PickHandle
+from lbclient._hedge import HedgePolicy, Hedging
 from lbclient._instance import ServiceInstance
+from lbclient._racing import Race, race_futures
 from lbclient._retry import RetryPolicy, RetryState
 from lbclient.grpc._base import Balancing, Method
 from lbclient.grpc._core import (
@@ -39,6 +41,7 @@ from lbclient.grpc._core import (
     Deadline,
     KeyFunction,
     report,
+    report_attempt,
 )
 from lbclient.grpc._errors import FailedCall, rpc_error
 from lbclient.grpc._options import BalancingOptions, balancing, check_channel_args
@@ -77,8 +80,11 @@ class LoadBalancedChannel(Balancing, grpc.Channel):
         key: str | KeyFunction | None = DEFAULT_KEY_METADATA,
         retry: RetryPolicy | None = None,
         idempotent: Collection[str] | Literal["all"] = (),
+        hedge: HedgePolicy | None = None,
     ) -> None:
-        self._core = ChannelCore(lb, service, key=key, retry=retry, idempotent=idempotent)
+        self._core = ChannelCore(
+            lb, service, key=key, retry=retry, idempotent=idempotent, hedge=hedge
+        )
         self._options = check_channel_args(credentials, options, compression)
         self._credentials = credentials
         self._compression = compression
@@ -269,6 +275,9 @@ class _MultiCallable:
         deadline = Deadline(timeout)
         ticket = channel._admit(state, retry, deadline.at)
         try:
+            hedging = core.hedging(state, retry) if self._method.kind == "unary_unary" else None
+            if hedging is not None:
+                return self._hedged(state, retry, hedging, deadline, request, with_call, args)
             while True:
                 handle, lease = channel._begin(state, retry)
                 inner = self._method.on(lease)
@@ -295,6 +304,63 @@ class _MultiCallable:
         finally:
             if ticket is not None:
                 ticket.drop()
+
+    def _hedged(
+        self,
+        state: ServiceState,
+        retry: RetryState,
+        hedging: Hedging,
+        deadline: Deadline,
+        request: Any,
+        with_call: bool,
+        args: tuple[Any, ...],
+    ) -> Any:
+        """A unary-unary call whose attempts race (``Race`` decides): each is a grpcio
+        future, the first OK answer wins and the others are cancelled; when all fail, the
+        retry policy decides as for an unhedged call."""
+        core = self._channel._core
+        while True:
+            race = Race(hedging)
+            winner, failure = self._race(state, retry, race, deadline, request, args)
+            if winner is not None:
+                result = winner.result()
+                return (result, winner) if with_call else result
+            error = failure.exception()
+            pause = core.pause(retry, error, deadline)
+            if pause is None:
+                if len(retry.tried) > 1:
+                    error.add_note(core.describe(retry))
+                raise error
+            time.sleep(pause)
+
+    def _race(
+        self,
+        state: ServiceState,
+        retry: RetryState,
+        race: Race,
+        deadline: Deadline,
+        request: Any,
+        args: tuple[Any, ...],
+    ) -> tuple[Any, Any]:
+        """One round over grpcio futures (``race_futures``): ``(winning future, None)``,
+        or ``(None, last failed future)``."""
+        channel = self._channel
+
+        def start(handle: PickHandle, lease: Lease[Any]) -> Any:
+            try:
+                future = self._method.on(lease).future(request, deadline.remaining(), *args)
+            except BaseException as exc:
+                handle.__exit__(type(exc), exc, None)
+                channel._pool.release(lease)
+                raise
+            _report_attempt_when_done(future, race, handle, lease, channel._pool)
+            return future
+
+        handle, lease = channel._begin(state, retry)
+        first = start(handle, lease)
+        return race_futures(
+            race, state, retry, (handle, first), lambda h: start(h, channel._lease(state, h))
+        )
 
     def _started(self, invoke: Callable[[Any], Any], metadata: Any) -> Any:
         """Start one attempt whose outcome is reported when grpcio says the call ended."""
@@ -343,6 +409,21 @@ def _report_when_done(
 
     if not call.add_callback(ended):
         ended()
+
+
+def _report_attempt_when_done(
+    future: Any, race: Race, handle: PickHandle, lease: Lease[Any], pool: SubChannelPool[Any]
+) -> None:
+    """``_report_when_done`` for an attempt of a hedged call (the race holds it strongly:
+    it is waited for or cancelled)."""
+
+    def ended(done: Any) -> None:
+        try:
+            report_attempt(race, handle, done.code(), done.details())
+        finally:
+            pool.release(lease)
+
+    future.add_done_callback(ended)
 
 
 class _UnaryUnary(_MultiCallable, _UnaryUnaryBase):
@@ -523,7 +604,8 @@ def insecure_channel(
     ``lb_options``: ``key`` (metadata name or ``key(method, request, metadata)`` function for
     hash-based schedulers; default ``"lb-key"``), ``idempotent`` (full method names that may
     be resent after UNAVAILABLE, or ``"all"``), ``retry`` (a RetryPolicy; default: the
-    service's).
+    service's), ``hedge`` (a HedgePolicy for the ``idempotent`` unary-unary methods called
+    with ``__call__``/``with_call``; default: the service's).
     """
     return LoadBalancedChannel(
         service, lb, options=options, compression=compression, **balancing(lb_options)

@@ -80,7 +80,7 @@ class _Handler(ProtocolHandler):
         backend = self.server.backend
         body = self.read_body()
         status = backend.answer(self.command, self.path, dict(self.headers), body)
-        delay = backend.delay
+        delay = backend.pause()
         if delay:
             time.sleep(delay)
         payload = json.dumps(
@@ -109,7 +109,9 @@ class HTTPBackend(LoopbackServer[_Server]):
     Knobs, constructor arguments and attributes changeable while it runs: ``delay`` (seconds
     per request), ``fail_rate`` (share of requests answered ``fail_status``), ``status``
     (answer every request with it; None: the normal answers), ``headers`` (extra response
-    headers), ``health_status`` (what ``/health`` answers). ``stop()`` closes the socket so
+    headers), ``health_status`` (what ``/health`` answers), ``tail_rate`` and ``tail_delay``
+    (each request independently takes ``tail_delay`` instead of ``delay`` with probability
+    ``tail_rate``: a random slow request, not a slow instance). ``stop()`` closes the socket so
     clients get connection refused; ``start()`` brings it back on the same port.
 
     >>> with HTTPBackend("a") as backend:                   # doctest: +SKIP
@@ -131,10 +133,14 @@ class HTTPBackend(LoopbackServer[_Server]):
         headers: Mapping[str, str] | None = None,
         seed: int | None = None,
         tls: ssl.SSLContext | None = None,
+        tail_rate: float = 0.0,
+        tail_delay: float = 0.0,
     ) -> None:
         super().__init__(host, port)
         self.name = name
         self.delay = delay
+        self.tail_rate = tail_rate
+        self.tail_delay = tail_delay
         self.fail_rate = fail_rate
         self.fail_status = fail_status
         self.status = status
@@ -163,6 +169,14 @@ class HTTPBackend(LoopbackServer[_Server]):
             if self.fail_rate and self._rng.random() < self.fail_rate:
                 return self.fail_status
         return 200
+
+    def pause(self) -> float:
+        """How long this answer waits: ``delay``, or ``tail_delay`` for a tail request."""
+        if self.tail_rate:
+            with self._lock:
+                if self._rng.random() < self.tail_rate:
+                    return self.tail_delay
+        return self.delay
 
     @property
     def url(self) -> str:
@@ -208,6 +222,8 @@ class BackendSpec:
     status: int | None = None
     health_status: int = 200
     seed: int | None = None
+    tail_rate: float = 0.0
+    tail_delay: float = 0.0
 
 
 class BackendProcess:

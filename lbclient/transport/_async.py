@@ -11,7 +11,10 @@ import httpx
 
 from lbclient._balancer import LoadBalancer, ServiceState
 from lbclient._exceptions import ServiceNotFound
+from lbclient._handle import PickHandle
+from lbclient._hedge import Hedging
 from lbclient._limits import aadmit
+from lbclient._racing import Race, on_asyncio, race_tasks
 from lbclient._retry import RetryState
 from lbclient.transport._core import (
     Release,
@@ -52,20 +55,46 @@ class AsyncLoadBalancedTransport(httpx.AsyncBaseTransport):
             raise
         retry = self._core.start(request, state, started)
         ticket = None if state.gate is None else await aadmit(state.gate, retry, retry.deadline)
+        hedging = self._core.hedging(state, retry)
         try:
             while True:
                 try:
-                    return await self._attempt(request, state, retry)
+                    if hedging is None:
+                        handle = self._core.pick(request, state, retry)
+                        return await self._attempt(request, handle, retry, None)
+                    return await self._race(request, state, retry, hedging)
                 except RetryAttempt as signal:
                     await anyio.sleep(signal.pause)
         finally:
             if ticket is not None:  # the returned response's handle keeps it until closed
                 ticket.drop()
 
-    async def _attempt(
-        self, request: httpx.Request, state: ServiceState, retry: RetryState
+    async def _race(
+        self, request: httpx.Request, state: ServiceState, retry: RetryState, hedging: Hedging
     ) -> httpx.Response:
+        """One round of a hedged request: its attempts race in tasks (``race_tasks``)."""
+        race = Race(hedging)
         handle = self._core.pick(request, state, retry)
+        if not race.hedged or not on_asyncio():  # no delay known yet: one attempt
+            response = await self._attempt(request, handle, retry, race)
+            race.record(handle.started)
+            return response
+        answer, failure = await race_tasks(
+            race,
+            state,
+            retry,
+            handle,
+            lambda attempt: self._attempt(request, attempt, retry, race),
+            _discard,
+        )
+        if answer is None:
+            assert failure is not None
+            raise failure
+        return answer
+
+    async def _attempt(
+        self, request: httpx.Request, handle: PickHandle, retry: RetryState, race: Race | None
+    ) -> httpx.Response:
         try:
             prepared = self._core.attempt(request, handle, retry)
             inner = self._inners.for_request(prepared)
@@ -78,6 +107,9 @@ class AsyncLoadBalancedTransport(httpx.AsyncBaseTransport):
                 if scope.cancelled_caught:
                     raise httpx.ReadTimeout("lbclient: attempt timed out", request=prepared)
         except httpx.TransportError as exc:
+            if race is not None and race.decided:  # a lost hedge: not the instance's fault
+                handle.cancel()
+                raise
             signal = self._core.on_error(request, handle, retry, exc)
             if signal is None:
                 raise
@@ -98,6 +130,11 @@ class AsyncLoadBalancedTransport(httpx.AsyncBaseTransport):
     async def aclose(self) -> None:
         for inner in self._inners.all():
             await inner.aclose()
+
+
+async def _discard(handle: PickHandle, response: httpx.Response) -> None:
+    """A losing answer (its handle already released): its connection goes back."""
+    await response.aclose()
 
 
 class _ReleasingStream(Release, httpx.AsyncByteStream):

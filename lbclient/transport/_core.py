@@ -23,6 +23,7 @@ from lbclient._exceptions import (
     SchemeDowngradeRefused,
 )
 from lbclient._handle import PickHandle
+from lbclient._hedge import HedgePolicy, Hedging, check_hedge
 from lbclient._outcome import Failure, failure_for_status
 from lbclient._retry import RetryPolicy, RetryState, parse_retry_after, positive_seconds
 
@@ -105,6 +106,7 @@ class TransportCore:
         host_header: str = "instance",
         tls_server_name: str = "instance",
         allow_scheme_downgrade: bool = False,
+        hedge: HedgePolicy | None = None,
     ) -> None:
         if unknown_service not in ("raise", "passthrough"):
             raise ConfigurationError(
@@ -115,6 +117,7 @@ class TransportCore:
                 f"allow_scheme_downgrade must be True or False, got {allow_scheme_downgrade!r}"
             )
         self.allow_scheme_downgrade = allow_scheme_downgrade
+        self.hedge = check_hedge(hedge)
         self.lb = lb
         self.retry = retry
         self.key = key or key_from_extension()
@@ -173,6 +176,17 @@ class TransportCore:
             context=context,
             deadline=None if timeout is None else started + timeout,
         )
+
+    def hedging(self, state: ServiceState, retry: RetryState) -> Hedging | None:
+        """The hedging of this request, or None when it is not hedged: no policy (the
+        transport's, else the service's), a method the retry policy may not resend, or a
+        body that cannot be replayed (a stream)."""
+        policy = self.hedge or state.config.hedge
+        if policy is None or not retry.replayable or not retry.policy.retries_method(retry.method):
+            return None
+        hedging = state.hedges.get(policy)
+        hedging.start()
+        return hedging
 
     def pick(self, request: httpx.Request, state: ServiceState, retry: RetryState) -> PickHandle:
         if retry.deadline is not None and retry.expired():

@@ -11,6 +11,7 @@ from typing import Literal, TypedDict
 
 from lbclient import _validate as check
 from lbclient._balancer import LoadBalancer
+from lbclient._hedge import HedgePolicy
 from lbclient._retry import RetryPolicy
 from lbclient.transport._core import KeySource, TransportCore
 
@@ -25,6 +26,7 @@ class TransportOptions(TypedDict, total=False):
     host_header: str
     tls_server_name: str
     allow_scheme_downgrade: bool
+    hedge: HedgePolicy | None
 
 
 _FORBIDDEN = frozenset(" \r\n\t\x00/@")
@@ -46,6 +48,8 @@ def checked(lb: object, options: TransportOptions) -> TransportOptions:
             "unknown_service", options.get("unknown_service"), "'raise' or 'passthrough'"
         )
     check.flag("allow_scheme_downgrade", options.get("allow_scheme_downgrade", False))
+    if options.get("hedge") is not None:
+        check.instance_of("hedge", options["hedge"], HedgePolicy, "lbclient.HedgePolicy('p95')")
     for name in ("host_header", "tls_server_name"):
         value = check.text(name, options.get(name, "instance"))
         if _FORBIDDEN & set(value) or not value.isprintable() or len(value) > 253:

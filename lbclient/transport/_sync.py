@@ -10,11 +10,15 @@ import httpx
 
 from lbclient._balancer import LoadBalancer, ServiceState
 from lbclient._exceptions import ServiceNotFound
+from lbclient._handle import PickHandle
+from lbclient._hedge import Hedging
 from lbclient._limits import admit
+from lbclient._racing import Attempt, Race, failure_of, race_futures
 from lbclient._retry import RetryState
 from lbclient.transport._core import Release, RetryAttempt, TransportCore, abandon
 from lbclient.transport._options import TransportOptions, checked
 from lbclient.transport._pools import InnerTransports
+from lbclient.transport._threads import DEFAULT_HEDGE_THREADS, AttemptThreads
 
 
 class LoadBalancedTransport(httpx.BaseTransport):
@@ -31,7 +35,9 @@ class LoadBalancedTransport(httpx.BaseTransport):
     default ``extensions["lb_key"]``), ``unknown_service`` (``"raise"`` or
     ``"passthrough"``), ``host_header`` and ``tls_server_name`` (``"instance"``,
     ``"service"`` or a literal name), ``allow_scheme_downgrade`` (send an ``https://``
-    request in clear to an instance the registry lists as ``http``; default False: refused).
+    request in clear to an instance the registry lists as ``http``; default False: refused),
+    ``hedge`` (a HedgePolicy; default: the service's) and ``hedge_threads`` (the bounded pool
+    hedged attempts run on, default 32; when it is busy a request goes unhedged).
     Per request: ``extensions={"lb_key": ..., "lb_timeout": seconds}``.
     """
 
@@ -39,9 +45,12 @@ class LoadBalancedTransport(httpx.BaseTransport):
         self,
         lb: LoadBalancer,
         transport: httpx.BaseTransport | Callable[[], httpx.BaseTransport] | None = None,
+        *,
+        hedge_threads: int = DEFAULT_HEDGE_THREADS,
         **options: Unpack[TransportOptions],
     ) -> None:
         self._core = TransportCore(lb, **checked(lb, options))
+        self._threads = AttemptThreads(hedge_threads)
         self._inners = InnerTransports(transport, httpx.BaseTransport, httpx.HTTPTransport)
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
@@ -54,25 +63,61 @@ class LoadBalancedTransport(httpx.BaseTransport):
             raise
         retry = self._core.start(request, state, started)
         ticket = None if state.gate is None else admit(state.gate, retry, retry.deadline)
+        hedging = self._core.hedging(state, retry)
         try:
             while True:
                 try:
-                    return self._attempt(request, state, retry)
+                    if hedging is None:
+                        handle = self._core.pick(request, state, retry)
+                        return self._attempt(request, handle, retry, None)
+                    return self._race(request, state, retry, hedging)
                 except RetryAttempt as signal:
                     time.sleep(signal.pause)
         finally:
             if ticket is not None:  # the returned response's handle keeps it until closed
                 ticket.drop()
 
-    def _attempt(
-        self, request: httpx.Request, state: ServiceState, retry: RetryState
+    def _race(
+        self, request: httpx.Request, state: ServiceState, retry: RetryState, hedging: Hedging
     ) -> httpx.Response:
+        """One round of a hedged request: its attempts race on the pool's threads
+        (``race_futures``). A losing attempt runs to its end (a blocking read cannot be
+        interrupted), then releases its slot as a cancellation and closes its answer."""
+        race = Race(hedging)
         handle = self._core.pick(request, state, retry)
+        first = (
+            self._threads.submit(self._attempt, request, handle, retry, race)
+            if race.hedged
+            else None
+        )
+        if first is None:  # no delay known yet, or every thread busy: one attempt, here
+            response = self._attempt(request, handle, retry, race)
+            race.record(handle.started)
+            return response
+
+        def launch(hedge: PickHandle) -> Attempt | None:
+            future = self._threads.submit(self._attempt, request, hedge, retry, race)
+            if future is None:
+                hedge.cancel()
+            return future
+
+        winner, failure = race_futures(race, state, retry, (handle, first), launch, _discard)
+        if winner is None:
+            raise failure_of(failure)
+        answer: httpx.Response = winner.result()
+        return answer
+
+    def _attempt(
+        self, request: httpx.Request, handle: PickHandle, retry: RetryState, race: Race | None
+    ) -> httpx.Response:
         try:
             prepared = self._core.attempt(request, handle, retry)
             inner = self._inners.for_request(prepared)
             response = inner.handle_request(prepared)
         except httpx.TransportError as exc:
+            if race is not None and race.decided:  # a lost hedge: not the instance's fault
+                handle.cancel()
+                raise
             signal = self._core.on_error(request, handle, retry, exc)
             if signal is None:
                 raise
@@ -91,8 +136,14 @@ class LoadBalancedTransport(httpx.BaseTransport):
         return response
 
     def close(self) -> None:
+        self._threads.close()
         for inner in self._inners.all():
             inner.close()
+
+
+def _discard(handle: PickHandle, response: httpx.Response) -> None:
+    """A losing answer (its handle already released): its connection goes back."""
+    response.close()
 
 
 class _ReleasingStream(Release, httpx.SyncByteStream):

@@ -14,7 +14,8 @@ import lbclient
 
 
 class EchoBackend:
-    """One Echo server; ``abort_code`` fails every call; ``stop``/``start`` keep the port."""
+    """One Echo server; ``abort_code`` fails every call, ``delay`` (seconds) slows every
+    unary call; ``stop``/``start`` keep the port."""
 
     def __init__(
         self,
@@ -28,6 +29,7 @@ class EchoBackend:
         self.echo = echo
         self.port = port
         self.abort_code: grpc.StatusCode | None = None
+        self.delay = 0.0
         self.calls = 0
         self.cancelled = threading.Event()
         self._lock = threading.Lock()
@@ -73,9 +75,10 @@ class _Servicer:
         self.backend = backend
         self.pb2 = backend.echo.pb2
 
-    def _enter(self, request: Any, context: grpc.ServicerContext) -> None:
+    def _enter(self, request: Any, context: grpc.ServicerContext, delay: float = 0.0) -> None:
         backend = self.backend
         backend.count(context)
+        _sleep(context, delay)  # before an abort too: a slow failure
         if backend.abort_code is not None:
             context.abort(backend.abort_code, f"{backend.name} answers {backend.abort_code.name}")
         if request is not None and request.abort:
@@ -87,7 +90,7 @@ class _Servicer:
         return self.pb2.Reply(backend=self.backend.name, metadata=metadata, **fields)
 
     def Unary(self, request: Any, context: grpc.ServicerContext) -> Any:
-        self._enter(request, context)
+        self._enter(request, context, self.backend.delay)
         _sleep(context, request.sleep)
         return self._reply(context, text=request.text)
 

@@ -139,6 +139,30 @@ def test_a_spent_budget_is_an_event_and_a_count(otel: Any) -> None:
     assert [e.attributes["lbclient.attempt"] for e in refused] == [2, 1]
 
 
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_a_hedge_is_an_event_a_count_and_an_attempt_span_under_the_caller(
+    mode: str, otel: Any
+) -> None:
+    with HTTPBackend("slow", delay=5.0) as slow, HTTPBackend("fast") as fast:
+        lb = lbclient.LoadBalancer(
+            {SERVICE: [{"address": slow.address, "id": "slow"}, fast.address]},
+            outlier=None,
+            hedge=lbclient.HedgePolicy(delay=0.02, budget_ratio=1.0, budget_cap=10),
+            listeners=[otel.instrumentation],
+        )
+        assert [send(mode, lb, otel) for _ in range(2)] == [200, 200]  # one lands on slow
+        lb.close()
+        slow.delay = 0
+    assert otel.values("lbclient.hedges", "lbclient.service")[(SERVICE,)] >= 1
+    callers = otel.finished("caller")
+    hedges = [e for c in callers for e in c.events if e.name == "lbclient.hedge"]
+    assert hedges
+    caller_ids = {c.context.span_id for c in callers}
+    attempts = [s for s in otel.finished() if s.name not in ("caller",)]
+    assert attempts
+    assert all(s.parent is not None and s.parent.span_id in caller_ids for s in attempts)
+
+
 def test_no_lone_attempt_traces_unless_asked(otel: Any) -> None:
     from lbclient.otel import OpenTelemetryInstrumentation
 

@@ -88,6 +88,8 @@ FAMILIES = {
     "lbclient_requests_in_flight": "gauge",
     "lbclient_retries": "counter",
     "lbclient_retries_refused": "counter",
+    "lbclient_hedges": "counter",
+    "lbclient_hedges_refused": "counter",
     "lbclient_instances": "gauge",
     "lbclient_ejections": "counter",
     "lbclient_registry_updates": "counter",
@@ -167,6 +169,24 @@ def test_budget_refusals(registry: CollectorRegistry, endpoint: Endpoint) -> Non
         lb.close()
     assert endpoint.value("lbclient_retries_total", service="orders") == 1
     assert endpoint.value("lbclient_retries_refused_total", service="orders") == 4
+
+
+def test_hedges_and_their_refusals(registry: CollectorRegistry, endpoint: Endpoint) -> None:
+    metrics = PrometheusMetrics(registry)
+    with HTTPBackend("slow", delay=0.3) as slow, HTTPBackend("fast") as fast:
+        lb = lbclient.LoadBalancer(
+            {"orders": [{"address": slow.address, "id": "slow"}, fast.address]},
+            scheduler="round_robin",
+            outlier=None,
+            hedge=lbclient.HedgePolicy(delay=0.02, budget_ratio=0, budget_cap=1),
+            listeners=[metrics],
+        )
+        assert get(lb, 4) == [200] * 4  # two land on the slow one: one hedged, one refused
+        stats = lb.stats("orders")
+        lb.close()
+    assert endpoint.value("lbclient_hedges_total", service="orders") == stats["hedges"] >= 1
+    refused = stats["hedges_refused_by_budget"]
+    assert endpoint.value("lbclient_hedges_refused_total", service="orders") == refused >= 1
 
 
 def test_registry_errors_staleness_and_departed_instances(

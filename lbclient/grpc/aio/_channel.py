@@ -28,6 +28,7 @@ import grpc.aio
 from lbclient._balancer import LoadBalancer, ServiceState
 from lbclient._exceptions import LBError
 from lbclient._handle import PickHandle
+from lbclient._hedge import HedgePolicy
 from lbclient._instance import ServiceInstance
 from lbclient._retry import RetryPolicy, RetryState
 from lbclient.grpc._base import Balancing, Method
@@ -62,8 +63,11 @@ class LoadBalancedAioChannel(Balancing, grpc.aio.Channel):
         key: str | KeyFunction | None = DEFAULT_KEY_METADATA,
         retry: RetryPolicy | None = None,
         idempotent: Collection[str] | Literal["all"] = (),
+        hedge: HedgePolicy | None = None,
     ) -> None:
-        self._core = ChannelCore(lb, service, key=key, retry=retry, idempotent=idempotent)
+        self._core = ChannelCore(
+            lb, service, key=key, retry=retry, idempotent=idempotent, hedge=hedge
+        )
         self._options = check_channel_args(credentials, options, compression)
         self._credentials = credentials
         self._compression = compression

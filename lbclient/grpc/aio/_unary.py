@@ -4,7 +4,9 @@ The task picks an instance, awaits grpcio's call on that instance's sub-channel 
 ``_core.py`` allows, starts again elsewhere after a pause, within the caller's deadline.
 ``await`` gives the last attempt's response (grpcio's own UnaryUnaryCall also runs in a
 task); the Call methods (``code()``, ``details()``, metadata) answer for the last attempt,
-or for the channel's own error when no attempt could start.
+or for the channel's own error when no attempt could start. A hedged call (``HedgePolicy``,
+idempotent methods) races its attempts in tasks of their own (``lbclient._racing``); the
+Call methods then answer for the attempt that won, or for the error raised.
 """
 
 from __future__ import annotations
@@ -16,11 +18,24 @@ from typing import TYPE_CHECKING, Any
 import grpc
 import grpc.aio
 
+from lbclient._handle import PickHandle
+from lbclient._racing import Race, race_tasks
 from lbclient.grpc._base import Method
-from lbclient.grpc._core import Deadline
+from lbclient.grpc._core import Deadline, report_attempt
 
 if TYPE_CHECKING:
+    from lbclient._balancer import ServiceState
+    from lbclient._retry import RetryState
     from lbclient.grpc.aio._channel import LoadBalancedAioChannel
+
+
+class _Won:
+    """The answer that won a race (a response may be any object, None included)."""
+
+    __slots__ = ("response",)
+
+    def __init__(self, response: Any) -> None:
+        self.response = response
 
 
 class RetryingUnaryCall(grpc.aio.UnaryUnaryCall[Any, Any]):
@@ -54,6 +69,17 @@ class RetryingUnaryCall(grpc.aio.UnaryUnaryCall[Any, Any]):
             retry = core.start(state, self._method.name, request, metadata, replayable=True)
             ticket = await channel._aadmit(state, retry, deadline.at)
             try:
+                hedging = core.hedging(state, retry)
+                while hedging is not None:  # rounds of racing attempts, retried as one attempt
+                    outcome = await self._race(state, retry, Race(hedging), attempt)
+                    if isinstance(outcome, _Won):
+                        return outcome.response
+                    pause = core.pause(retry, outcome, deadline)
+                    if pause is None:
+                        if len(retry.tried) > 1:
+                            outcome.add_note(core.describe(retry))
+                        raise outcome
+                    await asyncio.sleep(pause)
                 while True:
                     handle, lease = channel._begin(state, retry)
                     try:
@@ -81,6 +107,46 @@ class RetryingUnaryCall(grpc.aio.UnaryUnaryCall[Any, Any]):
         except BaseException as exc:
             self._error = exc
             raise
+
+    async def _race(
+        self,
+        state: ServiceState,
+        retry: RetryState,
+        race: Race,
+        attempt: Callable[[Any, float | None], Any],
+    ) -> Any:
+        """One round of a hedged call, its attempts racing in tasks (``race_tasks``): the
+        response wrapped in ``_Won``, or the last RpcError."""
+        channel = self._channel
+
+        async def one(handle: PickHandle) -> tuple[Any, Any]:
+            lease = channel._lease(state, handle)
+            try:
+                call = attempt(self._method.on(lease), self._deadline.remaining())
+                if self._call is None:
+                    self._call = call
+                try:
+                    response = await call
+                except grpc.RpcError as error:
+                    self._call = call  # the Call methods answer for the error raised
+                    report_attempt(race, handle, error.code(), error.details())
+                    raise
+                handle.done()
+                return call, response
+            except BaseException as exc:  # cancelled (grpcio cancels the RPC too), or ours
+                handle.__exit__(type(exc), exc, None)
+                raise
+            finally:
+                channel._pool.release(lease)
+
+        answer, failure = await race_tasks(race, state, retry, channel._pick(state, retry), one)
+        if answer is not None:
+            self._call = answer[0]
+            return _Won(answer[1])
+        if not isinstance(failure, grpc.RpcError):
+            assert failure is not None
+            raise failure
+        return failure
 
     def __await__(self) -> Generator[Any, None, Any]:
         return self._task.__await__()
