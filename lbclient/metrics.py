@@ -22,6 +22,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from lbclient._balancer import ServiceState
+from lbclient._endpoint import Endpoint
 from lbclient._exceptions import ConfigurationError, MissingDependency
 from lbclient._handle import PickHandle
 from lbclient._instance import ServiceInstance
@@ -40,18 +41,24 @@ except ImportError as _exc:  # pragma: no cover - exercised without the extra
 class _Series:
     """The children of one (service, instance) label set, looked up once per attempt."""
 
-    __slots__ = ("duration", "outcomes", "requests")
+    __slots__ = ("duration", "labels", "outcomes", "requests")
 
     def __init__(self, metrics: PrometheusMetrics, labels: tuple[str, ...]) -> None:
+        self.labels = labels
         self.duration = metrics.duration.labels(*labels)
         self.requests = metrics.requests
         self.outcomes: dict[str, Any] = {}
 
-    def counter(self, labels: tuple[str, ...], outcome: str) -> Any:
+    def counter(self, outcome: str) -> Any:
         child = self.outcomes.get(outcome)
         if child is None:
-            child = self.outcomes[outcome] = self.requests.labels(*labels, outcome)
+            child = self.outcomes[outcome] = self.requests.labels(*self.labels, outcome)
         return child
+
+
+_ENDPOINT_CACHE = 4096
+"""Endpoints remembered between registry updates at most (balancers come and go in a test
+suite without one)."""
 
 
 class PrometheusMetrics(LoadBalancerListener):
@@ -85,6 +92,10 @@ class PrometheusMetrics(LoadBalancerListener):
             ) from exc
         self._lock = threading.Lock()
         self._series: dict[tuple[str, ...], _Series] = {}
+        self._by_endpoint: dict[Endpoint, _Series] = {}
+        """A cache of ``_series`` by the attempt's endpoint (an identity lookup, no label
+        tuple to build); replaced by an empty one on each registry update, so it holds no
+        departed endpoint for long, and ``_series`` stays the authority."""
         self._listed: dict[str, set[str]] = {}
         self._states: dict[str, dict[str, int]] = {}
         self._stale_since: dict[str, float | None] = {}
@@ -173,17 +184,26 @@ class PrometheusMetrics(LoadBalancerListener):
         return series
 
     def on_attempt(self, handle: PickHandle) -> None:
-        if handle.state not in self._services:
-            self._services.add(handle.state)
-        self._get(self._labels(handle.service, handle.instance))
+        if handle.endpoint not in self._by_endpoint:
+            self._enter(handle)
+
+    def _enter(self, handle: PickHandle) -> None:
+        """The first attempt on an endpoint since the last registry update: its series exist
+        from now on, and its balancer is one the scrape reads in-flight counts from."""
+        self._services.add(handle.state)
+        if len(self._by_endpoint) >= _ENDPOINT_CACHE:
+            self._by_endpoint = {}
+        series = self._get(self._labels(handle.service, handle.instance))
+        self._by_endpoint[handle.endpoint] = series
 
     def on_attempt_end(self, handle: PickHandle, outcome: Outcome) -> None:
-        labels = self._labels(handle.service, handle.instance)
-        series = self._series.get(labels)
-        if series is None:  # the instance left while this attempt ran: its series are gone
-            return
+        series = self._by_endpoint.get(handle.endpoint)
+        if series is None:  # a registry update came between the attempt's start and end
+            series = self._series.get(self._labels(handle.service, handle.instance))
+            if series is None:  # the instance left while this attempt ran: its series are gone
+                return
         series.duration.observe(outcome.latency)
-        series.counter(labels, outcome_label(outcome)).inc()
+        series.counter(outcome_label(outcome)).inc()
 
     def on_retry(self, service: str, attempt: int, failure: Failure | None) -> None:
         self.retries.labels(service).inc()
@@ -218,6 +238,7 @@ class PrometheusMetrics(LoadBalancerListener):
         self._stale_since[service] = None
         if self.instance_label:
             self._forget_departed(service, {i.id for i in instances})
+        self._by_endpoint = {}
 
     def on_registry_error(self, service: str, error: BaseException) -> None:
         self.registry_errors.labels(service).inc()
