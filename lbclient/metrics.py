@@ -76,6 +76,8 @@ class PrometheusMetrics(LoadBalancerListener):
     can serve any number of balancers (a service name is a label).
     """
 
+    reads_request = False  # the attempt hooks read the instance, never the request
+
     def __init__(
         self, registry: CollectorRegistry | None = None, *, instance_label: bool = True
     ) -> None:

@@ -72,6 +72,8 @@ class OpenTelemetryInstrumentation(LoadBalancerListener):
     being a trace of its own when nothing else is traced.
     """
 
+    reads_request = False  # the attempt hooks read the instance, never the request
+
     _ATTRIBUTE_CACHE = 4096
     """Attribute dicts are built once per (service, instance[, outcome]); churn resets them."""
 
