@@ -104,6 +104,16 @@ class Balancing:
         except LBError as exc:
             raise self.error_class(self._core.service, exc) from exc
 
+    def _first(
+        self, state: ServiceState, method: str, request: Any, metadata: Any
+    ) -> tuple[PickHandle, Lease[Any]]:
+        """``_begin`` for the first attempt of a ``ChannelCore.plain`` call (no RetryState)."""
+        try:
+            handle = self._core.first_pick(state, method, request, metadata)
+        except LBError as exc:
+            raise self.error_class(self._core.service, exc) from exc
+        return handle, self._lease(state, handle)
+
     def _lease(self, state: ServiceState, handle: PickHandle) -> Lease[Any]:
         """The sub-channel of the picked instance; the handle is cancelled if there is none."""
         try:

@@ -199,6 +199,38 @@ class ChannelCore:
             context=self.context(state, method, request, metadata),
         )
 
+    def plain(self, state: ServiceState, kind: str) -> bool:
+        """True when a call of ``kind`` needs no admission (no limits, no breaker) and no
+        hedging: its first attempt then skips the retry bookkeeping (``first_pick``), built
+        only if that attempt fails (``resume``), as grpcio's own path does no such work."""
+        return state.gate is None and (
+            kind != "unary_unary" or (self.hedge is None and state.config.hedge is None)
+        )
+
+    def first_pick(
+        self, state: ServiceState, method: str, request: Any, metadata: Any
+    ) -> PickHandle:
+        """The first attempt of a ``plain`` call: the retry budget's deposit and the pick."""
+        state.retry_budget.deposit()
+        return state.pick(self.context(state, method, request, metadata))
+
+    def resume(
+        self, state: ServiceState, first: PickHandle, method: str, *, replayable: bool
+    ) -> RetryState:
+        """The RetryState of a ``plain`` call whose first attempt (``first``) failed, as
+        ``start`` and ``pick`` would have left it."""
+        retry = RetryState(
+            self.policy(state),
+            state.retry_budget,
+            method=method,
+            replayable=replayable,
+            context=first.context,
+            deposited=True,
+        )
+        retry.attempt = 1
+        retry.record(first.instance.id)
+        return retry
+
     def hedging(self, state: ServiceState, retry: RetryState) -> Hedging | None:
         """The hedging of a unary-unary call, or None when it is not hedged: no policy (the
         channel's, else the service's) or a method outside ``idempotent``."""

@@ -263,8 +263,10 @@ class _MultiCallable:
         """Run to completion, retrying elsewhere while _core allows; args: grpcio's own."""
         channel = self._channel
         core = channel._core
-        pool = channel._pool
-        state = channel._state()
+        state = core.state or channel._state()
+        deadline = Deadline(timeout)
+        if core.plain(state, self._method.kind):  # no admission, no hedging: as grpcio
+            return self._attempts(state, None, deadline, request, replayable, with_call, args)
         retry = core.start(
             state,
             self._method.name,
@@ -272,38 +274,62 @@ class _MultiCallable:
             args[0],
             replayable=replayable,
         )
-        deadline = Deadline(timeout)
         ticket = channel._admit(state, retry, deadline.at)
         try:
             hedging = core.hedging(state, retry) if self._method.kind == "unary_unary" else None
             if hedging is not None:
                 return self._hedged(state, retry, hedging, deadline, request, with_call, args)
-            while True:
-                handle, lease = channel._begin(state, retry)
-                inner = self._method.on(lease)
-                if with_call:
-                    inner = inner.with_call
-                try:
-                    result = inner(request, deadline.remaining(), *args)
-                except grpc.RpcError as error:
-                    pause = core.after_error(handle, retry, error, deadline)
-                    pool.release(lease)
-                    if pause is None:
-                        if retry.attempt > 1:
-                            error.add_note(core.describe(retry))
-                        raise
-                    time.sleep(pause)
-                    continue
-                except BaseException as exc:
-                    handle.__exit__(type(exc), exc, None)
-                    pool.release(lease)
-                    raise
-                handle.done()
-                pool.release(lease)
-                return result
+            return self._attempts(state, retry, deadline, request, replayable, with_call, args)
         finally:
             if ticket is not None:
                 ticket.drop()
+
+    def _attempts(
+        self,
+        state: ServiceState,
+        retry: RetryState | None,
+        deadline: Deadline,
+        request: Any,
+        replayable: bool,
+        with_call: bool,
+        args: tuple[Any, ...],
+    ) -> Any:
+        """The attempts of a blocking call; ``retry`` None: a ``plain`` call, whose retry
+        bookkeeping starts only when its first attempt fails."""
+        channel = self._channel
+        core = channel._core
+        pool = channel._pool
+        method = self._method
+        while True:
+            if retry is None:
+                handle, lease = channel._first(
+                    state, method.name, request if replayable else None, args[0]
+                )
+            else:
+                handle, lease = channel._begin(state, retry)
+            inner = lease.callables.get(method) or method.on(lease)
+            if with_call:
+                inner = inner.with_call
+            try:
+                result = inner(request, deadline.remaining(), *args)
+            except grpc.RpcError as error:
+                if retry is None:
+                    retry = core.resume(state, handle, method.name, replayable=replayable)
+                pause = core.after_error(handle, retry, error, deadline)
+                pool.release(lease)
+                if pause is None:
+                    if retry.attempt > 1:
+                        error.add_note(core.describe(retry))
+                    raise
+                time.sleep(pause)
+                continue
+            except BaseException as exc:
+                handle.__exit__(type(exc), exc, None)
+                pool.release(lease)
+                raise
+            handle.done()
+            pool.release(lease)
+            return result
 
     def _hedged(
         self,
