@@ -6,6 +6,7 @@ declared it, turned into grpcio's multicallable on each sub-channel once and cac
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -93,6 +94,28 @@ class Balancing:
             return await aadmit(state.gate, retry, deadline)
         except LBError as exc:
             raise self.error_class(self._core.service, exc) from exc
+
+    def _open_stream(
+        self,
+        method: Method,
+        request: Any,
+        metadata: Any,
+        timeout: float | None,
+        attempt: Callable[[ServiceState, RetryState, float | None], Any],
+    ) -> tuple[Any, Callable[[float | None], Any], RetryState]:
+        """Admit a unary-stream call (it cannot wait: its call object is returned at once)
+        and make its first attempt: ``(call, restart(remaining), retry)``. The ticket, if
+        any, then stays with the stream's attempts (``held_until_pinned``)."""
+        state = self._state()
+        retry = self._core.start(state, method.name, request, metadata, replayable=True)
+        ticket = self._admit(state, retry, None, queue=False)
+        restart = functools.partial(attempt, state, retry)
+        try:
+            return restart(timeout), restart, retry
+        except BaseException:
+            if ticket is not None:
+                ticket.drop()
+            raise
 
     def _begin(self, state: ServiceState, retry: RetryState) -> tuple[PickHandle, Lease[Any]]:
         handle = self._pick(state, retry)

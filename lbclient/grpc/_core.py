@@ -253,6 +253,18 @@ class ChannelCore:
         report(handle, error.code(), error.details())
         return self.pause(retry, error, deadline)
 
+    def pause_or_raise(
+        self, handle: PickHandle, retry: RetryState, error: grpc.RpcError, deadline: Deadline
+    ) -> float:
+        """``after_error`` for the attempt loops: the pause before the next attempt, or
+        ``error`` raised (noting the attempts made, when there were several)."""
+        pause = self.after_error(handle, retry, error, deadline)
+        if pause is None:
+            if retry.attempt > 1:
+                error.add_note(self.describe(retry))
+            raise error
+        return pause
+
     def pause(self, retry: RetryState, error: grpc.RpcError, deadline: Deadline) -> float | None:
         """The pause before retrying after ``error`` (already reported), or None to give up."""
         code: grpc.StatusCode = error.code()

@@ -315,12 +315,10 @@ class _MultiCallable:
             except grpc.RpcError as error:
                 if retry is None:
                     retry = core.resume(state, handle, method.name, replayable=replayable)
-                pause = core.after_error(handle, retry, error, deadline)
-                pool.release(lease)
-                if pause is None:
-                    if retry.attempt > 1:
-                        error.add_note(core.describe(retry))
-                    raise
+                try:
+                    pause = core.pause_or_raise(handle, retry, error, deadline)
+                finally:
+                    pool.release(lease)
                 time.sleep(pause)
                 continue
             except BaseException as exc:
@@ -509,7 +507,7 @@ class _UnaryStream(_MultiCallable, _UnaryStreamBase):
         channel = self._channel
         deadline = Deadline(timeout)
 
-        def attempt(remaining: float | None) -> Any:
+        def attempt(state: ServiceState, retry: RetryState, remaining: float | None) -> Any:
             return self._attempt(
                 state,
                 retry,
@@ -519,20 +517,12 @@ class _UnaryStream(_MultiCallable, _UnaryStreamBase):
             )
 
         try:
-            state = channel._state()
-            retry = channel._core.start(
-                state, self._method.name, request, metadata, replayable=True
+            first, restart, retry = channel._open_stream(
+                self._method, request, metadata, timeout, attempt
             )
-            ticket = channel._admit(state, retry, None, queue=False)
-            try:
-                first = attempt(timeout)
-            except BaseException:
-                if ticket is not None:
-                    ticket.drop()
-                raise
         except FailedCall as error:
             return error  # a finished, failed call: raised from next(), as in grpcio
-        return RetryingResponseStream(first, attempt, channel._core, retry, deadline)
+        return RetryingResponseStream(first, restart, channel._core, retry, deadline)
 
 
 class _StreamUnary(_MultiCallable, _StreamUnaryBase):

@@ -115,12 +115,10 @@ class RetryingUnaryCall(grpc.aio.UnaryUnaryCall[Any, Any]):
             except grpc.RpcError as error:
                 if retry is None:
                     retry = core.resume(state, handle, method.name, replayable=True)
-                pause = core.after_error(handle, retry, error, deadline)
-                pool.release(lease)
-                if pause is None:
-                    if retry.attempt > 1:
-                        error.add_note(core.describe(retry))
-                    raise
+                try:
+                    pause = core.pause_or_raise(handle, retry, error, deadline)
+                finally:
+                    pool.release(lease)
                 await asyncio.sleep(pause)
                 continue
             except BaseException as exc:
