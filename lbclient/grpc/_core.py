@@ -42,6 +42,7 @@ from lbclient._context import PickContext
 from lbclient._exceptions import ConfigurationError
 from lbclient._handle import PickHandle
 from lbclient._hedge import HedgePolicy, Hedging, check_hedge
+from lbclient._limits import held_until_pinned
 from lbclient._outcome import Failure
 from lbclient._racing import Race
 from lbclient._retry import RetryPolicy, RetryState, backoff
@@ -297,3 +298,37 @@ def report_attempt(
         handle.cancel()
     else:
         report(handle, code, details)
+
+
+class Restartable:
+    """What the sync and aio retrying response streams share (``_stream.py``,
+    ``aio/_stream.py``): the current attempt, and moving the call to another instance after
+    a retryable failure until its first message."""
+
+    def __init__(
+        self,
+        call: Any,
+        restart: Callable[[float | None], Any],
+        core: ChannelCore,
+        retry: RetryState,
+        deadline: Deadline,
+    ) -> None:
+        self._call = call
+        self._restart = restart
+        self._core = core
+        self._retry = retry
+        self._deadline = deadline
+        self._received = False
+        self._pinned = held_until_pinned(self, retry)
+        """Gives the call's slot back to its attempts' handles: no restart can follow."""
+
+    def _pause_or_raise(self, error: grpc.RpcError) -> float:
+        """The pause before ``_move`` after ``error``; ``error`` is raised if none may follow."""
+        pause = self._core.pause(self._retry, error, self._deadline)
+        if pause is None:
+            raise error
+        return pause
+
+    def _move(self) -> None:
+        """Start the call again (on another instance), within its deadline."""
+        self._call = self._restart(self._deadline.remaining())
