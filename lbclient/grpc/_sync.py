@@ -297,36 +297,26 @@ class _MultiCallable:
         """The attempts of a blocking call; ``retry`` None: a ``plain`` call, whose retry
         bookkeeping starts only when its first attempt fails."""
         channel = self._channel
-        core = channel._core
-        pool = channel._pool
         method = self._method
         while True:
-            if retry is None:
-                handle, lease = channel._first(
-                    state, method.name, request if replayable else None, args[0]
-                )
-            else:
-                handle, lease = channel._begin(state, retry)
+            handle, lease = channel._next(
+                state, retry, method.name, request if replayable else None, args[0]
+            )
             inner = lease.callables.get(method) or method.on(lease)
             if with_call:
                 inner = inner.with_call
             try:
                 result = inner(request, deadline.remaining(), *args)
             except grpc.RpcError as error:
-                if retry is None:
-                    retry = core.resume(state, handle, method.name, replayable=replayable)
-                try:
-                    pause = core.pause_or_raise(handle, retry, error, deadline)
-                finally:
-                    pool.release(lease)
+                retry, pause = channel._failed(
+                    state, retry, handle, lease, error, deadline, method.name, replayable
+                )
                 time.sleep(pause)
                 continue
             except BaseException as exc:
-                handle.__exit__(type(exc), exc, None)
-                pool.release(lease)
+                channel._end(handle, lease, exc)
                 raise
-            handle.done()
-            pool.release(lease)
+            channel._end(handle, lease)
             return result
 
     def _hedged(

@@ -99,34 +99,24 @@ class RetryingUnaryCall(grpc.aio.UnaryUnaryCall[Any, Any]):
         """Attempts one after another; ``retry`` None: a ``ChannelCore.plain`` call, whose
         retry bookkeeping starts only when its first attempt fails."""
         channel = self._channel
-        core = channel._core
-        pool = channel._pool
         method = self._method
         deadline = self._deadline
         while True:
-            if retry is None:
-                handle, lease = channel._first(state, method.name, request, metadata)
-            else:
-                handle, lease = channel._begin(state, retry)
+            handle, lease = channel._next(state, retry, method.name, request, metadata)
             try:
                 inner = lease.callables.get(method) or method.on(lease)
                 self._call = call = attempt(inner, deadline.remaining())
                 response = await call
             except grpc.RpcError as error:
-                if retry is None:
-                    retry = core.resume(state, handle, method.name, replayable=True)
-                try:
-                    pause = core.pause_or_raise(handle, retry, error, deadline)
-                finally:
-                    pool.release(lease)
+                retry, pause = channel._failed(
+                    state, retry, handle, lease, error, deadline, method.name, True
+                )
                 await asyncio.sleep(pause)
                 continue
             except BaseException as exc:
-                handle.__exit__(type(exc), exc, None)
-                pool.release(lease)
+                channel._end(handle, lease, exc)
                 raise
-            handle.done()
-            pool.release(lease)
+            channel._end(handle, lease)
             return response
 
     async def _race(
