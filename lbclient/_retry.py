@@ -245,6 +245,7 @@ class RetryState:
         replayable: bool,
         context: PickContext,
         deadline: float | None = None,
+        deposited: bool = False,
     ) -> None:
         self.policy = policy
         self.deadline = deadline
@@ -260,7 +261,8 @@ class RetryState:
         self.refused = False
         """True once the budget (or ``max_retries``) refused a retry the policy allowed (for
         ``on_retry_refused``)."""
-        budget.deposit()
+        if not deposited:  # True: the caller paid the request's deposit before its first try
+            budget.deposit()
 
     def next_context(self) -> PickContext:
         """The pick context of the next attempt (avoiding instances already tried)."""

@@ -6,15 +6,18 @@ declared it, turned into grpcio's multicallable on each sub-channel once and cac
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
+
+import grpc
 
 from lbclient._balancer import ServiceState
 from lbclient._exceptions import ConfigurationError, LBError
 from lbclient._handle import PickHandle
 from lbclient._limits import Ticket, aadmit, admit
 from lbclient._retry import RetryState
-from lbclient.grpc._core import ChannelCore
+from lbclient.grpc._core import ChannelCore, Deadline
 from lbclient.grpc._pool import Lease, PoolClosed, SubChannelPool
 
 
@@ -94,6 +97,28 @@ class Balancing:
         except LBError as exc:
             raise self.error_class(self._core.service, exc) from exc
 
+    def _open_stream(
+        self,
+        method: Method,
+        request: Any,
+        metadata: Any,
+        timeout: float | None,
+        attempt: Callable[[ServiceState, RetryState, float | None], Any],
+    ) -> tuple[Any, Callable[[float | None], Any], RetryState]:
+        """Admit a unary-stream call (it cannot wait: its call object is returned at once)
+        and make its first attempt: ``(call, restart(remaining), retry)``. The ticket, if
+        any, then stays with the stream's attempts (``held_until_pinned``)."""
+        state = self._state()
+        retry = self._core.start(state, method.name, request, metadata, replayable=True)
+        ticket = self._admit(state, retry, None, queue=False)
+        restart = functools.partial(attempt, state, retry)
+        try:
+            return restart(timeout), restart, retry
+        except BaseException:
+            if ticket is not None:
+                ticket.drop()
+            raise
+
     def _begin(self, state: ServiceState, retry: RetryState) -> tuple[PickHandle, Lease[Any]]:
         handle = self._pick(state, retry)
         return handle, self._lease(state, handle)
@@ -103,6 +128,51 @@ class Balancing:
             return self._core.pick(state, retry)
         except LBError as exc:
             raise self.error_class(self._core.service, exc) from exc
+
+    def _next(
+        self, state: ServiceState, retry: RetryState | None, method: str, request: Any, meta: Any
+    ) -> tuple[PickHandle, Lease[Any]]:
+        """``_begin`` for the attempt loops; ``retry`` None: the first attempt of a
+        ``ChannelCore.plain`` call, which has no RetryState (yet)."""
+        if retry is not None:
+            return self._begin(state, retry)
+        try:
+            handle = self._core.first_pick(state, method, request, meta)
+        except LBError as exc:
+            raise self.error_class(self._core.service, exc) from exc
+        return handle, self._lease(state, handle)
+
+    def _failed(
+        self,
+        state: ServiceState,
+        retry: RetryState | None,
+        handle: PickHandle,
+        lease: Lease[Any],
+        error: grpc.RpcError,
+        deadline: Deadline,
+        method: str,
+        replayable: bool,
+    ) -> tuple[RetryState, float]:
+        """An attempt of the loops failed with ``error``: report it, release its sub-channel
+        and return the call's RetryState and the pause before the next attempt, or raise."""
+        core = self._core
+        if retry is None:
+            retry = core.resume(state, handle, method, replayable=replayable)
+        try:
+            return retry, core.pause_or_raise(handle, retry, error, deadline)
+        finally:
+            self._pool.release(lease)
+
+    def _end(self, handle: PickHandle, lease: Lease[Any], exc: BaseException | None = None) -> None:
+        """An attempt succeeded (``exc`` None) or raised something else than an RpcError:
+        report it and release its sub-channel."""
+        try:
+            if exc is None:
+                handle.done()
+            else:
+                handle.__exit__(type(exc), exc, None)
+        finally:
+            self._pool.release(lease)
 
     def _lease(self, state: ServiceState, handle: PickHandle) -> Lease[Any]:
         """The sub-channel of the picked instance; the handle is cancelled if there is none."""

@@ -42,6 +42,7 @@ from lbclient._context import PickContext
 from lbclient._exceptions import ConfigurationError
 from lbclient._handle import PickHandle
 from lbclient._hedge import HedgePolicy, Hedging, check_hedge
+from lbclient._limits import held_until_pinned
 from lbclient._outcome import Failure
 from lbclient._racing import Race
 from lbclient._retry import RetryPolicy, RetryState, backoff
@@ -199,6 +200,38 @@ class ChannelCore:
             context=self.context(state, method, request, metadata),
         )
 
+    def plain(self, state: ServiceState, kind: str) -> bool:
+        """True when a call of ``kind`` needs no admission (no limits, no breaker) and no
+        hedging: its first attempt then skips the retry bookkeeping (``first_pick``), built
+        only if that attempt fails (``resume``), as grpcio's own path does no such work."""
+        return state.gate is None and (
+            kind != "unary_unary" or (self.hedge is None and state.config.hedge is None)
+        )
+
+    def first_pick(
+        self, state: ServiceState, method: str, request: Any, metadata: Any
+    ) -> PickHandle:
+        """The first attempt of a ``plain`` call: the retry budget's deposit and the pick."""
+        state.retry_budget.deposit()
+        return state.pick(self.context(state, method, request, metadata))
+
+    def resume(
+        self, state: ServiceState, first: PickHandle, method: str, *, replayable: bool
+    ) -> RetryState:
+        """The RetryState of a ``plain`` call whose first attempt (``first``) failed, as
+        ``start`` and ``pick`` would have left it."""
+        retry = RetryState(
+            self.policy(state),
+            state.retry_budget,
+            method=method,
+            replayable=replayable,
+            context=first.context,
+            deposited=True,
+        )
+        retry.attempt = 1
+        retry.record(first.instance.id)
+        return retry
+
     def hedging(self, state: ServiceState, retry: RetryState) -> Hedging | None:
         """The hedging of a unary-unary call, or None when it is not hedged: no policy (the
         channel's, else the service's) or a method outside ``idempotent``."""
@@ -220,6 +253,18 @@ class ChannelCore:
         """Report a failed attempt; return the pause before the next one, or None to give up."""
         report(handle, error.code(), error.details())
         return self.pause(retry, error, deadline)
+
+    def pause_or_raise(
+        self, handle: PickHandle, retry: RetryState, error: grpc.RpcError, deadline: Deadline
+    ) -> float:
+        """``after_error`` for the attempt loops: the pause before the next attempt, or
+        ``error`` raised (noting the attempts made, when there were several)."""
+        pause = self.after_error(handle, retry, error, deadline)
+        if pause is None:
+            if retry.attempt > 1:
+                error.add_note(self.describe(retry))
+            raise error
+        return pause
 
     def pause(self, retry: RetryState, error: grpc.RpcError, deadline: Deadline) -> float | None:
         """The pause before retrying after ``error`` (already reported), or None to give up."""
@@ -253,3 +298,37 @@ def report_attempt(
         handle.cancel()
     else:
         report(handle, code, details)
+
+
+class Restartable:
+    """What the sync and aio retrying response streams share (``_stream.py``,
+    ``aio/_stream.py``): the current attempt, and moving the call to another instance after
+    a retryable failure until its first message."""
+
+    def __init__(
+        self,
+        call: Any,
+        restart: Callable[[float | None], Any],
+        core: ChannelCore,
+        retry: RetryState,
+        deadline: Deadline,
+    ) -> None:
+        self._call = call
+        self._restart = restart
+        self._core = core
+        self._retry = retry
+        self._deadline = deadline
+        self._received = False
+        self._pinned = held_until_pinned(self, retry)
+        """Gives the call's slot back to its attempts' handles: no restart can follow."""
+
+    def _pause_or_raise(self, error: grpc.RpcError) -> float:
+        """The pause before ``_move`` after ``error``; ``error`` is raised if none may follow."""
+        pause = self._core.pause(self._retry, error, self._deadline)
+        if pause is None:
+            raise error
+        return pause
+
+    def _move(self) -> None:
+        """Start the call again (on another instance), within its deadline."""
+        self._call = self._restart(self._deadline.remaining())

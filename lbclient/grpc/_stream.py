@@ -19,9 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
-from lbclient._limits import held_until_pinned
-from lbclient._retry import RetryState
-from lbclient.grpc._core import ChannelCore, Deadline
+from lbclient.grpc._core import Restartable
 
 if TYPE_CHECKING:  # generic in grpc-stubs, a plain class at run time
     _Future = grpc.Future[Any]
@@ -29,25 +27,8 @@ else:
     _Future = grpc.Future
 
 
-class RetryingResponseStream(grpc.Call, _Future):
+class RetryingResponseStream(Restartable, grpc.Call, _Future):
     """Iterator, ``grpc.Call`` and ``grpc.Future``, like the call object grpcio returns."""
-
-    def __init__(
-        self,
-        call: Any,
-        restart: Callable[[float | None], Any],
-        core: ChannelCore,
-        retry: RetryState,
-        deadline: Deadline,
-    ) -> None:
-        self._call = call
-        self._restart = restart
-        self._core = core
-        self._retry = retry
-        self._deadline = deadline
-        self._received = False
-        self._pinned = held_until_pinned(self, retry)
-        """Gives the call's slot back to its attempts' handles: no restart can follow."""
 
     def __iter__(self) -> RetryingResponseStream:
         return self
@@ -60,11 +41,8 @@ class RetryingResponseStream(grpc.Call, _Future):
                 try:
                     message = next(self._call)
                 except grpc.RpcError as error:
-                    pause = self._core.pause(self._retry, error, self._deadline)
-                    if pause is None:
-                        raise
-                    time.sleep(pause)
-                    self._call = self._restart(self._deadline.remaining())
+                    time.sleep(self._pause_or_raise(error))
+                    self._move()
                     continue
                 self._received = True
                 return message

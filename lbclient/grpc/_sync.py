@@ -263,8 +263,10 @@ class _MultiCallable:
         """Run to completion, retrying elsewhere while _core allows; args: grpcio's own."""
         channel = self._channel
         core = channel._core
-        pool = channel._pool
-        state = channel._state()
+        state = core.state or channel._state()
+        deadline = Deadline(timeout)
+        if core.plain(state, self._method.kind):  # no admission, no hedging: as grpcio
+            return self._attempts(state, None, deadline, request, replayable, with_call, args)
         retry = core.start(
             state,
             self._method.name,
@@ -272,38 +274,50 @@ class _MultiCallable:
             args[0],
             replayable=replayable,
         )
-        deadline = Deadline(timeout)
         ticket = channel._admit(state, retry, deadline.at)
         try:
             hedging = core.hedging(state, retry) if self._method.kind == "unary_unary" else None
             if hedging is not None:
                 return self._hedged(state, retry, hedging, deadline, request, with_call, args)
-            while True:
-                handle, lease = channel._begin(state, retry)
-                inner = self._method.on(lease)
-                if with_call:
-                    inner = inner.with_call
-                try:
-                    result = inner(request, deadline.remaining(), *args)
-                except grpc.RpcError as error:
-                    pause = core.after_error(handle, retry, error, deadline)
-                    pool.release(lease)
-                    if pause is None:
-                        if retry.attempt > 1:
-                            error.add_note(core.describe(retry))
-                        raise
-                    time.sleep(pause)
-                    continue
-                except BaseException as exc:
-                    handle.__exit__(type(exc), exc, None)
-                    pool.release(lease)
-                    raise
-                handle.done()
-                pool.release(lease)
-                return result
+            return self._attempts(state, retry, deadline, request, replayable, with_call, args)
         finally:
             if ticket is not None:
                 ticket.drop()
+
+    def _attempts(
+        self,
+        state: ServiceState,
+        retry: RetryState | None,
+        deadline: Deadline,
+        request: Any,
+        replayable: bool,
+        with_call: bool,
+        args: tuple[Any, ...],
+    ) -> Any:
+        """The attempts of a blocking call; ``retry`` None: a ``plain`` call, whose retry
+        bookkeeping starts only when its first attempt fails."""
+        channel = self._channel
+        method = self._method
+        while True:
+            handle, lease = channel._next(
+                state, retry, method.name, request if replayable else None, args[0]
+            )
+            inner = lease.callables.get(method) or method.on(lease)
+            if with_call:
+                inner = inner.with_call
+            try:
+                result = inner(request, deadline.remaining(), *args)
+            except grpc.RpcError as error:
+                retry, pause = channel._failed(
+                    state, retry, handle, lease, error, deadline, method.name, replayable
+                )
+                time.sleep(pause)
+                continue
+            except BaseException as exc:
+                channel._end(handle, lease, exc)
+                raise
+            channel._end(handle, lease)
+            return result
 
     def _hedged(
         self,
@@ -483,7 +497,7 @@ class _UnaryStream(_MultiCallable, _UnaryStreamBase):
         channel = self._channel
         deadline = Deadline(timeout)
 
-        def attempt(remaining: float | None) -> Any:
+        def attempt(state: ServiceState, retry: RetryState, remaining: float | None) -> Any:
             return self._attempt(
                 state,
                 retry,
@@ -493,20 +507,12 @@ class _UnaryStream(_MultiCallable, _UnaryStreamBase):
             )
 
         try:
-            state = channel._state()
-            retry = channel._core.start(
-                state, self._method.name, request, metadata, replayable=True
+            first, restart, retry = channel._open_stream(
+                self._method, request, metadata, timeout, attempt
             )
-            ticket = channel._admit(state, retry, None, queue=False)
-            try:
-                first = attempt(timeout)
-            except BaseException:
-                if ticket is not None:
-                    ticket.drop()
-                raise
         except FailedCall as error:
             return error  # a finished, failed call: raised from next(), as in grpcio
-        return RetryingResponseStream(first, attempt, channel._core, retry, deadline)
+        return RetryingResponseStream(first, restart, channel._core, retry, deadline)
 
 
 class _StreamUnary(_MultiCallable, _StreamUnaryBase):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import gc
 import threading
@@ -14,6 +15,7 @@ from tenacity import wait_fixed
 
 import lbclient
 import lbclient.grpc
+import lbclient.grpc.aio
 from lbclient import Failure, LBError, LoadBalancerListener, Outcome, RetryPolicy
 
 UNARY = "/lbtest.Echo/Unary"
@@ -217,6 +219,51 @@ def test_retries_stay_within_the_callers_deadline(echo, backends, make_lb):
     assert 1 <= sum(b.calls for b in backends) <= 3
     if code is grpc.StatusCode.UNAVAILABLE:
         assert any("attempt(s)" in note for note in caught.value.__notes__)
+
+
+class Retries(Outcomes):
+    def __init__(self) -> None:
+        super().__init__()
+        self.events: list[tuple[str, int]] = []
+
+    def on_retry(self, service: str, attempt: int, failure: Any) -> None:
+        self.events.append(("retry", attempt))
+
+    def on_retry_refused(self, service: str, attempt: int, failure: Any) -> None:
+        self.events.append(("refused", attempt))
+
+
+@pytest.mark.parametrize("aio", [False, True])
+def test_a_plain_calls_retry_state_starts_at_its_first_failure(echo, backends, make_lb, aio):
+    """With no limits, breaker or hedging, a call builds its retry state only once its first
+    attempt failed: the retry still avoids that instance and the budget still decides (one
+    token, none trickling in: one retry in all, then refusals)."""
+    for backend in backends:
+        backend.abort_code = grpc.StatusCode.UNAVAILABLE
+    listener = Retries()
+    retry = RetryPolicy(attempts=3, budget_ratio=0.0, budget_min_per_second=0.0)
+    lb = make_lb(backends, outlier=None, listeners=[listener], retry=retry)
+    request = echo.pb2.Request()
+
+    def call() -> None:
+        if not aio:
+            stub_for(echo, lb, idempotent="all").Unary(request)
+            return
+
+        async def one() -> None:
+            async with lbclient.grpc.aio.insecure_channel("echo", lb, idempotent="all") as channel:
+                await echo.pb2_grpc.EchoStub(channel).Unary(request)
+
+        asyncio.run(one())
+
+    for _ in range(2):
+        with pytest.raises(grpc.RpcError) as caught:
+            call()
+        assert caught.value.code() is grpc.StatusCode.UNAVAILABLE
+    assert listener.events == [("retry", 1), ("refused", 2), ("refused", 1)]
+    assert sum(b.calls for b in backends) == 3
+    first, retried = (instance for instance, _ in listener.seen[:2])
+    assert first != retried, "the retry went to another instance"
 
 
 def test_cancelled_stream_releases_its_instance_without_blaming_it(echo, backends, make_lb):

@@ -304,7 +304,7 @@ class _UnaryStream(_MultiCallable, grpc.aio.UnaryStreamMultiCallable[Any, Any]):
     ) -> Any:
         channel = self._channel
 
-        def attempt(remaining: float | None) -> Any:
+        def attempt(state: ServiceState, retry: RetryState, remaining: float | None) -> Any:
             return self._attempt(
                 state,
                 retry,
@@ -318,16 +318,10 @@ class _UnaryStream(_MultiCallable, grpc.aio.UnaryStreamMultiCallable[Any, Any]):
                 ),
             )
 
-        state = channel._state()
-        retry = channel._core.start(state, self._method.name, request, metadata, replayable=True)
-        ticket = channel._admit(state, retry, None, queue=False)
-        try:
-            first = attempt(timeout)
-        except BaseException:
-            if ticket is not None:
-                ticket.drop()
-            raise
-        return RetryingAioResponseStream(first, attempt, channel._core, retry, Deadline(timeout))
+        first, restart, retry = channel._open_stream(
+            self._method, request, metadata, timeout, attempt
+        )
+        return RetryingAioResponseStream(first, restart, channel._core, retry, Deadline(timeout))
 
 
 class _StreamUnary(_MultiCallable, grpc.aio.StreamUnaryMultiCallable[Any, Any]):

@@ -15,33 +15,15 @@ from typing import Any
 import grpc
 import grpc.aio
 
-from lbclient._limits import held_until_pinned
-from lbclient._retry import RetryState
-from lbclient.grpc._core import ChannelCore, Deadline
+from lbclient.grpc._core import Restartable
 
 _EOF: Any = getattr(grpc.aio, "EOF")  # noqa: B009 - missing from grpc-stubs
 
 
-class RetryingAioResponseStream(grpc.aio.UnaryStreamCall[Any, Any]):
+class RetryingAioResponseStream(Restartable, grpc.aio.UnaryStreamCall[Any, Any]):
     """A ``grpc.aio.UnaryStreamCall`` whose Call methods read the current attempt."""
 
-    def __init__(
-        self,
-        call: Any,
-        restart: Callable[[float | None], Any],
-        core: ChannelCore,
-        retry: RetryState,
-        deadline: Deadline,
-    ) -> None:
-        self._call = call
-        self._restart = restart
-        self._core = core
-        self._retry = retry
-        self._deadline = deadline
-        self._received = False
-        self._messages: AsyncIterator[Any] | None = None
-        self._pinned = held_until_pinned(self, retry)
-        """Gives the call's slot back to its attempts' handles: no restart can follow."""
+    _messages: AsyncIterator[Any] | None = None
 
     async def read(self) -> Any:
         if self._received:
@@ -51,11 +33,8 @@ class RetryingAioResponseStream(grpc.aio.UnaryStreamCall[Any, Any]):
                 try:
                     message = await self._call.read()
                 except grpc.RpcError as error:
-                    pause = self._core.pause(self._retry, error, self._deadline)
-                    if pause is None:
-                        raise
-                    await asyncio.sleep(pause)
-                    self._call = self._restart(self._deadline.remaining())
+                    await asyncio.sleep(self._pause_or_raise(error))
+                    self._move()
                     continue
                 self._received = True
                 return message

@@ -62,51 +62,62 @@ class RetryingUnaryCall(grpc.aio.UnaryUnaryCall[Any, Any]):
     ) -> Any:
         channel = self._channel
         core = channel._core
-        pool = channel._pool
-        deadline = self._deadline
         try:
             state = core.state or await channel._astate()
+            if core.plain(state, "unary_unary"):  # no admission, no hedging: as grpcio
+                return await self._attempts(state, None, request, metadata, attempt)
             retry = core.start(state, self._method.name, request, metadata, replayable=True)
-            ticket = await channel._aadmit(state, retry, deadline.at)
+            ticket = await channel._aadmit(state, retry, self._deadline.at)
             try:
                 hedging = core.hedging(state, retry)
                 while hedging is not None:  # rounds of racing attempts, retried as one attempt
                     outcome = await self._race(state, retry, Race(hedging), attempt)
                     if isinstance(outcome, _Won):
                         return outcome.response
-                    pause = core.pause(retry, outcome, deadline)
+                    pause = core.pause(retry, outcome, self._deadline)
                     if pause is None:
                         if len(retry.tried) > 1:
                             outcome.add_note(core.describe(retry))
                         raise outcome
                     await asyncio.sleep(pause)
-                while True:
-                    handle, lease = channel._begin(state, retry)
-                    try:
-                        self._call = call = attempt(self._method.on(lease), deadline.remaining())
-                        response = await call
-                    except grpc.RpcError as error:
-                        pause = core.after_error(handle, retry, error, deadline)
-                        pool.release(lease)
-                        if pause is None:
-                            if retry.attempt > 1:
-                                error.add_note(core.describe(retry))
-                            raise
-                        await asyncio.sleep(pause)
-                        continue
-                    except BaseException as exc:
-                        handle.__exit__(type(exc), exc, None)
-                        pool.release(lease)
-                        raise
-                    handle.done()
-                    pool.release(lease)
-                    return response
+                return await self._attempts(state, retry, request, metadata, attempt)
             finally:
                 if ticket is not None:
                     ticket.drop()
         except BaseException as exc:
             self._error = exc
             raise
+
+    async def _attempts(
+        self,
+        state: ServiceState,
+        retry: RetryState | None,
+        request: Any,
+        metadata: Any,
+        attempt: Callable[[Any, float | None], Any],
+    ) -> Any:
+        """Attempts one after another; ``retry`` None: a ``ChannelCore.plain`` call, whose
+        retry bookkeeping starts only when its first attempt fails."""
+        channel = self._channel
+        method = self._method
+        deadline = self._deadline
+        while True:
+            handle, lease = channel._next(state, retry, method.name, request, metadata)
+            try:
+                inner = lease.callables.get(method) or method.on(lease)
+                self._call = call = attempt(inner, deadline.remaining())
+                response = await call
+            except grpc.RpcError as error:
+                retry, pause = channel._failed(
+                    state, retry, handle, lease, error, deadline, method.name, True
+                )
+                await asyncio.sleep(pause)
+                continue
+            except BaseException as exc:
+                channel._end(handle, lease, exc)
+                raise
+            channel._end(handle, lease)
+            return response
 
     async def _race(
         self,
