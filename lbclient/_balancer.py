@@ -81,6 +81,11 @@ class ServiceState:
         self.name = name
         self.config = config
         self.listeners = tuple(listeners)
+        self.listeners_read_requests = any(
+            getattr(listener, "reads_request", True) for listener in self.listeners
+        )
+        """Whether a listener may look at the request in the pick context's attributes (else
+        the transports can share one context per zone, as with no listener)."""
         self.rng = rng or _RNG
         self.retry_budget = RetryBudget(
             config.retry.budget_ratio, config.retry.budget_min_per_second

@@ -7,7 +7,7 @@ on these hooks and nothing else, so a home-grown exporter can see everything the
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 from lbclient._context import PickContext
 from lbclient._instance import ServiceInstance
@@ -34,6 +34,11 @@ class LoadBalancerListener:
     ``on_readmission``, ``on_probe``, ``on_registry_update``, ``on_registry_error`` and
     ``on_registry_recovered``.
     """
+
+    reads_request: ClassVar[bool] = True
+    """Set it to False in a listener that never reads ``context.attributes["request"]`` in
+    ``on_pick`` or ``on_attempt``: the HTTP transports then skip building a pick context per
+    request (as they do with no listener), which the exporters use to stay cheap."""
 
     # -- the request path ------------------------------------------------------------------
 

@@ -18,10 +18,12 @@ from __future__ import annotations
 import threading
 import time
 import weakref
+from bisect import bisect_left
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+from itertools import accumulate
 
 from lbclient._balancer import ServiceState
+from lbclient._endpoint import Endpoint
 from lbclient._exceptions import ConfigurationError, MissingDependency
 from lbclient._handle import PickHandle
 from lbclient._instance import ServiceInstance
@@ -30,28 +32,50 @@ from lbclient._observe import LATENCY_BUCKETS, outcome_label
 from lbclient._outcome import Failure, Outcome
 
 try:
-    from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
-    from prometheus_client.core import GaugeMetricFamily
+    from prometheus_client import REGISTRY, CollectorRegistry, Counter
+    from prometheus_client.core import (
+        CounterMetricFamily,
+        GaugeMetricFamily,
+        HistogramMetricFamily,
+        Metric,
+    )
     from prometheus_client.registry import Collector
+    from prometheus_client.samples import Sample
 except ImportError as _exc:  # pragma: no cover - exercised without the extra
     raise MissingDependency("lbclient.metrics", "prometheus") from _exc
 
 
 class _Series:
-    """The children of one (service, instance) label set, looked up once per attempt."""
+    """The attempts of one (service, instance) label set: their durations as histogram
+    buckets and their count by outcome, kept here and read by the scrape (one lock per attempt
+    instead of one per bucket, sum and counter in prometheus_client's children)."""
 
-    __slots__ = ("duration", "outcomes", "requests")
+    __slots__ = ("buckets", "created", "labels", "lock", "outcomes", "sum")
 
-    def __init__(self, metrics: PrometheusMetrics, labels: tuple[str, ...]) -> None:
-        self.duration = metrics.duration.labels(*labels)
-        self.requests = metrics.requests
-        self.outcomes: dict[str, Any] = {}
+    def __init__(self, labels: tuple[str, ...]) -> None:
+        self.labels = labels
+        self.lock = threading.Lock()
+        self.buckets = [0] * (len(LATENCY_BUCKETS) + 1)
+        """Attempts per bucket (not cumulative); the last one is ``+Inf``."""
+        self.sum = 0.0
+        self.outcomes: dict[str, int] = {}
+        self.created = time.time()
 
-    def counter(self, labels: tuple[str, ...], outcome: str) -> Any:
-        child = self.outcomes.get(outcome)
-        if child is None:
-            child = self.outcomes[outcome] = self.requests.labels(*labels, outcome)
-        return child
+    def add(self, latency: float, outcome: str) -> None:
+        index = bisect_left(LATENCY_BUCKETS, latency)  # the first bound >= latency: le
+        with self.lock:
+            self.buckets[index] += 1
+            self.sum += latency
+            self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
+
+    def read(self) -> tuple[list[int], float, dict[str, int]]:
+        with self.lock:
+            return list(self.buckets), self.sum, dict(self.outcomes)
+
+
+_ENDPOINT_CACHE = 4096
+"""Endpoints remembered between registry updates at most (balancers come and go in a test
+suite without one)."""
 
 
 class PrometheusMetrics(LoadBalancerListener):
@@ -69,6 +93,8 @@ class PrometheusMetrics(LoadBalancerListener):
     can serve any number of balancers (a service name is a label).
     """
 
+    reads_request = False  # the attempt hooks read the instance, never the request
+
     def __init__(
         self, registry: CollectorRegistry | None = None, *, instance_label: bool = True
     ) -> None:
@@ -85,6 +111,10 @@ class PrometheusMetrics(LoadBalancerListener):
             ) from exc
         self._lock = threading.Lock()
         self._series: dict[tuple[str, ...], _Series] = {}
+        self._by_endpoint: dict[Endpoint, _Series] = {}
+        """A cache of ``_series`` by the attempt's endpoint (an identity lookup, no label
+        tuple to build); replaced by an empty one on each registry update, so it holds no
+        departed endpoint for long, and ``_series`` stays the authority."""
         self._listed: dict[str, set[str]] = {}
         self._states: dict[str, dict[str, int]] = {}
         self._stale_since: dict[str, float | None] = {}
@@ -92,22 +122,10 @@ class PrometheusMetrics(LoadBalancerListener):
         self._services: weakref.WeakSet[ServiceState] = weakref.WeakSet()
         """``lbclient_requests_in_flight`` is read from these balancers' own counts at scrape
         time: nothing to update per attempt, and a departed instance leaves no series."""
+        self.registry.register(_Attempts(self))
         self.registry.register(_Snapshot(self))
 
     def _create_families(self, r: CollectorRegistry, per_attempt: list[str]) -> None:
-        self.requests = Counter(
-            "lbclient_requests",
-            "Attempts sent to an instance, by how they ended (success or the failure kind).",
-            [*per_attempt, "outcome"],
-            registry=r,
-        )
-        self.duration = Histogram(
-            "lbclient_request_duration_seconds",
-            "Duration of each attempt, from the pick to the end of the response body.",
-            per_attempt,
-            buckets=LATENCY_BUCKETS,
-            registry=r,
-        )
         self.retries = Counter(
             "lbclient_retries",
             "Failed attempts resent to another instance.",
@@ -169,21 +187,29 @@ class PrometheusMetrics(LoadBalancerListener):
             with self._lock:
                 series = self._series.get(labels)
                 if series is None:
-                    series = self._series[labels] = _Series(self, labels)
+                    series = self._series[labels] = _Series(labels)
         return series
 
     def on_attempt(self, handle: PickHandle) -> None:
-        if handle.state not in self._services:
-            self._services.add(handle.state)
-        self._get(self._labels(handle.service, handle.instance))
+        if handle.endpoint not in self._by_endpoint:
+            self._enter(handle)
+
+    def _enter(self, handle: PickHandle) -> None:
+        """The first attempt on an endpoint since the last registry update: its series exist
+        from now on, and its balancer is one the scrape reads in-flight counts from."""
+        self._services.add(handle.state)
+        if len(self._by_endpoint) >= _ENDPOINT_CACHE:
+            self._by_endpoint = {}
+        series = self._get(self._labels(handle.service, handle.instance))
+        self._by_endpoint[handle.endpoint] = series
 
     def on_attempt_end(self, handle: PickHandle, outcome: Outcome) -> None:
-        labels = self._labels(handle.service, handle.instance)
-        series = self._series.get(labels)
-        if series is None:  # the instance left while this attempt ran: its series are gone
-            return
-        series.duration.observe(outcome.latency)
-        series.counter(labels, outcome_label(outcome)).inc()
+        series = self._by_endpoint.get(handle.endpoint)
+        if series is None:  # a registry update came between the attempt's start and end
+            series = self._series.get(self._labels(handle.service, handle.instance))
+            if series is None:  # the instance left while this attempt ran: its series are gone
+                return
+        series.add(outcome.latency, outcome_label(outcome))
 
     def on_retry(self, service: str, attempt: int, failure: Failure | None) -> None:
         self.retries.labels(service).inc()
@@ -218,6 +244,7 @@ class PrometheusMetrics(LoadBalancerListener):
         self._stale_since[service] = None
         if self.instance_label:
             self._forget_departed(service, {i.id for i in instances})
+        self._by_endpoint = {}
 
     def on_registry_error(self, service: str, error: BaseException) -> None:
         self.registry_errors.labels(service).inc()
@@ -230,12 +257,50 @@ class PrometheusMetrics(LoadBalancerListener):
             gone = self._listed.get(service, set()) - listed
             self._listed[service] = listed
             for instance_id in gone:
-                series = self._series.pop((service, instance_id), None)
-                if series is None:
-                    continue
-                self.duration.remove(service, instance_id)
-                for outcome in series.outcomes:
-                    self.requests.remove(service, instance_id, outcome)
+                self._series.pop((service, instance_id), None)
+
+
+_BOUNDS = [repr(float(bound)) for bound in LATENCY_BUCKETS] + ["+Inf"]
+"""The ``le`` labels, as prometheus_client writes them ("0.001", "1.0", ...)."""
+
+
+class _Attempts(Collector):
+    """``lbclient_requests_total`` and ``lbclient_request_duration_seconds`` from the series
+    the attempts fill (see ``_Series``)."""
+
+    def __init__(self, metrics: PrometheusMetrics) -> None:
+        self._metrics = metrics
+
+    def describe(self) -> list[Metric]:
+        return list(self._families([]))
+
+    def collect(self) -> Iterator[Metric]:
+        with self._metrics._lock:
+            series = list(self._metrics._series.values())
+        return self._families(series)
+
+    def _families(self, series: list[_Series]) -> Iterator[Metric]:
+        labels = ["service", "instance"] if self._metrics.instance_label else ["service"]
+        requests = CounterMetricFamily(
+            "lbclient_requests",
+            "Attempts sent to an instance, by how they ended (success or the failure kind).",
+            labels=[*labels, "outcome"],
+        )
+        duration = HistogramMetricFamily(
+            "lbclient_request_duration_seconds",
+            "Duration of each attempt, from the pick to the end of the response body.",
+            labels=labels,
+        )
+        for one in series:
+            buckets, total, outcomes = one.read()
+            for outcome, count in sorted(outcomes.items()):
+                requests.add_metric([*one.labels, outcome], count, created=one.created)
+            cumulative = zip(_BOUNDS, accumulate(buckets), strict=True)
+            duration.add_metric(list(one.labels), list(cumulative), total)
+            created = dict(zip(labels, one.labels, strict=True))  # as prometheus_client's own
+            duration.samples.append(Sample(f"{duration.name}_created", created, one.created))
+        yield requests
+        yield duration
 
 
 class _Snapshot(Collector):

@@ -32,6 +32,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from lbclient._balancer import ServiceState
+from lbclient._endpoint import Endpoint
 from lbclient._exceptions import MissingDependency
 from lbclient._handle import PickHandle
 from lbclient._instance import ServiceInstance
@@ -52,6 +53,16 @@ SPAN_NAME = "lbclient.attempt"
 Attributes = dict[str, Any]
 
 
+class _Slot:
+    """One endpoint's duration attributes and its ``lbclient.requests`` tallies by outcome."""
+
+    __slots__ = ("attributes", "tallies")
+
+    def __init__(self, attributes: Attributes) -> None:
+        self.attributes = attributes
+        self.tallies: dict[str, list[Any]] = {}
+
+
 class OpenTelemetryInstrumentation(LoadBalancerListener):
     """A listener recording lbclient's measurements as OTel instruments and attempts as spans.
 
@@ -60,6 +71,8 @@ class OpenTelemetryInstrumentation(LoadBalancerListener):
     caller's trace, sampled); ``root_spans=True`` starts them in any case, each attempt then
     being a trace of its own when nothing else is traced.
     """
+
+    reads_request = False  # the attempt hooks read the instance, never the request
 
     _ATTRIBUTE_CACHE = 4096
     """Attribute dicts are built once per (service, instance[, outcome]); churn resets them."""
@@ -132,6 +145,10 @@ class OpenTelemetryInstrumentation(LoadBalancerListener):
         """Where ``lbclient.requests.active`` is read from: the balancer's own in-flight
         counts, so an attempt costs no extra measurement."""
         self._attributes: dict[tuple[str, ...], Attributes] = {}
+        self._slots: dict[Endpoint, _Slot] = {}
+        """What an attempt's end needs, by the attempt's endpoint (an identity lookup, no key
+        to build); replaced by an empty one on each registry update, so it holds no departed
+        endpoint for long (``_tallies`` stays the authority for the counts)."""
         self._states: dict[str, dict[str, int]] = {}
         self._stale_since: dict[str, float | None] = {}
 
@@ -154,8 +171,8 @@ class OpenTelemetryInstrumentation(LoadBalancerListener):
         return attributes
 
     def on_attempt(self, handle: PickHandle) -> None:
-        if handle.state not in self._services:
-            self._services.add(handle.state)
+        if handle.endpoint not in self._slots:
+            self._enter(handle)
         if not (self._root_spans or trace.get_current_span().is_recording()):
             return  # nothing to be a part of: no lone one-span traces (unless root_spans)
         instance = handle.instance
@@ -170,17 +187,26 @@ class OpenTelemetryInstrumentation(LoadBalancerListener):
             SPAN_NAME, kind=SpanKind.INTERNAL, attributes=span_attributes
         )
 
+    def _enter(self, handle: PickHandle) -> _Slot:
+        """The first attempt on an endpoint since the last registry update: its attributes
+        are built, and its balancer is one ``lbclient.requests.active`` is read from."""
+        self._services.add(handle.state)
+        slot = _Slot(self._attrs(handle.service, handle.instance))
+        if len(self._slots) >= self._ATTRIBUTE_CACHE:
+            self._slots = {}
+        self._slots[handle.endpoint] = slot
+        return slot
+
     def on_attempt_end(self, handle: PickHandle, outcome: Outcome) -> None:
-        attributes = self._attrs(handle.service, handle.instance)
+        slot = self._slots.get(handle.endpoint)
+        if slot is None:  # a registry update came between the attempt's start and end
+            slot = _Slot(self._attrs(handle.service, handle.instance))
+        self._duration.record(outcome.latency, slot.attributes)
         label = outcome_label(outcome)
-        self._duration.record(outcome.latency, attributes)
-        key = (handle.service, handle.instance.id, label)
-        tally = self._tallies.get(key)
+        tally = slot.tallies.get(label)
+        if tally is None:
+            tally = slot.tallies[label] = self._tally(handle, label)
         with self._lock:
-            if tally is None:
-                tally = self._tallies.setdefault(
-                    key, [self._attrs(handle.service, handle.instance, label), 0]
-                )
             tally[1] += 1
         span = self._spans.pop(handle, None)
         if span is None:
@@ -192,6 +218,17 @@ class OpenTelemetryInstrumentation(LoadBalancerListener):
             span.set_attribute("error.type", outcome.failure.value)
             span.set_status(Status(StatusCode.ERROR, label))
         span.end()
+
+    def _tally(self, handle: PickHandle, label: str) -> list[Any]:
+        """The ``[attributes, count]`` of ``lbclient.requests`` for this attempt's instance
+        and outcome, shared by every endpoint of that instance."""
+        key = (handle.service, handle.instance.id, label)
+        with self._lock:
+            tally = self._tallies.get(key)
+            if tally is None:
+                attributes = self._attrs(handle.service, handle.instance, label)
+                tally = self._tallies[key] = [attributes, 0]
+            return tally
 
     def on_retry(self, service: str, attempt: int, failure: Failure | None) -> None:
         self._retries.add(1, {"lbclient.service": service})
@@ -234,6 +271,7 @@ class OpenTelemetryInstrumentation(LoadBalancerListener):
         with self._lock:  # the counts of instances that left stop being reported
             for key in [k for k in self._tallies if k[0] == service and k[1] not in listed]:
                 del self._tallies[key]
+        self._slots = {}
 
     def on_registry_error(self, service: str, error: BaseException) -> None:
         self._errors.add(1, {"lbclient.service": service})

@@ -149,7 +149,7 @@ class TransportCore:
         ignores = _IGNORES_ATTRIBUTES.get(type(state.scheduler))
         if ignores is None:
             ignores = _ignores_attributes(state.scheduler)
-        if key is None and ignores and not state.listeners:
+        if key is None and ignores and not state.listeners_read_requests:
             # Nothing can see this request's attributes: share one context per zone.
             context = self._bare_contexts.get(zone)
             if context is None:

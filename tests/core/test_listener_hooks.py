@@ -268,3 +268,28 @@ def test_a_retried_status_that_is_no_failure_is_reported_without_one() -> None:
     assert ends[busy.port].status == 429
     assert ends[busy.port].failure is None  # a 429 does not blame the instance
     assert_settled(lb)
+
+
+class RequestReader(LoadBalancerListener):
+    """A listener that reads the request from the pick context (``reads_request`` left True)."""
+
+    def __init__(self) -> None:
+        self.urls: list[str] = []
+
+    def on_pick(self, service: str, instance: ServiceInstance, context: Any) -> None:
+        self.urls.append(str(context.attributes["request"].url))
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_a_listener_sees_the_request_unless_it_opts_out(mode: Mode) -> None:
+    reader = RequestReader()
+    with HTTPBackend("one") as one:
+        lb = lbclient.LoadBalancer({"orders": [one.address]}, listeners=[reader])
+        assert send(mode, lb, "GET", "http://orders/x?y=1").status_code == 200
+        assert_settled(lb)
+    assert [url.endswith("/x?y=1") for url in reader.urls] == [True]
+    quiet = type("Quiet", (LoadBalancerListener,), {"reads_request": False})()
+    for listeners, reads in [([LoadBalancerListener()], True), ([quiet], False)]:
+        lb = lbclient.LoadBalancer({"orders": [one.address]}, listeners=listeners)
+        assert lb.service("orders").listeners_read_requests is reads
+        lb.close()

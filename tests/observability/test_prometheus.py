@@ -132,6 +132,16 @@ def test_families_under_traffic_with_retries_and_an_ejection(
         assert samples[key] == count, state
     per_good = frozenset({("service", "orders"), ("instance", good_id)})
     assert samples[("lbclient_request_duration_seconds_count", per_good)] == 10
+    buckets = [
+        (float(dict(labels)["le"]), value)
+        for (name, labels), value in samples.items()
+        if name == "lbclient_request_duration_seconds_bucket" and per_good < labels
+    ]
+    assert [le for le, _ in sorted(buckets)][-1] == float("inf")
+    counts = [value for _, value in sorted(buckets)]
+    assert counts == sorted(counts)  # cumulative
+    assert counts[-1] == 10  # all within +Inf
+    assert 0 < samples[("lbclient_request_duration_seconds_sum", per_good)] < 10 * 20
     assert samples[("lbclient_requests_in_flight", per_good)] == 0
     assert samples[("lbclient_registry_updates_total", frozenset({("service", "orders")}))] == 1
     assert samples[("lbclient_registry_stale_seconds", frozenset({("service", "orders")}))] == 0
