@@ -13,7 +13,7 @@ import itertools
 import math
 import threading
 import time
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection
 from typing import TYPE_CHECKING
 
 from tenacity import RetryCallState, wait_exponential, wait_random
@@ -96,13 +96,10 @@ class RetryPolicy:
             check.seconds(f"RetryPolicy.{name}", value)  # a millisecond to a year
 
         check.integer("RetryPolicy.attempts", self.attempts, minimum=1, maximum=MAX_ATTEMPTS)
-        statuses = self.statuses
-        if isinstance(statuses, (str, bytes, int)) or not isinstance(statuses, Iterable):
-            raise check.invalid("RetryPolicy.statuses", statuses, "a collection of HTTP statuses")
-        items = check.bounded("RetryPolicy.statuses", statuses, limit=1000)
-        for status in items:
-            check.integer("RetryPolicy.statuses item", status, minimum=100, maximum=599)
-        object.__setattr__(self, "statuses", frozenset(items))
+        statuses = check.statuses(
+            "RetryPolicy.statuses", self.statuses, expected="a collection of HTTP statuses"
+        )
+        object.__setattr__(self, "statuses", statuses)
         if self.methods is not None:
             methods = check.strings("RetryPolicy.methods", self.methods, example="{'GET', 'PUT'}")
             object.__setattr__(self, "methods", frozenset(m.upper() for m in methods))

@@ -151,6 +151,16 @@ def bounded(setting: str, value: Iterable[T], limit: int = MAX_ITEMS) -> list[T]
     return items
 
 
+def statuses(setting: str, value: object, *, expected: str) -> frozenset[int]:
+    """A collection of HTTP statuses (100-599), bounded; a bare string or int is refused."""
+    if isinstance(value, (str, bytes, int)) or not isinstance(value, Iterable):
+        raise invalid(setting, value, expected)
+    items = bounded(setting, value, limit=1000)
+    for status in items:
+        integer(f"{setting} item", status, minimum=100, maximum=599)
+    return frozenset(items)
+
+
 def mapping(setting: str, value: object, *, example: str = "{'key': 'value'}") -> Mapping[Any, Any]:
     """A mapping (a dict); None and lists are refused."""
     if not isinstance(value, Mapping):

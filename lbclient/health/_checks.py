@@ -109,13 +109,10 @@ class HttpHealthCheck(HealthCheck):
             raise check.invalid(
                 "HttpHealthCheck.path", path, "a path starting with '/', without spaces"
             )
-        statuses = self.statuses
-        if isinstance(statuses, (str, bytes, int)) or not isinstance(statuses, Iterable):
-            raise check.invalid("HttpHealthCheck.statuses", statuses, "a collection of statuses")
-        statuses = check.bounded("HttpHealthCheck.statuses", statuses, limit=1000)
-        for status in statuses:
-            check.integer("HttpHealthCheck.statuses item", status, minimum=100, maximum=599)
-        object.__setattr__(self, "statuses", frozenset(statuses))
+        statuses = check.statuses(
+            "HttpHealthCheck.statuses", self.statuses, expected="a collection of statuses"
+        )
+        object.__setattr__(self, "statuses", statuses)
         headers = check.mapping("HttpHealthCheck.headers", self.headers, example="{'Host': 'x'}")
         for key, value in headers.items():
             if not isinstance(key, str) or not isinstance(value, str):

@@ -188,8 +188,12 @@ class TaskWatch(Generic[C]):
         self.policy = policy
         self._poll = poll
         self._cleanup = cleanup
+        self._launch()
+
+    def _launch(self) -> None:
+        """Start the task on the running loop (LoopWatch: on the shared loop's thread)."""
         self._task = asyncio.get_running_loop().create_task(
-            self._run(), name=f"lbclient-watch-{policy.name}"
+            self._run(), name=f"lbclient-watch-{self.policy.name}"
         )
 
     async def _run(self) -> None:
@@ -239,16 +243,7 @@ class LoopWatch(TaskWatch[C]):
     itself (e.g. a balancer collected there), which must not wait for itself.
     """
 
-    def __init__(
-        self,
-        policy: WatchPolicy[C],
-        poll: AsyncPoll[C],
-        *,
-        cleanup: Callable[[], Awaitable[Any]] | None = None,
-    ) -> None:
-        self.policy = policy
-        self._poll = poll
-        self._cleanup = cleanup
+    def _launch(self) -> None:
         self._closed = False
         self._closing = threading.Lock()
         self._ended = threading.Event()

@@ -10,7 +10,6 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
-import pytest
 from hypothesis import HealthCheck as Check
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -190,7 +189,6 @@ def registrar_settings() -> list[str]:
 @given(option=st.sampled_from(["consul", "k8s"]), name=st.data(), value=ANYTHING)
 def test_any_registry_or_registrar_keyword(option: str, name: st.DataObject, value: Any) -> None:
     if option == "consul":
-        pytest.importorskip("lbclient.consul")
         from lbclient.consul import ConsulRegistrar, ConsulRegistry
 
         key = name.draw(st.sampled_from([*registrar_settings(), "rate", "wait", "zone_key"]))
@@ -199,7 +197,6 @@ def test_any_registry_or_registrar_keyword(option: str, name: st.DataObject, val
         if registry is not None:
             registry.close()  # type: ignore[attr-defined]
     else:
-        pytest.importorskip("lbclient.kubernetes")
         from lbclient.kubernetes import KubernetesRegistry
 
         key = name.draw(st.sampled_from(["port", "ports", "services", "watch_timeout", "prot"]))
