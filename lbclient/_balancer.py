@@ -170,16 +170,19 @@ class ServiceState:
             try:
                 current = {i.id: i for i in instances}
                 endpoints: dict[str, Endpoint] = {}
+                known = previous.get
                 for instance_id, instance in current.items():
-                    endpoint = previous.get(instance_id)
+                    endpoint = known(instance_id)
                     if endpoint is None:
                         endpoint = Endpoint(instance, decay=self.config.ewma_decay)
                         added.append(endpoint)
-                    elif endpoint.instance != instance:
+                    # A registry often hands the same object again: skip the field compare.
+                    elif endpoint.instance is not instance and endpoint.instance != instance:
                         changed.append((endpoint, endpoint.instance))
                         endpoint.set_instance(instance)
                     endpoints[instance_id] = endpoint
-                removed = [e for i, e in previous.items() if i not in current]
+                if len(endpoints) - len(added) < len(previous):
+                    removed = [e for i, e in previous.items() if i not in current]
                 if added or removed:
                     for f in self.filters:
                         f.on_membership(added, removed)
@@ -456,14 +459,15 @@ class ServiceState:
             endpoint.weight = weight
 
     def _notify(self, usable: tuple[Endpoint, ...]) -> None:
+        if not self.listeners:
+            return
         instances = [e.instance for e in usable]
         for listener in self.listeners:
             try:
                 listener.on_instances(self.name, instances)
             except Exception:
                 log.exception("listener %r failed in on_instances", listener)
-        if self.listeners:
-            self.emit("on_instance_states", self.instance_states(usable))
+        self.emit("on_instance_states", self.instance_states(usable))
 
     def emit(self, hook: str, *args: Any) -> None:
         """Call ``hook(service, *args)`` on every listener; a failing one is logged, never

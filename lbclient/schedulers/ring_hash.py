@@ -29,6 +29,7 @@ import math
 from bisect import bisect_left
 from collections.abc import Mapping, Sequence
 from hashlib import blake2b
+from operator import itemgetter
 from typing import Any
 
 from lbclient._endpoint import Endpoint
@@ -81,16 +82,21 @@ class RingHashScheduler(KeyedScheduler):
                 if have is not None and len(have) == count
                 else point_hashes(endpoint.id, count, known)
             )
-        self._hashes, self._owners = ring(self.ordered, self.points)
+        merged = None
+        if isinstance(previous, RingHashScheduler):
+            merged = merged_ring(previous, self.ordered, self.points)
+        self._hashes, self._owners = merged or ring(self.ordered, self.points)
 
     def _counts(self) -> list[int]:
-        total = math.fsum(e.weight for e in self.ordered)
-        shares = [e.weight / total for e in self.ordered]
-        smallest = min(shares)
+        weights = [e.weight for e in self.ordered]
+        total = math.fsum(weights)
+        smallest = min(weights) / total  # the smallest share (division keeps the order)
         scale = min(math.ceil(smallest * self.min_ring_size) / smallest, self.max_ring_size)
         # Each instance's count is rounded on its own (Envoy accumulates targets across
-        # instances, so one leaving shifts its neighbours' counts and moves their keys).
-        return [max(1, round(scale * share)) for share in shares]
+        # instances, so one leaving shifts its neighbours' counts and moves their keys); an
+        # instance's count depends only on its weight, so it is computed once per weight.
+        by_weight = {w: max(1, round(scale * (w / total))) for w in set(weights)}
+        return list(map(by_weight.__getitem__, weights))
 
     @property
     def ring_size(self) -> int:
@@ -122,6 +128,60 @@ def point_hashes(instance_id: str, count: int, known: Mapping[str, list[int]]) -
     names = (f"{instance_id}_{n}".encode("utf-8", "surrogatepass") for n in range(len(have), count))
     # hash64 inlined: this is most of a first build.
     return have + [int.from_bytes(blake2b(n, digest_size=8).digest(), "big") for n in names]
+
+
+MERGE_BELOW = 8
+"""A ring is merged into the previous one when fewer than 1/8 of its instances changed."""
+
+
+def merged_ring(
+    previous: RingHashScheduler, ordered: Sequence[Endpoint], points: Mapping[str, list[int]]
+) -> tuple[list[int], list[Endpoint]] | None:
+    """The ring of ``ordered``, made from the previous one when few instances changed: its
+    points minus the leavers' (and those of instances whose points or endpoint changed), with
+    the newcomers' sorted points slotted in. That is the ring ``ring`` builds, point for point;
+    None (build it whole) when many changed or a newcomer's point equals another point, whose
+    order then depends on the instances' indices."""
+    before = {e.id: e for e in previous.ordered}
+    if len(before) != len(previous.ordered) or len(points) != len(ordered):
+        return None  # repeated ids: leave them to ``ring``
+    old_points = previous.points
+    arriving: list[Endpoint] = []
+    leaving: list[Endpoint] = []
+    for endpoint in ordered:
+        was = before.pop(endpoint.id, None)
+        if was is not endpoint or points[endpoint.id] is not old_points[endpoint.id]:
+            arriving.append(endpoint)
+            if was is not None:
+                leaving.append(was)
+    leaving += before.values()  # what is left in ``before`` is gone
+    if (len(arriving) + len(leaving)) * MERGE_BELOW > len(ordered):
+        return None
+    hashes, owners = previous._hashes, previous._owners
+    if leaving:
+        gone = set(leaving)
+        keep = [owner not in gone for owner in owners]
+        hashes = list(itertools.compress(hashes, keep))
+        owners = list(itertools.compress(owners, keep))
+    if not arriving:
+        return hashes, owners
+    newcomers = sorted(((p, e) for e in arriving for p in points[e.id]), key=itemgetter(0))
+    out_hashes: list[int] = []
+    out_owners: list[Endpoint] = []
+    start = 0
+    last = None
+    for point, owner in newcomers:
+        at = bisect_left(hashes, point, start)
+        if point == last or (at < len(hashes) and hashes[at] == point):
+            return None  # equal hashes: ``ring`` orders them by index
+        out_hashes += hashes[start:at]
+        out_owners += owners[start:at]
+        out_hashes.append(point)
+        out_owners.append(owner)
+        start, last = at, point
+    out_hashes += hashes[start:]
+    out_owners += owners[start:]
+    return out_hashes, out_owners
 
 
 def ring(
