@@ -34,6 +34,7 @@ chooses what to hash by setting the pick key (``sh`` hashes ``PickContext.source
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
 from collections.abc import Iterator, Mapping, Sequence
@@ -48,25 +49,29 @@ from lbclient.schedulers._keyed import KeyedScheduler
 from lbclient.schedulers._options import prime_option
 
 DEFAULT_TABLE_SIZE = 65537
-ENDGAME = 320
-"""Empty slots left when filling switches from probing to searching the empty slots: probing
-costs about ``size / empty`` steps per slot, the search ``empty`` cheaper ones."""
 
 Probe = tuple[int, int]
 
 
+def endgame_size(size: int) -> int:
+    """Empty slots left when filling switches from probing to searching the empty slots.
+
+    Probing costs about ``size / empty`` steps per slot, the search ``empty`` dearer ones
+    (about 2.3 probes each): they cost the same near ``sqrt(size / 2.3)``, 168 empty slots
+    of the default table.
+    """
+    return math.isqrt(size * 3 // 7)
+
+
 def probe_starts(ids: Sequence[str], size: int, known: Mapping[str, Probe]) -> dict[str, Probe]:
     """Each instance's first slot and step in a table of ``size`` (reusing ``known`` ones)."""
-    found: dict[str, Probe] = {}
-    for instance_id in ids:
-        probe = known.get(instance_id)
-        if probe is None:
-            # hash128 inlined (this loop is a third of a first build): one 128-bit integer.
-            digest = blake2b(instance_id.encode("utf-8", "surrogatepass"), digest_size=16)
-            both = int.from_bytes(digest.digest(), "big")
-            probe = ((both >> 64) % size, (both & MASK64) % (size - 1) + 1)
-        found[instance_id] = probe
-    return found
+    found: dict[str, Probe | None] = dict(zip(ids, map(known.get, ids), strict=True))
+    for instance_id in [i for i, probe in found.items() if probe is None]:
+        # hash128 inlined (this loop is a third of a first build): one 128-bit integer.
+        digest = blake2b(instance_id.encode("utf-8", "surrogatepass"), digest_size=16)
+        both = int.from_bytes(digest.digest(), "big")
+        found[instance_id] = ((both >> 64) % size, (both & MASK64) % (size - 1) + 1)
+    return found  # type: ignore[return-value]  # every None was replaced
 
 
 def take_order(weights: Sequence[float], size: int) -> Iterator[int]:
@@ -89,7 +94,12 @@ def take_order(weights: Sequence[float], size: int) -> Iterator[int]:
 
 
 def _turns_by_weight(classes: dict[float, list[int]], heaviest: float) -> Iterator[int]:
-    # Instances of one weight have the same target at every turn: decide once per weight.
+    return itertools.chain.from_iterable(_weight_turns(classes, heaviest))
+
+
+def _weight_turns(classes: dict[float, list[int]], heaviest: float) -> Iterator[list[int]]:
+    # Instances of one weight have the same target at every turn: decide once per weight, and
+    # hand over each turn's takers as one list (chained in C, not yielded one by one).
     targets = dict.fromkeys(classes, 0.0)
     merged: dict[tuple[float, ...], list[int]] = {}
     for turn in itertools.count(1):
@@ -99,7 +109,7 @@ def _turns_by_weight(classes: dict[float, list[int]], heaviest: float) -> Iterat
         order = merged.get(due)
         if order is None:
             order = merged[due] = sorted(itertools.chain.from_iterable(classes[w] for w in due))
-        yield from order
+        yield order
 
 
 def _turns_by_instance(weights: Sequence[float], heaviest: float) -> Iterator[int]:
@@ -135,38 +145,56 @@ def maglev_table(
     build (see ``probe_starts``); it only saves hashing.
     """
     found = probe_starts(ids, size, known or {})
-    positions = [found[i][0] for i in ids]
-    skips = [found[i][1] for i in ids]
-    table = [-1] * size
+    return populate([found[i] for i in ids], weights, size)
+
+
+def populate(probes: Sequence[Probe], weights: Sequence[float], size: int) -> list[int]:
+    """The Maglev table of the instances with these (first slot, step) and weights."""
+    positions = [first for first, _ in probes]
+    skips = [skip for _, skip in probes]
+    table: list[int | None] = [None] * size
     order = take_order(weights, size)
-    for index in itertools.islice(order, max(0, size - ENDGAME)):
-        slot, skip = positions[index], skips[index]
-        while table[slot] >= 0:
-            slot += skip
-            if slot >= size:
-                slot -= size
+    # The hot loop (tens of thousands of slots, a few probes each): ``x % size`` on small
+    # ints is one operation where a compare-and-subtract is three.
+    for index in itertools.islice(order, max(0, size - endgame_size(size))):
+        slot = positions[index]
+        if table[slot] is None:
+            table[slot] = index
+            positions[index] = (slot + skips[index]) % size
+            continue
+        skip = skips[index]
+        slot = (slot + skip) % size
+        while table[slot] is not None:
+            slot = (slot + skip) % size
         table[slot] = index
-        slot += skip
-        positions[index] = slot - size if slot >= size else slot
-    # Endgame: the taker's next free slot is the empty slot fewest of its steps away.
-    empty = [slot for slot, index in enumerate(table) if index < 0]
-    inverses: dict[int, int] = {}
+        positions[index] = (slot + skip) % size
+    # Endgame: the taker's next free slot is the empty slot fewest of its steps away (its
+    # step count to each is ``(slot - position) / skip`` mod the prime size).
+    empty = _empty_slots(table)
     for index in order:
         if not empty:
             break
         position = positions[index]
-        inverse = inverses.get(index)
-        if inverse is None:
-            inverse = inverses[index] = pow(skips[index], -1, size)
+        inverse = pow(skips[index], -1, size)
         steps = [(slot - position) * inverse % size for slot in empty]
         nearest = steps.index(min(steps))
         slot = empty[nearest]
         empty[nearest] = empty[-1]
         empty.pop()
         table[slot] = index
-        slot += skips[index]
-        positions[index] = slot - size if slot >= size else slot
-    return table
+        positions[index] = (slot + skips[index]) % size
+    return table  # type: ignore[return-value]  # every slot is taken
+
+
+def _empty_slots(table: list[int | None]) -> list[int]:
+    """The slots still empty (None), found by ``list.index`` (a scan in C)."""
+    empty: list[int] = []
+    slot = -1
+    with contextlib.suppress(ValueError):
+        while True:
+            slot = table.index(None, slot + 1)
+            empty.append(slot)
+    return empty
 
 
 class MaglevScheduler(KeyedScheduler):
@@ -193,7 +221,13 @@ class MaglevScheduler(KeyedScheduler):
         )
         self.probes: dict[str, Probe] = probe_starts(ids, self.table_size, known)
         """id → (first slot, step), handed to the next build of the same table size."""
-        indices = maglev_table(ids, [e.weight for e in self.ordered], self.table_size, self.probes)
+        weights = [e.weight for e in self.ordered]
+        starts = (
+            self.probes.values()
+            if len(self.probes) == len(ids)
+            else map(self.probes.__getitem__, ids)
+        )
+        indices = populate(list(starts), weights, self.table_size)
         self.table: tuple[Endpoint, ...] = itemgetter(*indices)(self.ordered)
 
     def choose_hash(self, key_hash: int) -> Endpoint:
