@@ -14,9 +14,11 @@ instances that stayed (test_consistent_hash.py bounds that at 3/N). ``rendezvous
 exactly the leaver's keys; ``maglev`` about 1.1/N in all.
 
 Building is tuned because it runs on every list change: each instance's point hashes are carried
-over from the scheduler this one replaces (a list change rehashes only the newcomers), and the
+over from the scheduler this one replaces (a list change rehashes only the newcomers); when
+fewer than 1/8 of the instances changed, the previous ring minus the leavers' points, with the
+newcomers' sorted points slotted in, is the new ring (the same ring, point for point), else the
 ring is sorted as plain integers with owners looked up afterwards (tuples sort about 3x slower).
-With 10,000 instances this takes about 10-40 ms of CPU.
+With 10,000 instances a rebuild after 1% churn takes about 5-7 ms of CPU, a first build 20-40.
 
 No key: a uniformly random instance (``no_key_fallback``). Retries walk the ring clockwise to
 the next point whose owner is not excluded, as Envoy does.

@@ -20,7 +20,7 @@ from lbclient.schedulers.maglev import (
     maglev_table,
     probe_starts,
 )
-from lbclient.schedulers.ring_hash import RingHashScheduler, ring
+from lbclient.schedulers.ring_hash import RingHashScheduler, merged_ring, ring
 
 from ._support import build, endpoints
 
@@ -159,3 +159,69 @@ def test_equal_point_hashes_go_to_the_lower_index_first() -> None:
     hashes, owners = ring([a, b, c], {a.id: [5, 9], b.id: [9, 1], c.id: [5]})
     assert hashes == [1, 5, 5, 9, 9]
     assert owners == [b, a, c, a, b]
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    weights=st.lists(WEIGHTS, min_size=100, max_size=160),
+    rounds=st.lists(
+        st.tuples(st.integers(0, 4), st.integers(0, 4), st.booleans()), min_size=1, max_size=4
+    ),
+)
+def test_ring_hash_merges_small_changes_into_the_previous_ring_exactly(
+    weights: list[float], rounds: list[tuple[int, int, bool]]
+) -> None:
+    # min_ring_size=1: each instance gets weight / lightest points, so the counts of the
+    # instances that stay hold while the lightest weight does (else every count changes and
+    # the ring is rebuilt whole, also checked here).
+    items = endpoints(weights)
+    scheduler = build("ring_hash", items, min_ring_size=1)
+    port = 30000
+    for leaving, arriving, replace in rounds:
+        lightest = min(e.weight for e in items)
+        items = [*items[leaving:], *endpoints([2.0] * arriving, port=port)]
+        port += 100
+        if replace:  # the same instance behind a new endpoint object: owners must follow it
+            items[0] = endpoints([items[0].weight], port=items[0].instance.port)[0]
+        assert isinstance(scheduler, RingHashScheduler)
+        previous = scheduler
+        scheduler = build("ring_hash", items, min_ring_size=1, previous=previous)
+        fresh = build("ring_hash", items, min_ring_size=1)
+        assert isinstance(scheduler, RingHashScheduler)
+        assert isinstance(fresh, RingHashScheduler)
+        assert ring_of(scheduler) == ring_of(fresh) == ketama_ring(fresh)
+        assert all(a is b for a, b in zip(scheduler._owners, fresh._owners, strict=True))
+        merged = merged_ring(previous, scheduler.ordered, scheduler.points)
+        if min(e.weight for e in items) == lightest:
+            assert merged is not None  # few changes: merged, not rebuilt
+        if merged is not None:
+            assert merged == (scheduler._hashes, scheduler._owners)
+
+
+def test_a_merge_meeting_an_equal_point_hash_leaves_it_to_the_full_build() -> None:
+    items = endpoints([1.0] * 20)
+    previous = build("ring_hash", items, min_ring_size=64)
+    assert isinstance(previous, RingHashScheduler)
+    newcomer = endpoints([1.0], port=40000)[0]
+    ordered = sorted([*items, newcomer], key=lambda e: e.id)
+    points = {**previous.points, newcomer.id: [previous._hashes[5]]}
+    assert merged_ring(previous, ordered, points) is None
+    hashes, _ = ring(ordered, points)
+    assert hashes.count(previous._hashes[5]) == 2
+
+
+def test_maglev_rebuilt_over_successive_changes_is_the_fresh_table() -> None:
+    items = endpoints([1.0 + n % 4 for n in range(400)])
+    scheduler = build("maglev", items)
+    for round_ in range(4):
+        items = [*items[5:], *endpoints([1.0 + round_, 3.0], port=30000 + 10 * round_)]
+        scheduler = build("maglev", items, previous=scheduler)
+        fresh = build("maglev", items)
+        assert isinstance(scheduler, MaglevScheduler)
+        assert isinstance(fresh, MaglevScheduler)
+        assert [e.id for e in scheduler.table] == [e.id for e in fresh.table]
+        ids = [e.id for e in fresh.ordered]
+        weights = [e.weight for e in fresh.ordered]
+        assert [fresh.ordered[i].id for i in envoy_maglev(ids, weights, 4099)] == [
+            e.id for e in fresh.table
+        ]
