@@ -45,6 +45,9 @@ from lbclient.schedulers import Scheduler, scheduler_class
 HEADING = "## Scale"
 SIZES = (10, 100, 1000, 10000)
 LVS = ("lc", "wlc", "sed", "nq", "lblc", "lblcr")
+SERVICE = "svc"
+"""The churning service: its instances name it, as a registry's do (a publication whose every
+instance names another service would rewrite all of them, not replace 1%)."""
 
 
 def round_trip(endpoint: Endpoint) -> Callable[[int], None]:
@@ -124,7 +127,7 @@ def fleet(kind: str, size: int, first: int = 0) -> list[Endpoint]:
     return [
         Endpoint(
             ServiceInstance(
-                "bench", f"10.{n >> 16 & 255}.{n >> 8 & 255}.{n & 255}", 8000, weight=weight(n)
+                SERVICE, f"10.{n >> 16 & 255}.{n >> 8 & 255}.{n & 255}", 8000, weight=weight(n)
             )
         )
         for n in range(first, first + size)
@@ -203,9 +206,9 @@ def churn_rows(seconds: float) -> list[str]:
     rows = []
     for name in ("maglev", "ring_hash", "wlc"):
         instances = [e.instance for e in fleet("weights 1-4", size)]
-        lb = lbclient.LoadBalancer({"svc": instances}, scheduler=name, outlier=None)
+        lb = lbclient.LoadBalancer({SERVICE: instances}, scheduler=name, outlier=None)
         try:
-            state = lb.service("svc")
+            state = lb.service(SERVICE)
             state.pick().done()
             alone = [
                 *instances[size // 100 :],
