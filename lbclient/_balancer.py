@@ -201,7 +201,7 @@ class ServiceState:
                     if endpoint is None:
                         endpoint = Endpoint(instance, decay=self.config.ewma_decay)
                         added.append(endpoint)
-                    # A registry often hands the same object again: skip the field compare.
+                    # The same object again (a static list, a cached entry): skip the compare.
                     elif endpoint.instance is not instance and endpoint.instance != instance:
                         changed.append((endpoint, endpoint.instance))
                         endpoint.set_instance(instance)
