@@ -88,6 +88,32 @@ class IndexSet:
         return (block << 6) + (word & -word).bit_length() - 1
 
 
+def _group(costs: list[Cost]) -> Iterable[tuple[Cost, list[int]]]:
+    """Each distinct cost and the indices that have it, ascending. A fresh list has few
+    distinct costs (most instances idle), so one scan per cost beats filing each index."""
+    distinct = set(costs)
+    if len(distinct) <= 4:
+        return [(cost, [i for i, c in enumerate(costs) if c == cost]) for cost in sorted(distinct)]
+    members: dict[Cost, list[int]] = {}
+    for index, cost in enumerate(costs):
+        members.setdefault(cost, []).append(index)
+    return members.items()
+
+
+def _index_set(indices: list[int]) -> IndexSet:
+    """An IndexSet of ascending ``indices``; ``0 .. n - 1`` (a whole idle list) word by word."""
+    if not indices or indices[-1] != len(indices) - 1:
+        return IndexSet(indices)
+    full = IndexSet()
+    whole, rest = divmod(len(indices), 64)
+    full.words = dict.fromkeys(range(whole), (1 << 64) - 1)
+    if rest:
+        full.words[whole] = (1 << rest) - 1
+    full.summary = (1 << len(full.words)) - 1
+    full.size = len(indices)
+    return full
+
+
 class LoadIndex:
     """Endpoints grouped by cost ``(in_flight + placing) x inverse_weight`` (``in_flight`` alone
     when ``inverse`` is None), answering "first lowest cost at or after ``start``".
@@ -128,17 +154,23 @@ class LoadIndex:
             endpoint.watch(watcher, index)
         with self._lock:
             loads = [e.in_flight for e in endpoints]
-            self._costs: list[Cost] = [self._cost(i, load) for i, load in enumerate(loads)]
-            members: dict[Cost, list[int]] = {}
-            for index, cost in enumerate(self._costs):
-                members.setdefault(cost, []).append(index)
-            self._levels = {cost: IndexSet(indices) for cost, indices in members.items()}
+            self._costs: list[Cost] = self._all_costs(loads)
+            self._levels = {cost: _index_set(indices) for cost, indices in _group(self._costs)}
             if self.idle is not None:
                 self.idle = IndexSet(i for i, load in enumerate(loads) if load == 0)
             self._heap: list[Cost] = list(self._levels)
             heapify(self._heap)
             self._in_heap = set(self._heap)
             self._ready = True
+
+    def _all_costs(self, loads: list[int]) -> list[Cost]:
+        # ``_cost`` for every endpoint at once (the same expressions, so the same floats).
+        inverse, placing = self._inverse, self._placing
+        if inverse is None:
+            return list(loads)
+        if placing:
+            return [(load + placing) * w for load, w in zip(loads, inverse, strict=True)]
+        return [load * w for load, w in zip(loads, inverse, strict=True)]
 
     def _cost(self, index: int, in_flight: int) -> Cost:
         # The scan's own expressions (ScanScheduler.costs), so equal costs are equal floats.

@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lbclient import Endpoint, Outcome, PickContext
-from lbclient.schedulers._load_index import IndexSet, LoadIndex
+from lbclient.schedulers._load_index import IndexSet, LoadIndex, _index_set
 from lbclient.schedulers._scan import INDEXED_FROM, ScanScheduler
 from lbclient.schedulers.lblcr import ReplicatedLocalityScheduler
 
@@ -247,3 +247,17 @@ def test_index_set_successor_is_the_next_member_round_the_list(
     assert index_set.size == len(members)
     after = sorted(m for m in members if m >= start)
     assert index_set.successor(start) == (after[0] if after else min(members))
+
+
+@pytest.mark.parametrize("size", [1, 2, 63, 64, 65, 127, 128, 129, 1000])
+def test_a_whole_idle_list_is_indexed_word_by_word_as_member_by_member(size: int) -> None:
+    whole = _index_set(list(range(size)))
+    one_by_one = IndexSet(range(size))
+    assert (whole.words, whole.summary, whole.size) == (
+        one_by_one.words,
+        one_by_one.summary,
+        one_by_one.size,
+    )
+    assert [whole.successor(i) for i in range(size)] == list(range(size))
+    sparse = _index_set([0, 2, 5])
+    assert (sparse.words, sparse.size) == ({0: 0b100101}, 3)
