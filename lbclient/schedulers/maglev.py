@@ -20,7 +20,7 @@ Building is exact and pure Python, tuned because it runs on every list change: i
 weight take their turns in lockstep, so turns are computed per weight, not per instance, and
 chained in C; each instance's probe start and step (two blake2b halves) are carried over from
 the scheduler this one replaces; the probing loop is a few operations per slot; and once only
-about ``sqrt(size / 2.3)`` slots are left empty (168 of the default table), where probing
+about ``sqrt(size / 2.3)`` slots are left empty (167 of the default table), where probing
 would take most of the time, each taker's next free slot is found from the empty slots instead
 (its step count to each is ``(slot - position) / skip`` mod the prime size). With 10,000
 instances and the default table this takes about 25 ms of CPU after a 1% change (the probing
@@ -61,7 +61,7 @@ def endgame_size(size: int) -> int:
     """Empty slots left when filling switches from probing to searching the empty slots.
 
     Probing costs about ``size / empty`` steps per slot, the search ``empty`` dearer ones
-    (about 2.3 probes each): they cost the same near ``sqrt(size / 2.3)``, 168 empty slots
+    (about 2.3 probes each): they cost the same near ``sqrt(size / 2.3)``, 167 empty slots
     of the default table.
     """
     return math.isqrt(size * 3 // 7)
