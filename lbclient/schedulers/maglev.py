@@ -24,9 +24,10 @@ about ``sqrt(size / 2.3)`` slots are left empty (167 of the default table), wher
 would take most of the time, each taker's next free slot is found from the empty slots instead
 (its step count to each is ``(slot - position) / skip`` mod the prime size). With 10,000
 instances and the default table this takes about 25 ms of CPU after a 1% change (the probing
-of its 65,537 slots, one by one in the order the algorithm defines, is most of it), 30 ms
-for a first table. An incremental table was not kept: which slots a change moves depends on
-every instance's probe path, which would have to be stored (hundreds of thousands of entries).
+of its 65,537 slots, one by one in the order the algorithm defines, is most of it), 30-35 ms
+for a first table. The table is refilled in full rather than patched: which slots a change
+moves depends on every instance's whole probe path, which would have to be kept (hundreds of
+thousands of entries per table) to replay only the affected turns exactly.
 
 No key: a uniformly random instance (``no_key_fallback``). Retries walk the table forward from
 the key's slot to the first instance not excluded (slots are interleaved pseudo-randomly, so
