@@ -70,13 +70,16 @@ def endgame_size(size: int) -> int:
 
 def probe_starts(ids: Sequence[str], size: int, known: Mapping[str, Probe]) -> dict[str, Probe]:
     """Each instance's first slot and step in a table of ``size`` (reusing ``known`` ones)."""
-    found: dict[str, Probe | None] = dict(zip(ids, map(known.get, ids), strict=True))
-    for instance_id in [i for i, probe in found.items() if probe is None]:
-        # hash128 inlined (this loop is a third of a first build): one 128-bit integer.
-        digest = blake2b(instance_id.encode("utf-8", "surrogatepass"), digest_size=16)
-        both = int.from_bytes(digest.digest(), "big")
-        found[instance_id] = ((both >> 64) % size, (both & MASK64) % (size - 1) + 1)
-    return found  # type: ignore[return-value]  # every None was replaced
+    found: dict[str, Probe] = {}
+    for instance_id in ids:
+        probe = known.get(instance_id)
+        if probe is None:
+            # hash128 inlined (this loop is a third of a first build): one 128-bit integer.
+            digest = blake2b(instance_id.encode("utf-8", "surrogatepass"), digest_size=16)
+            both = int.from_bytes(digest.digest(), "big")
+            probe = ((both >> 64) % size, (both & MASK64) % (size - 1) + 1)
+        found[instance_id] = probe
+    return found
 
 
 def take_order(weights: Sequence[float], size: int) -> Iterator[int]:
@@ -176,11 +179,14 @@ def populate(probes: Sequence[Probe], weights: Sequence[float], size: int) -> li
     # Endgame: the taker's next free slot is the empty slot fewest of its steps away (its
     # step count to each is ``(slot - position) / skip`` mod the prime size).
     empty = _empty_slots(table)
+    inverses: dict[int, int] = {}
     for index in order:
         if not empty:
             break
         position = positions[index]
-        inverse = pow(skips[index], -1, size)
+        inverse = inverses.get(index)
+        if inverse is None:
+            inverse = inverses[index] = pow(skips[index], -1, size)
         steps = [(slot - position) * inverse % size for slot in empty]
         nearest = steps.index(min(steps))
         slot = empty[nearest]
@@ -227,6 +233,7 @@ class MaglevScheduler(KeyedScheduler):
         self.probes: dict[str, Probe] = probe_starts(ids, self.table_size, known)
         """id → (first slot, step), handed to the next build of the same table size."""
         weights = [e.weight for e in self.ordered]
+        # ``probes`` lists the ids in order (unless an id repeats): no lookup per id.
         starts = (
             self.probes.values()
             if len(self.probes) == len(ids)
