@@ -135,8 +135,10 @@ class Endpoint:
         """
         with self._lock:
             watchers = self._watchers
-            if watchers and any(ref() is None for ref, _ in watchers):
-                watchers = tuple(w for w in watchers if w[0]() is not None)
+            for ref, _ in watchers:  # one or two: the index being replaced, maybe its own
+                if ref() is None:  # a dead one goes (a loop: a load index watches 10,000)
+                    watchers = tuple(w for w in watchers if w[0]() is not None)
+                    break
             self._watchers = (*watchers, (watcher, index))
 
     def _tell(self, in_flight: int) -> None:
