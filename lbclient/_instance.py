@@ -6,14 +6,15 @@ import dataclasses
 import ipaddress
 import re
 from collections.abc import Iterable, Mapping
-from types import MappingProxyType
 from typing import Any, NoReturn
 
 from lbclient._address import ascii_host, authority, parse_port, show
 from lbclient._exceptions import ConfigurationError
+from lbclient._metadata import EMPTY, FrozenMetadata
 
-_EMPTY: Mapping[str, str] = MappingProxyType({})
 _NO_TAGS: frozenset[str] = frozenset()
+_PORTS: dict[int, int] = {}
+_PORTS_LIMIT = 4096
 
 
 MAX_WEIGHT = 1_000_000.0
@@ -53,7 +54,7 @@ class ServiceInstance:
     weight: float = 1.0
     zone: str | None = None
     tags: frozenset[str] = frozenset()
-    metadata: Mapping[str, str] = dataclasses.field(default_factory=lambda: _EMPTY, hash=False)
+    metadata: Mapping[str, str] = dataclasses.field(default_factory=lambda: EMPTY, hash=False)
     scheme: str | None = None
     """``"http"``/``"https"`` (``"grpc"``, ...) when the registry knows it; None: the caller's."""
     priority: int = 0
@@ -88,6 +89,7 @@ class ServiceInstance:
             self._invalid("port", self.port, "must be an integer from 1 to 65535")
         if not 0 < self.port < 65536:
             self._invalid("port", self.port, "is out of range (1-65535)")
+        self._share_port()
         weight = self.weight
         if (
             isinstance(weight, bool)
@@ -135,15 +137,28 @@ class ServiceInstance:
             self._invalid("tags", tags, "must be a collection of strings, such as ['v2']")
         object.__setattr__(self, "tags", frozen or _NO_TAGS)
 
+    def _share_port(self) -> None:
+        # A port above 256 read from JSON is a new int per instance (32 bytes): keep one per
+        # number, in a table that starts over when full so odd ports cannot grow it forever.
+        port = self.port
+        if type(port) is not int:  # an int subclass stays as given
+            return
+        shared = _PORTS.get(port)
+        if shared is None:
+            if len(_PORTS) >= _PORTS_LIMIT:
+                _PORTS.clear()
+            shared = _PORTS.setdefault(port, port)
+        object.__setattr__(self, "port", shared)
+
     def _check_metadata(self) -> None:
         metadata = self.metadata
+        if isinstance(metadata, FrozenMetadata):  # immutable and checked already
+            return
         if not isinstance(metadata, Mapping):
             self._invalid("metadata", metadata, "must be a mapping of strings to strings")
         if not all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()):
             self._invalid("metadata", metadata, "must map strings to strings")
-        if not isinstance(metadata, MappingProxyType):
-            copied = dict(metadata)
-            object.__setattr__(self, "metadata", MappingProxyType(copied) if copied else _EMPTY)
+        object.__setattr__(self, "metadata", FrozenMetadata(metadata) if metadata else EMPTY)
 
     def _invalid(self, field: str, value: object, valid: str) -> NoReturn:
         label = self.id if isinstance(self.id, str) and self.id else self.host
