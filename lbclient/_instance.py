@@ -11,10 +11,11 @@ from typing import Any, NoReturn
 from lbclient._address import ascii_host, authority, parse_port, show
 from lbclient._exceptions import ConfigurationError
 from lbclient._metadata import EMPTY, FrozenMetadata
+from lbclient._share import shared
 
 _NO_TAGS: frozenset[str] = frozenset()
 _PORTS: dict[int, int] = {}
-_PORTS_LIMIT = 4096
+_TAGS: dict[frozenset[str], frozenset[str]] = {}
 
 
 MAX_WEIGHT = 1_000_000.0
@@ -89,7 +90,9 @@ class ServiceInstance:
             self._invalid("port", self.port, "must be an integer from 1 to 65535")
         if not 0 < self.port < 65536:
             self._invalid("port", self.port, "is out of range (1-65535)")
-        self._share_port()
+        if type(self.port) is int:  # an int subclass stays as given
+            # A port above 256 read from JSON is a new int per instance: keep one
+            object.__setattr__(self, "port", shared(_PORTS, self.port))
         weight = self.weight
         if (
             isinstance(weight, bool)
@@ -126,29 +129,18 @@ class ServiceInstance:
 
     def _check_tags(self) -> None:
         tags = self.tags
-        if isinstance(tags, frozenset) and all(isinstance(t, str) for t in tags):
-            if not tags:  # an empty frozenset is 216 bytes: share one
-                object.__setattr__(self, "tags", _NO_TAGS)
-            return
-        if isinstance(tags, (str, bytes, Mapping)) or not isinstance(tags, Iterable):
-            self._invalid("tags", tags, "must be a collection of strings, such as ['v2']")
-        frozen = frozenset(tags)
-        if not all(isinstance(t, str) for t in frozen):
-            self._invalid("tags", tags, "must be a collection of strings, such as ['v2']")
-        object.__setattr__(self, "tags", frozen or _NO_TAGS)
-
-    def _share_port(self) -> None:
-        # A port above 256 read from JSON is a new int per instance (32 bytes): keep one per
-        # number, in a table that starts over when full so odd ports cannot grow it forever.
-        port = self.port
-        if type(port) is not int:  # an int subclass stays as given
-            return
-        shared = _PORTS.get(port)
-        if shared is None:
-            if len(_PORTS) >= _PORTS_LIMIT:
-                _PORTS.clear()
-            shared = _PORTS.setdefault(port, port)
-        object.__setattr__(self, "port", shared)
+        if not (isinstance(tags, frozenset) and all(isinstance(t, str) for t in tags)):
+            if isinstance(tags, (str, bytes, Mapping)) or not isinstance(tags, Iterable):
+                self._invalid("tags", tags, "must be a collection of strings, such as ['v2']")
+            tags = frozenset(tags)
+            if not all(isinstance(t, str) for t in tags):
+                self._invalid("tags", self.tags, "must be a collection of strings, such as ['v2']")
+        # a frozenset is 216 bytes even when empty: instances with equal tags share one
+        if not tags:
+            tags = _NO_TAGS
+        elif type(tags) is frozenset:  # a subclass stays as given
+            tags = shared(_TAGS, tags)
+        object.__setattr__(self, "tags", tags)
 
     def _check_metadata(self) -> None:
         metadata = self.metadata
