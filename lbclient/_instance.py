@@ -10,12 +10,13 @@ from typing import Any, NoReturn
 
 from lbclient._address import ascii_host, authority, parse_port, show
 from lbclient._exceptions import ConfigurationError
-from lbclient._metadata import EMPTY, FrozenMetadata
+from lbclient._metadata import EMPTY, FrozenMetadata, frozen_metadata
 from lbclient._share import shared
 
 _NO_TAGS: frozenset[str] = frozenset()
 _PORTS: dict[int, int] = {}
 _TAGS: dict[frozenset[str], frozenset[str]] = {}
+_is_str = str.__instancecheck__
 
 
 MAX_WEIGHT = 1_000_000.0
@@ -144,13 +145,14 @@ class ServiceInstance:
 
     def _check_metadata(self) -> None:
         metadata = self.metadata
-        if isinstance(metadata, FrozenMetadata):  # immutable and checked already
+        if type(metadata) is FrozenMetadata:  # immutable and checked already
             return
         if not isinstance(metadata, Mapping):
             self._invalid("metadata", metadata, "must be a mapping of strings to strings")
-        if not all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()):
+        keys, values = tuple(metadata), tuple(metadata.values())
+        if not (all(map(_is_str, keys)) and all(map(_is_str, values))):
             self._invalid("metadata", metadata, "must map strings to strings")
-        object.__setattr__(self, "metadata", FrozenMetadata(metadata) if metadata else EMPTY)
+        object.__setattr__(self, "metadata", frozen_metadata(keys, values) if keys else EMPTY)
 
     def _invalid(self, field: str, value: object, valid: str) -> NoReturn:
         label = self.id if isinstance(self.id, str) and self.id else self.host

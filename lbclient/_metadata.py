@@ -43,9 +43,8 @@ class FrozenMetadata(Mapping[str, str]):
     _values: tuple[str, ...]
 
     def __init__(self, items: Mapping[str, str]) -> None:
-        keys = tuple(items)
-        object.__setattr__(self, "_index", _index_of(keys))
-        object.__setattr__(self, "_values", tuple(items[key] for key in keys))
+        _set_index(self, _index_of(tuple(items)))
+        _set_values(self, tuple(items.values()))
 
     def __getitem__(self, key: str) -> str:
         return self._values[self._index[key]]
@@ -67,7 +66,7 @@ class FrozenMetadata(Mapping[str, str]):
         return len(self._values)
 
     def __eq__(self, other: object) -> bool:
-        if isinstance(other, FrozenMetadata) and other._index is self._index:
+        if type(other) is FrozenMetadata and other._index is self._index:  # (no ABC check)
             return self._values == other._values
         if not isinstance(other, Mapping):
             return NotImplemented
@@ -100,6 +99,21 @@ class FrozenMetadata(Mapping[str, str]):
 
     def __reduce__(self) -> tuple[type[FrozenMetadata], tuple[dict[str, str]]]:
         return FrozenMetadata, (dict(self.items()),)
+
+
+_set_index = FrozenMetadata._index.__set__  # type: ignore[attr-defined]
+_set_values = FrozenMetadata._values.__set__  # type: ignore[attr-defined]
+"""The slots' own setters: the way past ``__setattr__`` that costs least per instance."""
+_new = object.__new__
+
+
+def frozen_metadata(keys: tuple[str, ...], values: tuple[str, ...]) -> FrozenMetadata:
+    """``FrozenMetadata(dict(zip(keys, values)))`` from the tuples a caller has already
+    checked (distinct keys, strings), without building anything else."""
+    meta: FrozenMetadata = _new(FrozenMetadata)
+    _set_index(meta, _index_of(keys))
+    _set_values(meta, values)
+    return meta
 
 
 EMPTY = FrozenMetadata({})
