@@ -133,13 +133,18 @@ class Balancing:
         self, state: ServiceState, retry: RetryState | None, method: str, request: Any, meta: Any
     ) -> tuple[PickHandle, Lease[Any]]:
         """``_begin`` for the attempt loops; ``retry`` None: the first attempt of a
-        ``ChannelCore.plain`` call, which has no RetryState (yet)."""
-        if retry is not None:
-            return self._begin(state, retry)
+        ``ChannelCore.plain`` call, which has no RetryState (yet): the retry budget's deposit
+        and the pick, as few calls as possible (this runs between two network calls, where
+        every function is cold)."""
+        core = self._core
         try:
-            handle = self._core.first_pick(state, method, request, meta)
+            if retry is None:
+                state.retry_budget.deposit()
+                handle = state.pick(core.context(state, method, request, meta))
+            else:
+                handle = core.pick(state, retry)
         except LBError as exc:
-            raise self.error_class(self._core.service, exc) from exc
+            raise self.error_class(core.service, exc) from exc
         return handle, self._lease(state, handle)
 
     def _failed(

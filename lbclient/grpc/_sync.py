@@ -264,7 +264,7 @@ class _MultiCallable:
         channel = self._channel
         core = channel._core
         state = core.state or channel._state()
-        deadline = Deadline(timeout)
+        deadline = Deadline.of(timeout)
         if core.plain(state, self._method.kind):  # no admission, no hedging: as grpcio
             return self._attempts(state, None, deadline, request, replayable, with_call, args)
         retry = core.start(
@@ -316,7 +316,10 @@ class _MultiCallable:
             except BaseException as exc:
                 channel._end(handle, lease, exc)
                 raise
-            channel._end(handle, lease)
+            try:  # channel._end(handle, lease), inline
+                handle.done()
+            finally:
+                channel._pool.release(lease)
             return result
 
     def _hedged(
