@@ -145,7 +145,14 @@ class Balancing:
                 handle = core.pick(state, retry)
         except LBError as exc:
             raise self.error_class(core.service, exc) from exc
-        return handle, self._lease(state, handle)
+        try:  # self._lease(state, handle), inline
+            lease = self._pool.acquire(state, handle.endpoint)
+        except PoolClosed:
+            raise self._closed(handle) from None
+        except BaseException:
+            handle.cancel()
+            raise
+        return handle, lease
 
     def _failed(
         self,
@@ -184,13 +191,16 @@ class Balancing:
         try:
             lease = self._pool.acquire(state, handle.endpoint)
         except PoolClosed:
-            handle.cancel()
-            raise ConfigurationError(
-                f"the load-balanced channel of {self._core.service!r} is closed; "
-                "create a new channel",
-                service=self._core.service,
-            ) from None
+            raise self._closed(handle) from None
         except BaseException:
             handle.cancel()
             raise
         return lease
+
+    def _closed(self, handle: PickHandle) -> ConfigurationError:
+        """Cancel ``handle``: this channel is closed; the error saying so."""
+        handle.cancel()
+        return ConfigurationError(
+            f"the load-balanced channel of {self._core.service!r} is closed; create a new channel",
+            service=self._core.service,
+        )
