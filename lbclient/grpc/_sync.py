@@ -37,6 +37,7 @@ from lbclient._retry import RetryPolicy, RetryState
 from lbclient.grpc._base import Balancing, Method
 from lbclient.grpc._core import (
     DEFAULT_KEY_METADATA,
+    NO_DEADLINE,
     ChannelCore,
     Deadline,
     KeyFunction,
@@ -269,7 +270,7 @@ class _MultiCallable:
         core = channel._core
         method = self._method
         state = core.state or channel._state()
-        deadline = Deadline.of(timeout)
+        deadline = NO_DEADLINE if timeout is None else Deadline(timeout)
         retry: RetryState | None = None
         ticket = None
         if not core.plain(state, method.kind):
