@@ -21,7 +21,7 @@ import grpc.aio
 from lbclient._handle import PickHandle
 from lbclient._racing import Race, race_tasks
 from lbclient.grpc._base import Method
-from lbclient.grpc._core import Deadline, report_attempt
+from lbclient.grpc._core import NO_DEADLINE, Deadline, report_attempt
 
 if TYPE_CHECKING:
     from lbclient._balancer import ServiceState
@@ -62,6 +62,9 @@ class RetryingUnaryCall(grpc.aio.UnaryUnaryCall[Any, Any]):
     _ended = False
     """A driven call has ended (``_error`` or ``_response`` is its answer)."""
     _response: Any = None
+    _plain: ServiceState | None = None
+    """The service's state when the call was made, if the call was ``plain`` then (a
+    state's limits, breaker and hedging never change: it stays plain)."""
 
     def __init__(
         self,
@@ -74,10 +77,12 @@ class RetryingUnaryCall(grpc.aio.UnaryUnaryCall[Any, Any]):
     ) -> None:
         self._channel = channel
         self._method = method
-        self._deadline = Deadline.of(timeout)
+        self._deadline = NO_DEADLINE if timeout is None else Deadline(timeout)
         self._args = (request, metadata, attempt)
         core = channel._core
-        if core.state is not None and core.plain(core.state, "unary_unary"):
+        state = core.state
+        if state is not None and core.plain(state, "unary_unary"):
+            self._plain = state
             # Not awaited before the loop turns: then it runs in a task after all.
             asyncio.get_running_loop().call_soon(self._start)
         else:
@@ -98,26 +103,22 @@ class RetryingUnaryCall(grpc.aio.UnaryUnaryCall[Any, Any]):
             if self._error is not None:
                 raise self._error
             return self._response
+        state = self._plain
+        if state is None:
+            return (yield from self._start().__await__())
         self._driven = True
-        core = self._channel._core
-        state = core.state
         try:
-            if state is None or not core.plain(state, "unary_unary"):  # changed since: as a task
-                self._driven = False
-                return (yield from self._start().__await__())
             request, metadata, attempt = self._args
             coroutine = self._attempts(state, None, request, metadata, attempt, driven=True)
             self._response = yield from coroutine.__await__()
             return self._response
         except BaseException as exc:
-            if self._driven:
-                self._error = exc
+            self._error = exc
             raise
         finally:
-            if self._driven:
-                self._ended = True
-                if self._finished is not None:
-                    self._finished.set_result(None)
+            self._ended = True
+            if self._finished is not None:
+                self._finished.set_result(None)
 
     async def _run(
         self, request: Any, metadata: Any, attempt: Callable[[Any, float | None], Any]
@@ -170,7 +171,8 @@ class RetryingUnaryCall(grpc.aio.UnaryUnaryCall[Any, Any]):
             handle, lease = channel._next(state, retry, method.name, request, metadata)
             try:
                 inner = lease.callables.get(method) or method.on(lease)
-                self._call = call = attempt(inner, deadline.remaining())
+                timeout = None if deadline.at is None else deadline.remaining()
+                self._call = call = attempt(inner, timeout)
                 response = await call
             except grpc.RpcError as error:
                 retry, pause = channel._failed(
