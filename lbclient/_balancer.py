@@ -67,6 +67,27 @@ _RNG = random.Random()
 of state, a thousand services need not hold a thousand (its draws are thread-safe)."""
 
 
+_Hook = tuple[LoadBalancerListener, str, Callable[..., object], bool]
+"""A request-path hook: its listener, its name, the bound method, whether it takes the
+handle (``on_attempt``, ``on_attempt_end``) rather than the service and instance."""
+
+
+def _overridden(
+    listeners: Sequence[LoadBalancerListener], by_instance: str, by_attempt: str
+) -> tuple[_Hook, ...]:
+    """Each of the two hooks a listener overrides, in listener order, the instance hook
+    first: a hook left as ``LoadBalancerListener``'s no-op is never called."""
+    hooks: list[_Hook] = []
+    for listener in listeners:
+        for name, per_attempt in ((by_instance, False), (by_attempt, True)):
+            hook = getattr(listener, name, None)
+            if hook is not None and getattr(hook, "__func__", hook) is not getattr(
+                LoadBalancerListener, name
+            ):
+                hooks.append((listener, name, hook, per_attempt))
+    return tuple(hooks)
+
+
 class ServiceState:
     """One service inside a balancer: its instances, its chain, its scheduler, its counters."""
 
@@ -86,6 +107,10 @@ class ServiceState:
         )
         """Whether a listener may look at the request in the pick context's attributes (else
         the transports can share one context per zone, as with no listener)."""
+        self._starts = _overridden(self.listeners, "on_pick", "on_attempt")
+        self._ends = _overridden(self.listeners, "on_complete", "on_attempt_end")
+        """The request-path hooks listeners really override: an attempt calls only those
+        (the exporters override one of each pair, so half the calls go)."""
         self.rng = rng or _RNG
         self.retry_budget = RetryBudget(
             config.retry.budget_ratio, config.retry.budget_min_per_second
@@ -575,26 +600,24 @@ class ServiceState:
             self._notify_complete(handle, Outcome(latency, None, False, status))
 
     def _notify_pick(self, handle: PickHandle) -> None:
-        for listener in self.listeners:
+        for listener, name, hook, per_attempt in self._starts:
             try:
-                listener.on_pick(self.name, handle.instance, handle.context)
+                if per_attempt:
+                    hook(handle)
+                else:
+                    hook(self.name, handle.instance, handle.context)
             except Exception:
-                log.exception("listener %r failed in on_pick", listener)
-            try:
-                listener.on_attempt(handle)
-            except Exception:
-                log.exception("listener %r failed in on_attempt", listener)
+                log.exception("listener %r failed in %s", listener, name)
 
     def _notify_complete(self, handle: PickHandle, outcome: Outcome) -> None:
-        for listener in self.listeners:
+        for listener, name, hook, per_attempt in self._ends:
             try:
-                listener.on_complete(self.name, handle.instance, outcome)
+                if per_attempt:
+                    hook(handle, outcome)
+                else:
+                    hook(self.name, handle.instance, outcome)
             except Exception:
-                log.exception("listener %r failed in on_complete", listener)
-            try:
-                listener.on_attempt_end(handle, outcome)
-            except Exception:
-                log.exception("listener %r failed in on_attempt_end", listener)
+                log.exception("listener %r failed in %s", listener, name)
 
     def retried(
         self, attempt: int, failure: Failure | None, *, granted: bool, refused: bool

@@ -28,6 +28,7 @@ from __future__ import annotations
 import threading
 import time
 import weakref
+from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -42,6 +43,7 @@ from lbclient._outcome import Failure, Outcome
 
 try:
     from opentelemetry import metrics, trace
+    from opentelemetry.context import Context
     from opentelemetry.metrics import CallbackOptions, Histogram, Meter, Observation
     from opentelemetry.trace import SpanKind, Status, StatusCode
 except ImportError as _exc:  # pragma: no cover - exercised without the extra
@@ -51,6 +53,10 @@ SCOPE = "lbclient"
 SPAN_NAME = "lbclient.attempt"
 
 Attributes = dict[str, Any]
+
+_NO_TRACE = trace.set_span_in_context(trace.INVALID_SPAN, Context())
+"""The context batched durations are recorded in: none of them may borrow the flushing
+thread's trace as an exemplar (not empty: the SDK takes an empty one for "the current")."""
 
 
 class _Slot:
@@ -77,6 +83,11 @@ class OpenTelemetryInstrumentation(LoadBalancerListener):
     _ATTRIBUTE_CACHE = 4096
     """Attribute dicts are built once per (service, instance[, outcome]); churn resets them."""
 
+    DURATION_BATCH = 32
+    """Durations of untraced attempts are handed to the SDK this many at a time, and before
+    every collection: one ``Histogram.record`` in a request's path costs about twice what it
+    costs in a run of them (measured in ``benchmarks/bench_http.py --exporters``)."""
+
     def __init__(
         self, meter_provider: Any = None, tracer_provider: Any = None, *, root_spans: bool = False
     ) -> None:
@@ -96,6 +107,9 @@ class OpenTelemetryInstrumentation(LoadBalancerListener):
         one SDK measurement per attempt (the duration) instead of two."""
         self._lock = threading.Lock()
         self._duration = _seconds_histogram(meter)
+        self._durations: deque[tuple[float, Attributes]] = deque()
+        """Durations not yet recorded; emptied at every collection (``_observe_requests``)
+        and whenever ``DURATION_BATCH`` wait, so a collection never misses one."""
         meter.create_observable_up_down_counter(
             "lbclient.requests.active",
             [self._observe_active],
@@ -201,7 +215,14 @@ class OpenTelemetryInstrumentation(LoadBalancerListener):
         slot = self._slots.get(handle.endpoint)
         if slot is None:  # a registry update came between the attempt's start and end
             slot = _Slot(self._attrs(handle.service, handle.instance))
-        self._duration.record(outcome.latency, slot.attributes)
+        if trace.get_current_span().get_span_context().trace_flags.sampled:
+            # a sampled trace may make this duration an exemplar: recorded now, in its context
+            self._duration.record(outcome.latency, slot.attributes)
+        else:
+            durations = self._durations
+            durations.append((outcome.latency, slot.attributes))
+            if len(durations) >= self.DURATION_BATCH:
+                self._record_durations()
         label = outcome_label(outcome)
         tally = slot.tallies.get(label)
         if tally is None:
@@ -218,6 +239,17 @@ class OpenTelemetryInstrumentation(LoadBalancerListener):
             span.set_attribute("error.type", outcome.failure.value)
             span.set_status(Status(StatusCode.ERROR, label))
         span.end()
+
+    def _record_durations(self) -> None:
+        """Hand the waiting durations to the histogram; safe from any number of threads (each
+        duration is taken by exactly one ``popleft``)."""
+        record, durations = self._duration.record, self._durations
+        while durations:
+            try:
+                latency, attributes = durations.popleft()
+            except IndexError:  # another thread took the last one
+                return
+            record(latency, attributes, _NO_TRACE)
 
     def _tally(self, handle: PickHandle, label: str) -> list[Any]:
         """The ``[attributes, count]`` of ``lbclient.requests`` for this attempt's instance
@@ -286,6 +318,7 @@ class OpenTelemetryInstrumentation(LoadBalancerListener):
         ]
 
     def _observe_requests(self, options: CallbackOptions) -> Iterable[Observation]:
+        self._record_durations()  # callbacks run before the SDK reads its histograms
         with self._lock:
             return [Observation(count, attributes) for attributes, count in self._tallies.values()]
 
