@@ -1,12 +1,15 @@
-"""RetryingUnaryCall: one logical aio unary call, its attempts driven by one task.
+"""RetryingUnaryCall: one logical aio unary call, its attempts driven by its awaiter or a task.
 
-The task picks an instance, awaits grpcio's call on that instance's sub-channel and, when
+The driver picks an instance, awaits grpcio's call on that instance's sub-channel and, when
 ``_core.py`` allows, starts again elsewhere after a pause, within the caller's deadline.
-``await`` gives the last attempt's response (grpcio's own UnaryUnaryCall also runs in a
-task); the Call methods (``code()``, ``details()``, metadata) answer for the last attempt,
-or for the channel's own error when no attempt could start. A hedged call (``HedgePolicy``,
-idempotent methods) races its attempts in tasks of their own (``lbclient._racing``); the
-Call methods then answer for the attempt that won, or for the error raised.
+``await`` gives the last attempt's response. The driver is the coroutine that awaits the
+call at once (the usual ``await stub.Method(request)``; no task of ours, as grpcio's own
+call needs none in the caller's task), else a task started on the next turn of the loop, as
+grpcio's own UnaryUnaryCall does. The Call methods (``code()``, ``details()``, metadata)
+answer for the last attempt, or for the channel's own error when no attempt could start. A
+hedged call (``HedgePolicy``, idempotent methods) races its attempts in tasks of their own
+(``lbclient._racing``); the Call methods then answer for the attempt that won, or for the
+error raised.
 """
 
 from __future__ import annotations
