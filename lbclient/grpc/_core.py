@@ -170,6 +170,9 @@ class ChannelCore:
         self._policies: dict[int, RetryPolicy] = {}
         self._contexts: dict[str, PickContext] = {}
         self.state: ServiceState | None = None
+        self.plain_state: ServiceState | None = None
+        """A state whose calls are all ``plain``, once ``plain`` found so: the request path
+        compares identities instead of calling ``plain``."""
 
     def resolved(self, state: ServiceState) -> ServiceState:
         self.state = state
@@ -217,9 +220,12 @@ class ChannelCore:
         """True when a call of ``kind`` needs no admission (no limits, no breaker) and no
         hedging: its first attempt then skips the retry bookkeeping (``Balancing._next``), built
         only if that attempt fails (``resume``), as grpcio's own path does no such work."""
-        return state.gate is None and (
-            kind != "unary_unary" or (self.hedge is None and state.config.hedge is None)
-        )
+        if state.gate is not None:
+            return False
+        if self.hedge is None and state.config.hedge is None:
+            self.plain_state = state  # every kind is plain with this state (it never changes)
+            return True
+        return kind != "unary_unary"
 
     def resume(
         self, state: ServiceState, first: PickHandle, method: str, *, replayable: bool

@@ -273,7 +273,7 @@ class _MultiCallable:
         deadline = NO_DEADLINE if timeout is None else Deadline(timeout)
         retry: RetryState | None = None
         ticket = None
-        if not core.plain(state, method.kind):
+        if state is not core.plain_state and not core.plain(state, method.kind):
             retry = core.start(
                 state, method.name, request if replayable else None, args[0], replayable=replayable
             )

@@ -84,7 +84,7 @@ class RetryingUnaryCall(grpc.aio.UnaryUnaryCall[Any, Any]):
         self._args = (request, metadata, attempt)
         core = channel._core
         state = core.state
-        if state is not None and core.plain(state, "unary_unary"):
+        if state is not None and (state is core.plain_state or core.plain(state, "unary_unary")):
             self._plain = state
             # Not awaited before the loop turns: then it runs in a task after all.
             asyncio.get_running_loop().call_soon(self._start)
