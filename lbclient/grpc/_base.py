@@ -140,7 +140,11 @@ class Balancing:
         try:
             if retry is None:
                 state.retry_budget.deposit()
-                handle = state.pick(core.context(state, method, request, meta))
+                # core.context's common case first, inline: a call without key or metadata
+                context = core.contexts.get(method) if meta is None and core.keyless else None
+                if context is None or context.zone != state.config.zone:
+                    context = core.context(state, method, request, meta)
+                handle = state.pick(context)
             else:
                 handle = core.pick(state, retry)
         except LBError as exc:

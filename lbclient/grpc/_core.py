@@ -163,12 +163,13 @@ class ChannelCore:
         self.lb = lb
         self.service = service
         self.key: KeyFunction | None = key_from_metadata(key) if isinstance(key, str) else key
-        self._key_in_metadata = isinstance(key, str)
-        """The key is read from the metadata only: a call without metadata has none."""
+        self.keyless = key is None or isinstance(key, str)
+        """No key, or one read from the metadata only: a call without metadata has none."""
         self._retry = retry
         self._methods = None if idempotent == "all" else frozenset(idempotent)
         self._policies: dict[int, RetryPolicy] = {}
-        self._contexts: dict[str, PickContext] = {}
+        self.contexts: dict[str, PickContext] = {}
+        """The shared context of each method's calls that carry no key (see ``context``)."""
         self.state: ServiceState | None = None
         self.plain_state: ServiceState | None = None
         """A state whose calls are all ``plain``, once ``plain`` found so: the request path
@@ -188,7 +189,7 @@ class ChannelCore:
         return policy
 
     def context(self, state: ServiceState, method: str, request: Any, metadata: Any) -> PickContext:
-        if metadata is None and (self.key is None or self._key_in_metadata):
+        if metadata is None and self.keyless:
             key = None  # the common call: no key to look for (hot path)
         else:
             key = self.key(method, request, metadata) if self.key is not None else None
@@ -199,10 +200,10 @@ class ChannelCore:
         if key is not None:
             return PickContext(key=key, zone=state.config.zone, attributes={"method": method})
         # Most calls carry no key: share one immutable context per method (hot path).
-        context = self._contexts.get(method)
+        context = self.contexts.get(method)
         if context is None or context.zone != state.config.zone:
             context = PickContext(zone=state.config.zone, attributes={"method": method})
-            self._contexts[method] = context
+            self.contexts[method] = context
         return context
 
     def start(
