@@ -591,12 +591,12 @@ class ServiceState:
 
     def succeeded(self, handle: PickHandle, latency: float, now: float, status: int | None) -> None:
         """``complete`` for an attempt that succeeded (and holds no admission ticket): the
-        request path's shortcut, building an Outcome only for listeners."""
+        request path's shortcut, building an Outcome only for listeners that read one."""
         endpoint = handle.endpoint
         endpoint.succeeded(latency, now)
         for f in self._feedback:
             f.on_success(endpoint, latency)
-        if self.listeners:
+        if self._ends:
             self._notify_complete(handle, Outcome(latency, None, False, status))
 
     def _notify_pick(self, handle: PickHandle) -> None:
