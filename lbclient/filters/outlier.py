@@ -110,13 +110,14 @@ MAX_COUNT = 1_000_000
 """The largest count a threshold or volume accepts."""
 
 
-_STRIPES = tuple(threading.Lock() for _ in range(64))
+_STRIPE_COUNT = 64
+_STRIPES = tuple(threading.Lock() for _ in range(_STRIPE_COUNT))
 """The records' locks: a record's counters change under one of these, picked by instance id
 (never two at once), so 100,000 instances do not cost 100,000 locks."""
 
 
 def _lock_of(instance_id: str) -> threading.Lock:
-    return _STRIPES[hash(instance_id) % len(_STRIPES)]
+    return _STRIPES[hash(instance_id) % _STRIPE_COUNT]
 
 
 class _Record:
@@ -209,6 +210,13 @@ class OutlierFilter(TimedFilter):
             if reason is None or record.ejected_until is not None:
                 return
         self._eject(endpoint.id, record, reason, off_request_path=True)
+
+    def on_success(self, endpoint: Endpoint, latency: float) -> None:
+        record = self._records.get(endpoint.id)
+        if record is not None:
+            with _STRIPES[hash(endpoint.id) % _STRIPE_COUNT]:
+                record.ok += 1
+                record.server = record.gateway = record.local = 0
 
     # -- ejection and readmission ----------------------------------------------------------
 
