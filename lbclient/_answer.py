@@ -19,6 +19,7 @@ from typing import ParamSpec, TypeVar
 from lbclient._address import show
 from lbclient._exceptions import ConfigurationError, RegistryUnavailable
 from lbclient._instance import ServiceInstance
+from lbclient._share import shared
 
 log = logging.getLogger("lbclient.registry")
 
@@ -113,16 +114,13 @@ class AnswerReader:
 
 
 _SHARED: dict[str, str] = {}
-_SHARED_LIMIT = 4096
 
 
 def share(text: str) -> str:
     """One string object for equal values read from registry answers (a node, a zone, a
     namespace: the same for many instances), so 100,000 instances do not hold 100,000
     copies. A bounded table, emptied when full: a value seen again is shared again."""
-    if len(_SHARED) >= _SHARED_LIMIT:
-        _SHARED.clear()
-    return _SHARED.setdefault(text, text)
+    return shared(_SHARED, text)
 
 
 def report_skipped(

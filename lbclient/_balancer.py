@@ -154,7 +154,10 @@ class ServiceState:
         self._scheduler_class = scheduler_class(config.scheduler)
         self._lock = threading.RLock()
         self._feedback = tuple(
-            f for f in self.filters if type(f).on_complete is not Filter.on_complete
+            f
+            for f in self.filters
+            if type(f).on_complete is not Filter.on_complete
+            or type(f).on_success is not Filter.on_success
         )
         self.channels = ChannelProviders()
         """Sync gRPC channels of this service, lending their connections to its probes."""
@@ -589,6 +592,16 @@ class ServiceState:
             f.on_complete(endpoint, outcome)
         if self.listeners:
             self._notify_complete(handle, outcome)
+
+    def succeeded(self, handle: PickHandle, latency: float, now: float, status: int | None) -> None:
+        """``complete`` for an attempt that succeeded (and holds no admission ticket): the
+        request path's shortcut, building an Outcome only for listeners that read one."""
+        endpoint = handle.endpoint
+        endpoint.succeeded(latency, now)
+        for f in self._feedback:
+            f.on_success(endpoint, latency)
+        if self._ends:
+            self._notify_complete(handle, Outcome(latency, None, False, status))
 
     def _notify_pick(self, handle: PickHandle) -> None:
         for listener, name, hook, per_attempt in self._starts:

@@ -82,7 +82,11 @@ class PickHandle:
         if self._finished:
             return
         self._finished = True
-        outcome = Outcome(time.monotonic() - self.started, failure, cancelled, status)
+        now = time.monotonic()
+        if failure is None and not cancelled and self._ticket is None:
+            self._state.succeeded(self, now - self.started, now, status)
+            return
+        outcome = Outcome(now - self.started, failure, cancelled, status)
         try:
             self._state.complete(self, outcome)
         finally:

@@ -6,14 +6,17 @@ import dataclasses
 import ipaddress
 import re
 from collections.abc import Iterable, Mapping
-from types import MappingProxyType
 from typing import Any, NoReturn
 
 from lbclient._address import ascii_host, authority, parse_port, show
 from lbclient._exceptions import ConfigurationError
+from lbclient._metadata import EMPTY, FrozenMetadata, frozen_metadata
+from lbclient._share import shared
 
-_EMPTY: Mapping[str, str] = MappingProxyType({})
 _NO_TAGS: frozenset[str] = frozenset()
+_PORTS: dict[int, int] = {}
+_TAGS: dict[frozenset[str], frozenset[str]] = {}
+_is_str = str.__instancecheck__
 
 
 MAX_WEIGHT = 1_000_000.0
@@ -53,7 +56,7 @@ class ServiceInstance:
     weight: float = 1.0
     zone: str | None = None
     tags: frozenset[str] = frozenset()
-    metadata: Mapping[str, str] = dataclasses.field(default_factory=lambda: _EMPTY, hash=False)
+    metadata: Mapping[str, str] = dataclasses.field(default_factory=lambda: EMPTY, hash=False)
     scheme: str | None = None
     """``"http"``/``"https"`` (``"grpc"``, ...) when the registry knows it; None: the caller's."""
     priority: int = 0
@@ -88,6 +91,9 @@ class ServiceInstance:
             self._invalid("port", self.port, "must be an integer from 1 to 65535")
         if not 0 < self.port < 65536:
             self._invalid("port", self.port, "is out of range (1-65535)")
+        if type(self.port) is int:  # an int subclass stays as given
+            # A port above 256 read from JSON is a new int per instance: keep one
+            object.__setattr__(self, "port", shared(_PORTS, self.port))
         weight = self.weight
         if (
             isinstance(weight, bool)
@@ -124,26 +130,29 @@ class ServiceInstance:
 
     def _check_tags(self) -> None:
         tags = self.tags
-        if isinstance(tags, frozenset) and all(isinstance(t, str) for t in tags):
-            if not tags:  # an empty frozenset is 216 bytes: share one
-                object.__setattr__(self, "tags", _NO_TAGS)
-            return
-        if isinstance(tags, (str, bytes, Mapping)) or not isinstance(tags, Iterable):
-            self._invalid("tags", tags, "must be a collection of strings, such as ['v2']")
-        frozen = frozenset(tags)
-        if not all(isinstance(t, str) for t in frozen):
-            self._invalid("tags", tags, "must be a collection of strings, such as ['v2']")
-        object.__setattr__(self, "tags", frozen or _NO_TAGS)
+        if not (isinstance(tags, frozenset) and all(isinstance(t, str) for t in tags)):
+            if isinstance(tags, (str, bytes, Mapping)) or not isinstance(tags, Iterable):
+                self._invalid("tags", tags, "must be a collection of strings, such as ['v2']")
+            tags = frozenset(tags)
+            if not all(isinstance(t, str) for t in tags):
+                self._invalid("tags", self.tags, "must be a collection of strings, such as ['v2']")
+        # a frozenset is 216 bytes even when empty: instances with equal tags share one
+        if not tags:
+            tags = _NO_TAGS
+        elif type(tags) is frozenset:  # a subclass stays as given
+            tags = shared(_TAGS, tags)
+        object.__setattr__(self, "tags", tags)
 
     def _check_metadata(self) -> None:
         metadata = self.metadata
+        if type(metadata) is FrozenMetadata:  # immutable and checked already
+            return
         if not isinstance(metadata, Mapping):
             self._invalid("metadata", metadata, "must be a mapping of strings to strings")
-        if not all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()):
+        keys, values = tuple(metadata), tuple(metadata.values())
+        if not (all(map(_is_str, keys)) and all(map(_is_str, values))):
             self._invalid("metadata", metadata, "must map strings to strings")
-        if not isinstance(metadata, MappingProxyType):
-            copied = dict(metadata)
-            object.__setattr__(self, "metadata", MappingProxyType(copied) if copied else _EMPTY)
+        object.__setattr__(self, "metadata", frozen_metadata(keys, values) if keys else EMPTY)
 
     def _invalid(self, field: str, value: object, valid: str) -> NoReturn:
         label = self.id if isinstance(self.id, str) and self.id else self.host

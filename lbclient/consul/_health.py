@@ -37,6 +37,7 @@ from lbclient.consul._duration import format_go_duration
 log = logging.getLogger("lbclient.consul")
 
 _RANK = {"passing": 0, "warning": 1, "critical": 2}
+_STATUSES = tuple(_RANK)  # by rank: the health in metadata is one of these three objects
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,8 +106,10 @@ class HealthQuery:
             raise _malformed(service, f"expected a JSON array, got {type(entries).__name__}")
         reader = AnswerReader(service, "Consul")
         parsed: list[ServiceInstance] = []
+        strings: dict[str, str] = {}  # one object per value repeated in this answer
         for position, entry in enumerate(entries):
-            instance = reader.attempt(_label(entry, position), self._instance, service, entry)
+            label = _label(entry, position)
+            instance = reader.attempt(label, self._instance, service, entry, strings)
             if instance is not None:
                 parsed.append(instance)
         ids = [i.id for i in parsed]
@@ -116,9 +119,12 @@ class HealthQuery:
             ]
         return reader.result(parsed)
 
-    def _instance(self, service: str, entry: Any) -> ServiceInstance | None:
+    def _instance(
+        self, service: str, entry: Any, strings: dict[str, str]
+    ) -> ServiceInstance | None:
         """One entry of the answer, None when Consul says not to use it; raises when the
-        entry is malformed (a field missing or of the wrong JSON type)."""
+        entry is malformed (a field missing or of the wrong JSON type). Values the instances
+        of an answer repeat (Service.Meta, an address) are kept once, in ``strings``."""
         entry = _object(entry, "the entry")
         svc, node = _object(entry["Service"], "Service"), _object(entry["Node"], "Node")
         checks = entry.get("Checks") or []
@@ -126,9 +132,9 @@ class HealthQuery:
             raise TypeError(f"Checks {show(checks)} is not an array")
         health = "passing"
         for check in checks:
-            status = _object(check, "a check")["Status"]
-            if _RANK.get(status, 2) > _RANK[health]:
-                health = status if status in _RANK else "critical"
+            rank = _RANK.get(_object(check, "a check")["Status"], 2)
+            if rank > _RANK[health]:
+                health = _STATUSES[rank]
         if health == "critical" or (self.passing_only and health != "passing"):
             return None
         port = svc["Port"]
@@ -140,10 +146,12 @@ class HealthQuery:
         weight = weights.get("Warning" if health == "warning" else "Passing", 1)
         if weight == 0 and not isinstance(weight, bool):
             return None  # Consul's own rule: weight 0 takes no traffic
-        service_meta = _strings(svc.get("Meta"), "Service.Meta")
+        service_meta = _strings(svc.get("Meta"), "Service.Meta", strings)
         node_meta = _strings(node.get("Meta"), "Node.Meta")
         node_name, service_id = _string(node["Node"], "Node.Node"), _string(svc["ID"], "ID")
-        address = svc.get("Address") or _string(node["Address"], "Node.Address")
+        address = svc.get("Address") or share(_string(node["Address"], "Node.Address"))
+        if isinstance(address, str):  # instances on one host (many ports): one string
+            address = strings.setdefault(address, address)
         zone = service_meta.get(self.zone_key) or node_meta.get(self.zone_key) or None
         zone = zone and share(zone)
         priority = _priority(service_meta.get(self.priority_key), self.priority_key)
@@ -212,14 +220,17 @@ def _tags(value: Any) -> frozenset[str]:
     return frozenset(value)
 
 
-def _strings(value: Any, what: str) -> dict[str, str]:
-    """A ``map[string]string`` of Consul (Meta): absent is empty, anything else an error."""
+def _strings(value: Any, what: str, shared: dict[str, str] | None = None) -> dict[str, str]:
+    """A ``map[string]string`` of Consul (Meta): absent is empty, anything else an error.
+    With ``shared``, a value already in it is taken from it (one object per value)."""
     if value is None:
         return {}
     mapping = _object(value, what)
     if not all(isinstance(k, str) and isinstance(v, str) for k, v in mapping.items()):
         raise TypeError(f"{what} {show(value)} is not a map of strings to strings")
-    return dict(mapping)
+    if shared is None:
+        return dict(mapping)
+    return {k: shared.setdefault(v, v) for k, v in mapping.items()}
 
 
 def _malformed(service: str, detail: str) -> RegistryUnavailable:

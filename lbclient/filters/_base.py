@@ -67,6 +67,11 @@ class Filter(ABC):
     def on_complete(self, endpoint: Endpoint, outcome: Outcome) -> None:
         """Feedback from every finished attempt (outlier detection counts here). Keep it cheap."""
 
+    def on_success(self, endpoint: Endpoint, latency: float) -> None:
+        """``on_complete`` of a successful attempt, without its Outcome (the request path's
+        shortcut); override it too when ``on_complete`` is overridden and speed matters."""
+        self.on_complete(endpoint, Outcome(latency))
+
     def on_heartbeat(self, endpoint: Endpoint) -> None:
         """``endpoint`` just showed a sign of life (a passing probe, a registry heartbeat)."""
 

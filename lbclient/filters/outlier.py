@@ -110,23 +110,25 @@ MAX_COUNT = 1_000_000
 """The largest count a threshold or volume accepts."""
 
 
-_STRIPES = tuple(threading.Lock() for _ in range(64))
+_STRIPE_COUNT = 64
+_STRIPES = tuple(threading.Lock() for _ in range(_STRIPE_COUNT))
 """The records' locks: a record's counters change under one of these, picked by instance id
 (never two at once), so 100,000 instances do not cost 100,000 locks."""
 
 
 def _lock_of(instance_id: str) -> threading.Lock:
-    return _STRIPES[hash(instance_id) % len(_STRIPES)]
+    return _STRIPES[hash(instance_id) % _STRIPE_COUNT]
 
 
 class _Record:
+    """One instance's counters and ejection (one per instance: kept to 8 slots). A record
+    that left ``_records`` belongs to an instance gone from the list."""
+
     __slots__ = (
         "bad",
-        "ejected_at",
         "ejected_until",
         "ejections",
         "gateway",
-        "gone",
         "local",
         "ok",
         "reason",
@@ -138,9 +140,7 @@ class _Record:
         self.ok = self.bad = 0
         self.ejections = 0
         self.ejected_until: float | None = None
-        self.ejected_at: float | None = None
         self.reason: str | None = None
-        self.gone = False
 
     def reset(self) -> None:
         self.server = self.gateway = self.local = 0
@@ -165,10 +165,8 @@ class OutlierFilter(TimedFilter):
         with self._lock:
             for endpoint in removed:
                 record = self._records.pop(endpoint.id, None)
-                if record is not None:
-                    record.gone = True
-                    if record.ejected_until is not None:
-                        self._ejected -= 1
+                if record is not None and record.ejected_until is not None:
+                    self._ejected -= 1
             for endpoint in added:
                 self._records[endpoint.id] = _Record()
 
@@ -213,6 +211,13 @@ class OutlierFilter(TimedFilter):
                 return
         self._eject(endpoint.id, record, reason, off_request_path=True)
 
+    def on_success(self, endpoint: Endpoint, latency: float) -> None:
+        record = self._records.get(endpoint.id)
+        if record is not None:
+            with _STRIPES[hash(endpoint.id) % _STRIPE_COUNT]:
+                record.ok += 1
+                record.server = record.gateway = record.local = 0
+
     # -- ejection and readmission ----------------------------------------------------------
 
     def _eject(
@@ -220,7 +225,8 @@ class OutlierFilter(TimedFilter):
     ) -> bool:
         s = self.settings
         with self._lock:
-            if record.gone or record.ejected_until is not None or self._closed:
+            gone = self._records.get(instance_id) is not record
+            if gone or record.ejected_until is not None or self._closed:
                 return False
             total = len(self._records)
             if self._ejected > 0 and (self._ejected + 1) * 100 > s.max_ejection_percent * total:
@@ -238,7 +244,6 @@ class OutlierFilter(TimedFilter):
                 max(s.base_ejection_time, s.max_ejection_time),
             )
             record.ejected_until = time.monotonic() + duration
-            record.ejected_at = time.time()
             record.reason = reason
             record.reset()
             self._ejected += 1
@@ -257,8 +262,8 @@ class OutlierFilter(TimedFilter):
 
     def _readmit(self, instance_id: str, record: _Record, why: str = "its ejection time") -> None:
         with self._lock:
-            if record.gone or record.ejected_until is None:
-                return
+            if self._records.get(instance_id) is not record or record.ejected_until is None:
+                return  # gone from the list, or readmitted already
             record.ejected_until = None
             record.reset()
             self._ejected -= 1

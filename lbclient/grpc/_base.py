@@ -133,14 +133,30 @@ class Balancing:
         self, state: ServiceState, retry: RetryState | None, method: str, request: Any, meta: Any
     ) -> tuple[PickHandle, Lease[Any]]:
         """``_begin`` for the attempt loops; ``retry`` None: the first attempt of a
-        ``ChannelCore.plain`` call, which has no RetryState (yet)."""
-        if retry is not None:
-            return self._begin(state, retry)
+        ``ChannelCore.plain`` call, which has no RetryState (yet): the retry budget's deposit
+        and the pick, as few calls as possible (this runs between two network calls, where
+        every function is cold)."""
+        core = self._core
         try:
-            handle = self._core.first_pick(state, method, request, meta)
+            if retry is None:
+                state.retry_budget.deposit()
+                # core.context's common case first, inline: a call without key or metadata
+                context = core.contexts.get(method) if meta is None and core.keyless else None
+                if context is None or context.zone != state.config.zone:
+                    context = core.context(state, method, request, meta)
+                handle = state.pick(context)
+            else:
+                handle = core.pick(state, retry)
         except LBError as exc:
-            raise self.error_class(self._core.service, exc) from exc
-        return handle, self._lease(state, handle)
+            raise self.error_class(core.service, exc) from exc
+        try:  # self._lease(state, handle), inline
+            lease = self._pool.acquire(state, handle.endpoint)
+        except PoolClosed:
+            raise self._closed(handle) from None
+        except BaseException:
+            handle.cancel()
+            raise
+        return handle, lease
 
     def _failed(
         self,
@@ -179,13 +195,16 @@ class Balancing:
         try:
             lease = self._pool.acquire(state, handle.endpoint)
         except PoolClosed:
-            handle.cancel()
-            raise ConfigurationError(
-                f"the load-balanced channel of {self._core.service!r} is closed; "
-                "create a new channel",
-                service=self._core.service,
-            ) from None
+            raise self._closed(handle) from None
         except BaseException:
             handle.cancel()
             raise
         return lease
+
+    def _closed(self, handle: PickHandle) -> ConfigurationError:
+        """Cancel ``handle``: this channel is closed; the error saying so."""
+        handle.cancel()
+        return ConfigurationError(
+            f"the load-balanced channel of {self._core.service!r} is closed; create a new channel",
+            service=self._core.service,
+        )

@@ -115,8 +115,16 @@ class Deadline:
     def __init__(self, timeout: float | None) -> None:
         self.at = None if timeout is None else time.monotonic() + timeout
 
+    @staticmethod
+    def of(timeout: float | None) -> Deadline:
+        """``Deadline(timeout)``; calls without a timeout share one (nothing to build)."""
+        return NO_DEADLINE if timeout is None else Deadline(timeout)
+
     def remaining(self) -> float | None:
         return None if self.at is None else self.at - time.monotonic()
+
+
+NO_DEADLINE = Deadline(None)
 
 
 class ChannelCore:
@@ -155,11 +163,17 @@ class ChannelCore:
         self.lb = lb
         self.service = service
         self.key: KeyFunction | None = key_from_metadata(key) if isinstance(key, str) else key
+        self.keyless = key is None or isinstance(key, str)
+        """No key, or one read from the metadata only: a call without metadata has none."""
         self._retry = retry
         self._methods = None if idempotent == "all" else frozenset(idempotent)
         self._policies: dict[int, RetryPolicy] = {}
-        self._contexts: dict[str, PickContext] = {}
+        self.contexts: dict[str, PickContext] = {}
+        """The shared context of each method's calls that carry no key (see ``context``)."""
         self.state: ServiceState | None = None
+        self.plain_state: ServiceState | None = None
+        """A state whose calls are all ``plain``, once ``plain`` found so: the request path
+        compares identities instead of calling ``plain``."""
 
     def resolved(self, state: ServiceState) -> ServiceState:
         self.state = state
@@ -175,7 +189,10 @@ class ChannelCore:
         return policy
 
     def context(self, state: ServiceState, method: str, request: Any, metadata: Any) -> PickContext:
-        key = self.key(method, request, metadata) if self.key is not None else None
+        if metadata is None and self.keyless:
+            key = None  # the common call: no key to look for (hot path)
+        else:
+            key = self.key(method, request, metadata) if self.key is not None else None
         if metadata and isinstance(state.scheduler, RoutedScheduler):
             # Request-aware rules read headers and cookies from the call's metadata.
             attributes = {"method": method, "metadata": metadata}
@@ -183,10 +200,10 @@ class ChannelCore:
         if key is not None:
             return PickContext(key=key, zone=state.config.zone, attributes={"method": method})
         # Most calls carry no key: share one immutable context per method (hot path).
-        context = self._contexts.get(method)
+        context = self.contexts.get(method)
         if context is None or context.zone != state.config.zone:
             context = PickContext(zone=state.config.zone, attributes={"method": method})
-            self._contexts[method] = context
+            self.contexts[method] = context
         return context
 
     def start(
@@ -202,18 +219,14 @@ class ChannelCore:
 
     def plain(self, state: ServiceState, kind: str) -> bool:
         """True when a call of ``kind`` needs no admission (no limits, no breaker) and no
-        hedging: its first attempt then skips the retry bookkeeping (``first_pick``), built
+        hedging: its first attempt then skips the retry bookkeeping (``Balancing._next``), built
         only if that attempt fails (``resume``), as grpcio's own path does no such work."""
-        return state.gate is None and (
-            kind != "unary_unary" or (self.hedge is None and state.config.hedge is None)
-        )
-
-    def first_pick(
-        self, state: ServiceState, method: str, request: Any, metadata: Any
-    ) -> PickHandle:
-        """The first attempt of a ``plain`` call: the retry budget's deposit and the pick."""
-        state.retry_budget.deposit()
-        return state.pick(self.context(state, method, request, metadata))
+        if state.gate is not None:
+            return False
+        if self.hedge is None and state.config.hedge is None:
+            self.plain_state = state  # every kind is plain with this state (it never changes)
+            return True
+        return kind != "unary_unary"
 
     def resume(
         self, state: ServiceState, first: PickHandle, method: str, *, replayable: bool

@@ -14,6 +14,13 @@ from its own callback thread deadlocks the calls still waiting on that thread.
 
 The pool does no I/O itself: ``create`` and ``discard`` are the sync or aio edge's.
 
+A call leases and releases without the pool's lock (``acquire``'s fast path, ``release``):
+each lease counts its starts and ends with two ``itertools.count``, whose ``next`` is atomic
+in CPython, and the lock is taken only when the list changed or the lease is retired. A start
+that finds its lease retired after counting itself undoes it (an end) and takes the locked
+path; the locked idle check reads the ends before the starts, so a start racing with it can
+only make a lease look busy (it then waits for the next end), never idle while in use.
+
 Health probes lease the sub-channels calls opened (``borrow``, through the sync channel's
 ``lend``), so a probed instance has one connection, not two; a probe counts as a call, so a
 retired sub-channel outlives the probe that uses it, while ``close`` cuts it like any call.
@@ -21,6 +28,7 @@ retired sub-channel outlives the probe that uses it, while ``close`` cuts it lik
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
@@ -35,15 +43,27 @@ C = TypeVar("C")
 class Lease(Generic[C]):
     """A sub-channel and the calls running on it. ``callables`` caches multicallables."""
 
-    __slots__ = ("active", "address", "callables", "channel", "instance", "retired")
+    __slots__ = ("_ends", "_starts", "address", "callables", "channel", "instance", "retired")
 
     def __init__(self, channel: C, instance: ServiceInstance) -> None:
         self.channel = channel
         self.instance = instance
         self.address = instance.address
-        self.active = 0
+        self._starts = itertools.count()
+        self._ends = itertools.count()
         self.retired = False
         self.callables: dict[object, Any] = {}
+
+    def start(self) -> None:
+        """Count a call (or probe) starting on this sub-channel (atomic, lock-free)."""
+        next(self._starts)
+
+    @property
+    def active(self) -> int:
+        """Calls running now. Reading takes one start and one end (balanced), ends first:
+        a start racing with the read makes the count too high, never too low."""
+        ends = next(self._ends)
+        return next(self._starts) - ends
 
 
 class PoolClosed(Exception):
@@ -74,6 +94,22 @@ class SubChannelPool(Generic[C]):
 
     def acquire(self, state: ServiceState, endpoint: Endpoint) -> Lease[C]:
         """The sub-channel for ``endpoint``, counted busy until ``release``."""
+        lease = self._leases.get(endpoint.id)
+        if (
+            lease is not None
+            and lease.instance is endpoint.instance
+            and state.scheduler is self._seen
+            and not self._drained
+            and not self.closed
+        ):
+            next(lease._starts)  # lease.start(), inline: this runs for every call
+            if not lease.retired:
+                return lease
+            self.release(lease)  # retired meanwhile: undo, and take the locked path
+        return self._acquire(state, endpoint)
+
+    def _acquire(self, state: ServiceState, endpoint: Endpoint) -> Lease[C]:
+        """``acquire`` under the lock: sweeps after a list change, makes sub-channels."""
         idle: list[C] = []
         with self._lock:
             if self.closed:
@@ -95,7 +131,7 @@ class SubChannelPool(Generic[C]):
                     self._retire(lease, idle)
                 lease = Lease(self._create(instance), instance)
                 self._leases[endpoint.id] = lease
-            lease.active += 1
+            lease.start()
         for channel in idle:
             self._discard(channel)
         return lease
@@ -112,16 +148,17 @@ class SubChannelPool(Generic[C]):
             lease = self._leases.get(instance.id)
             if self.closed or lease is None or lease.address != instance.address:
                 return None
-            lease.active += 1
+            lease.start()
             return lease
 
     def release(self, lease: Lease[C]) -> None:
         """A call on ``lease`` ended; a retired sub-channel's last call makes it closable."""
-        with self._lock:
-            lease.active -= 1
-            if lease.retired and lease.active == 0 and lease in self._draining:
-                self._draining.discard(lease)
-                self._drained.append(lease.channel)
+        next(lease._ends)
+        if lease.retired:  # set under the lock before its idle check: see the module's doc
+            with self._lock:
+                if lease in self._draining and lease.active <= 0:
+                    self._draining.discard(lease)
+                    self._drained.append(lease.channel)
 
     @staticmethod
     def _same_address(lease: Lease[C], instance: ServiceInstance) -> bool:
@@ -132,8 +169,8 @@ class SubChannelPool(Generic[C]):
         return True
 
     def _retire(self, lease: Lease[C], idle: list[C]) -> None:
-        lease.retired = True
-        if lease.active:
+        lease.retired = True  # before reading ``active``: a start from now on undoes itself
+        if lease.active > 0:
             self._draining.add(lease)
         else:
             idle.append(lease.channel)

@@ -37,6 +37,7 @@ from lbclient._retry import RetryPolicy, RetryState
 from lbclient.grpc._base import Balancing, Method
 from lbclient.grpc._core import (
     DEFAULT_KEY_METADATA,
+    NO_DEADLINE,
     ChannelCore,
     Deadline,
     KeyFunction,
@@ -260,64 +261,55 @@ class _MultiCallable:
     def _blocking(
         self, request: Any, replayable: bool, with_call: bool, timeout: float | None, *args: Any
     ) -> Any:
-        """Run to completion, retrying elsewhere while _core allows; args: grpcio's own."""
+        """Run to completion, retrying elsewhere while _core allows; args: grpcio's own.
+
+        A ``plain`` call (no admission, no hedging, as grpcio's own) has no RetryState until
+        its first attempt fails. One function for all: this runs between two network calls,
+        where every extra function call is a cold one."""
         channel = self._channel
         core = channel._core
+        method = self._method
         state = core.state or channel._state()
-        deadline = Deadline(timeout)
-        if core.plain(state, self._method.kind):  # no admission, no hedging: as grpcio
-            return self._attempts(state, None, deadline, request, replayable, with_call, args)
-        retry = core.start(
-            state,
-            self._method.name,
-            request if replayable else None,
-            args[0],
-            replayable=replayable,
-        )
-        ticket = channel._admit(state, retry, deadline.at)
+        deadline = NO_DEADLINE if timeout is None else Deadline(timeout)
+        retry: RetryState | None = None
+        ticket = None
+        if state is not core.plain_state and not core.plain(state, method.kind):
+            retry = core.start(
+                state, method.name, request if replayable else None, args[0], replayable=replayable
+            )
+            ticket = channel._admit(state, retry, deadline.at)
         try:
-            hedging = core.hedging(state, retry) if self._method.kind == "unary_unary" else None
-            if hedging is not None:
-                return self._hedged(state, retry, hedging, deadline, request, with_call, args)
-            return self._attempts(state, retry, deadline, request, replayable, with_call, args)
+            if retry is not None and method.kind == "unary_unary":
+                hedging = core.hedging(state, retry)
+                if hedging is not None:
+                    return self._hedged(state, retry, hedging, deadline, request, with_call, args)
+            while True:  # the attempts
+                handle, lease = channel._next(
+                    state, retry, method.name, request if replayable else None, args[0]
+                )
+                inner = lease.callables.get(method) or method.on(lease)
+                if with_call:
+                    inner = inner.with_call
+                try:
+                    timeout = None if deadline.at is None else deadline.remaining()
+                    result = inner(request, timeout, *args)
+                except grpc.RpcError as error:
+                    retry, pause = channel._failed(
+                        state, retry, handle, lease, error, deadline, method.name, replayable
+                    )
+                    time.sleep(pause)
+                    continue
+                except BaseException as exc:
+                    channel._end(handle, lease, exc)
+                    raise
+                try:  # channel._end(handle, lease), inline
+                    handle.done()
+                finally:
+                    channel._pool.release(lease)
+                return result
         finally:
             if ticket is not None:
                 ticket.drop()
-
-    def _attempts(
-        self,
-        state: ServiceState,
-        retry: RetryState | None,
-        deadline: Deadline,
-        request: Any,
-        replayable: bool,
-        with_call: bool,
-        args: tuple[Any, ...],
-    ) -> Any:
-        """The attempts of a blocking call; ``retry`` None: a ``plain`` call, whose retry
-        bookkeeping starts only when its first attempt fails."""
-        channel = self._channel
-        method = self._method
-        while True:
-            handle, lease = channel._next(
-                state, retry, method.name, request if replayable else None, args[0]
-            )
-            inner = lease.callables.get(method) or method.on(lease)
-            if with_call:
-                inner = inner.with_call
-            try:
-                result = inner(request, deadline.remaining(), *args)
-            except grpc.RpcError as error:
-                retry, pause = channel._failed(
-                    state, retry, handle, lease, error, deadline, method.name, replayable
-                )
-                time.sleep(pause)
-                continue
-            except BaseException as exc:
-                channel._end(handle, lease, exc)
-                raise
-            channel._end(handle, lease)
-            return result
 
     def _hedged(
         self,

@@ -32,3 +32,10 @@ class RoundRobinScheduler(Scheduler):
         if self._size == 1:
             return self.endpoints[0]
         return self.endpoints[next(self._position) % self._size]
+
+    def pick(self, context: PickContext) -> Endpoint:
+        # Scheduler.pick without its hop to choose() when nothing is excluded: round robin
+        # is the default, and this runs for every request.
+        if context.exclude or self._size == 1:
+            return super().pick(context)
+        return self.endpoints[next(self._position) % self._size]

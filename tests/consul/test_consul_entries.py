@@ -185,3 +185,17 @@ def test_a_hostile_entry_cannot_forge_a_log_line() -> None:
     assert "\n" not in skipped.entry
     assert "\r" not in skipped.reason
     assert "\n" not in skipped.reason
+
+
+def test_values_repeated_in_an_answer_are_kept_once() -> None:
+    """100,000 instances must not hold 100,000 copies of what Consul repeats for each one
+    (JSON gives every value a new object): tags, Service.Meta values, a shared address."""
+    same_host = {"Address": "10.0.0.9", "Meta": {"version": "1"}, "Tags": ["v2"]}
+    one, two = read([entry(1, **same_host), entry(2, **same_host)])
+    assert one.tags is two.tags
+    assert one.metadata["version"] is two.metadata["version"]
+    assert one.host is two.host
+    assert one.metadata["consul.health"] is two.metadata["consul.health"]
+    again = read([entry(1, Address="", Tags=["v2"])])[0]
+    assert again.tags is one.tags  # across answers too
+    assert (again.host, again.port) == ("10.1.0.1", 8001)  # Node.Address

@@ -125,3 +125,14 @@ def test_duplicate_ids_name_both_entries() -> None:
 def test_empty_service_name_is_refused() -> None:
     with pytest.raises(ConfigurationError, match="service name is empty"):
         ServiceInstance("", "h", 1)
+
+
+def test_equal_ports_and_tags_are_one_object() -> None:
+    """Registries send them as new objects for every instance (a port above 256 is 32
+    bytes, a frozenset 216): 100,000 instances keep one of each."""
+    port, tags = int("8080"), frozenset(["v2", "canary"])
+    a = ServiceInstance("orders", "h", port, tags=tags)
+    b = ServiceInstance("orders", "h", int("8080"), tags=frozenset(["canary", "v2"]))
+    assert a.port is b.port
+    assert a.tags is b.tags
+    assert ServiceInstance("orders", "h", 1, tags=[]).tags is ServiceInstance("o", "h", 2).tags

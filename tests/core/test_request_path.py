@@ -3,15 +3,20 @@ context, the request sent to the instance, and an exact retry budget."""
 
 from __future__ import annotations
 
+import math
 import threading
+from collections.abc import Sequence
 from typing import Any
 
 import httpx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import lbclient
-from lbclient import PickContext, ServiceInstance
+from lbclient import Endpoint, Failure, Outcome, PickContext, ServiceInstance
 from lbclient._retry import RetryBudget
+from lbclient.filters import Filter
 from lbclient.schedulers.round_robin import RoundRobinScheduler
 from lbclient.testing import HTTPBackend
 from lbclient.transport import _core
@@ -135,3 +140,60 @@ def test_retry_budget_counts_every_deposit_from_threads() -> None:
     assert budget.try_withdraw()
     assert budget.balance == pytest.approx(0.0, abs=1e-9)
     assert budget.exhausted == 1
+
+
+class _Completions(Filter):
+    """A custom filter that overrides only ``on_complete`` (the documented hook)."""
+
+    def __init__(self) -> None:
+        self.seen: list[Outcome] = []
+
+    def apply(self, endpoints: Sequence[Endpoint]) -> Sequence[Endpoint]:
+        return endpoints
+
+    def on_complete(self, endpoint: Endpoint, outcome: Outcome) -> None:
+        self.seen.append(outcome)
+
+
+def test_a_filter_with_only_on_complete_still_sees_successes_and_failures() -> None:
+    feedback = _Completions()
+    with lbclient.LoadBalancer(
+        {"svc": ["127.0.0.1:1"]}, filters=[lambda: feedback], outlier=None
+    ) as lb:
+        lb.pick("svc").done()  # the success shortcut: no Outcome unless someone needs one
+        lb.pick("svc").done(Failure.SERVER, status=500)
+        lb.pick("svc").cancel()
+        endpoint = lb.service("svc").endpoints["127.0.0.1:1"]
+        assert (endpoint.successes, endpoint.failures, endpoint.in_flight) == (1, 1, 0)
+    assert [(o.failure, o.cancelled) for o in feedback.seen] == [
+        (None, False),
+        (Failure.SERVER, False),
+        (None, True),
+    ]
+    assert feedback.seen[0].latency >= 0.0
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.floats(0.0, 120.0), st.floats(0.0, 5.0)),  # (gap since the last, rtt)
+        min_size=1,
+        max_size=30,
+    )
+)
+def test_the_peak_ewma_of_successes_is_finagles_formula(samples: list[tuple[float, float]]) -> None:
+    endpoint = Endpoint(ServiceInstance("svc", "127.0.0.1", 1), decay=10.0)
+    cost, stamp, now = 0.0, 0.0, 1000.0
+    for gap, rtt in samples:
+        now += gap
+        endpoint.begin()
+        endpoint.succeeded(rtt, now)
+        if rtt > cost:
+            cost = rtt
+        else:
+            w = math.exp((stamp - now) / 10.0)
+            cost = cost * w + rtt * (1.0 - w)
+        stamp = now
+        assert endpoint._cost == pytest.approx(cost, rel=1e-8, abs=1e-12)
+    assert endpoint.in_flight == 0
+    assert endpoint.successes == len(samples)

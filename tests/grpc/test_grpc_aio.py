@@ -312,3 +312,85 @@ async def test_server_stream_moves_until_its_first_message(echo, backends, make_
     failures = {(i, o.failure) for i, o in listener.seen if o.failure is not None}
     assert failures == {("a", Failure.GATEWAY), ("b", Failure.CONNECT)}
     assert await settled(lb)
+
+
+def _call_tasks() -> list[asyncio.Task[Any]]:
+    """Tasks running a RetryingUnaryCall's attempts (grpcio's own per-call task aside)."""
+    return [t for t in asyncio.all_tasks() if "RetryingUnaryCall" in repr(t.get_coro())]
+
+
+async def test_a_call_awaited_at_once_runs_in_its_awaiter_and_can_be_cancelled(
+    echo, backends, make_lb, open_channel
+):
+    listener = Outcomes()
+    lb = make_lb(backends, listeners=[listener])
+    stub = echo.pb2_grpc.EchoStub(open_channel(lb))
+    await stub.Unary(echo.pb2.Request())  # resolves the service
+    ended = asyncio.Event()
+    seen: list[list[asyncio.Task[Any]]] = []
+
+    async def cancel_it() -> None:
+        assert await eventually(lambda: in_flight(lb) == 1)
+        seen.append(_call_tasks())
+        call.add_done_callback(lambda _: ended.set())
+        assert not call.done()
+        assert call.cancel()
+
+    canceller = asyncio.create_task(cancel_it())
+    call = stub.Unary(echo.pb2.Request(sleep=5))
+    with pytest.raises(asyncio.CancelledError):
+        await call
+    await canceller
+    assert seen == [[]]  # no task of ours: the awaiter ran the attempt
+    await asyncio.wait_for(ended.wait(), 5)
+    assert call.done()
+    assert call.cancelled()
+    assert await call.code() is S.CANCELLED
+    assert not call.cancel()  # already over
+    assert await settled(lb)
+    assert listener.seen[-1][1].cancelled
+
+
+async def test_a_call_awaited_twice_answers_both(echo, backends, make_lb, open_channel):
+    lb = make_lb(backends)
+    stub = echo.pb2_grpc.EchoStub(open_channel(lb))
+    await stub.Unary(echo.pb2.Request())
+    call = stub.Unary(echo.pb2.Request(text="twice", sleep=0.05))
+
+    async def wait_for_it() -> Any:
+        return await call
+
+    second = asyncio.create_task(wait_for_it())  # starts after the first await below
+    first = await call
+    assert (await second).text == first.text == "twice"
+    assert await call == first  # a finished call answers again, as a task would
+    assert await settled(lb)
+
+
+async def test_a_driven_call_cancelled_in_its_retry_pause_reports_once(
+    echo, backends, make_lb, open_channel
+):
+    lb = make_lb(backends, outlier=None)
+    retry = RetryPolicy(attempts=3, wait=wait_fixed(5))
+    stub = echo.pb2_grpc.EchoStub(open_channel(lb, idempotent={UNARY}, retry=retry))
+    await stub.Unary(echo.pb2.Request())
+    for backend in backends:
+        backend.abort_code = grpc.StatusCode.UNAVAILABLE
+
+    async def cancel_in_pause() -> None:
+        assert await eventually(lambda: sum(b.calls for b in backends) >= calls + 1)
+        assert await eventually(lambda: in_flight(lb) == 0)  # the first attempt reported
+        seen.append(_call_tasks())
+        assert call.cancel()
+
+    calls = sum(b.calls for b in backends)
+    seen: list[list[asyncio.Task[Any]]] = []
+    canceller = asyncio.create_task(cancel_in_pause())
+    call = stub.Unary(echo.pb2.Request())
+    with pytest.raises(asyncio.CancelledError):
+        await call  # driven here; its pause runs in a task that cancel() reaches
+    await canceller
+    assert len(seen[0]) == 1
+    assert call.cancelled()
+    assert sum(b.calls for b in backends) == calls + 1  # the retry never started
+    assert await settled(lb)

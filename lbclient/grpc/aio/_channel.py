@@ -238,7 +238,7 @@ def _ended(handle: PickHandle, lease: Lease[Any], pool: SubChannelPool[Any], cal
             return
         code, details = _now(call.code()), _now(call.details())
         if code is _PENDING or details is _PENDING:  # pragma: no cover - not seen with grpcio
-            lease.active += 1  # keep the sub-channel until the task below reports
+            lease.start()  # keep the sub-channel until the task below reports
             asyncio.get_running_loop().create_task(_report_later(handle, lease, pool, call))
             return
         report(handle, code, details)

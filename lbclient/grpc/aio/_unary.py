@@ -1,12 +1,15 @@
-"""RetryingUnaryCall: one logical aio unary call, its attempts driven by one task.
+"""RetryingUnaryCall: one logical aio unary call, its attempts driven by its awaiter or a task.
 
-The task picks an instance, awaits grpcio's call on that instance's sub-channel and, when
+The driver picks an instance, awaits grpcio's call on that instance's sub-channel and, when
 ``_core.py`` allows, starts again elsewhere after a pause, within the caller's deadline.
-``await`` gives the last attempt's response (grpcio's own UnaryUnaryCall also runs in a
-task); the Call methods (``code()``, ``details()``, metadata) answer for the last attempt,
-or for the channel's own error when no attempt could start. A hedged call (``HedgePolicy``,
-idempotent methods) races its attempts in tasks of their own (``lbclient._racing``); the
-Call methods then answer for the attempt that won, or for the error raised.
+``await`` gives the last attempt's response. The driver is the coroutine that awaits the
+call at once (the usual ``await stub.Method(request)``; no task of ours, as grpcio's own
+call needs none in the caller's task), else a task started on the next turn of the loop, as
+grpcio's own UnaryUnaryCall does. The Call methods (``code()``, ``details()``, metadata)
+answer for the last attempt, or for the channel's own error when no attempt could start. A
+hedged call (``HedgePolicy``, idempotent methods) races its attempts in tasks of their own
+(``lbclient._racing``); the Call methods then answer for the attempt that won, or for the
+error raised.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import grpc.aio
 from lbclient._handle import PickHandle
 from lbclient._racing import Race, race_tasks
 from lbclient.grpc._base import Method
-from lbclient.grpc._core import Deadline, report_attempt
+from lbclient.grpc._core import NO_DEADLINE, Deadline, report_attempt
 
 if TYPE_CHECKING:
     from lbclient._balancer import ServiceState
@@ -39,7 +42,32 @@ class _Won:
 
 
 class RetryingUnaryCall(grpc.aio.UnaryUnaryCall[Any, Any]):
-    """One logical unary call: its attempts run in a task; Call methods read the last one."""
+    """One logical unary call: its attempts run in a task, or in the coroutine awaiting it;
+    Call methods read the last attempt.
+
+    grpcio's own call is awaited in the caller's task; a task of ours around it would cost two
+    more turns of the event loop per call. So a ``plain`` call (``ChannelCore.plain``) that is
+    awaited before the loop turns is driven by its awaiter (``_driven``): no task, unless an
+    attempt fails and is retried (the pause and later attempts run in a task that ``cancel``
+    can reach). A call not awaited at once, or first asked ``done()``, ``cancel()``, ...,
+    starts its task like grpcio's (``_start``), and so does every call that is not plain.
+    """
+
+    # Class-level defaults: a call sets only what it uses (it is made for every request).
+    _call: Any = None
+    _error: BaseException | None = None
+    _task: asyncio.Task[Any] | None = None
+    _driven = False
+    """Run by the coroutine that awaited it first (no task of ours)."""
+    _retrying: asyncio.Task[Any] | None = None
+    _finished: asyncio.Future[None] | None = None
+    """Done when a driven call ends; made only when someone else waits for that."""
+    _ended = False
+    """A driven call has ended (``_error`` or ``_response`` is its answer)."""
+    _response: Any = None
+    _plain: ServiceState | None = None
+    """The service's state when the call was made, if the call was ``plain`` then (a
+    state's limits, breaker and hedging never change: it stays plain)."""
 
     def __init__(
         self,
@@ -52,10 +80,48 @@ class RetryingUnaryCall(grpc.aio.UnaryUnaryCall[Any, Any]):
     ) -> None:
         self._channel = channel
         self._method = method
-        self._deadline = Deadline(timeout)
-        self._call: Any = None
-        self._error: BaseException | None = None
-        self._task = asyncio.get_running_loop().create_task(self._run(request, metadata, attempt))
+        self._deadline = NO_DEADLINE if timeout is None else Deadline(timeout)
+        self._args = (request, metadata, attempt)
+        core = channel._core
+        state = core.state
+        if state is not None and (state is core.plain_state or core.plain(state, "unary_unary")):
+            self._plain = state
+            # Not awaited before the loop turns: then it runs in a task after all.
+            asyncio.get_running_loop().call_soon(self._start)
+        else:
+            self._start()
+
+    def _start(self) -> asyncio.Task[Any]:
+        """The task running the call's attempts (made at once, unless the call is driven)."""
+        if self._task is None and not self._driven:
+            self._task = asyncio.get_running_loop().create_task(self._run(*self._args))
+        assert self._task is not None or self._driven
+        return self._task  # type: ignore[return-value]
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        if self._task is not None:
+            return (yield from self._task.__await__())
+        if self._driven:  # a second awaiter waits for the first one's answer
+            yield from self._settled().__await__()
+            if self._error is not None:
+                raise self._error
+            return self._response
+        state = self._plain
+        if state is None:
+            return (yield from self._start().__await__())
+        self._driven = True
+        try:
+            request, metadata, attempt = self._args
+            coroutine = self._attempts(state, None, request, metadata, attempt, driven=True)
+            self._response = yield from coroutine.__await__()
+            return self._response
+        except BaseException as exc:
+            self._error = exc
+            raise
+        finally:
+            self._ended = True
+            if self._finished is not None:
+                self._finished.set_result(None)
 
     async def _run(
         self, request: Any, metadata: Any, attempt: Callable[[Any, float | None], Any]
@@ -95,9 +161,12 @@ class RetryingUnaryCall(grpc.aio.UnaryUnaryCall[Any, Any]):
         request: Any,
         metadata: Any,
         attempt: Callable[[Any, float | None], Any],
+        *,
+        driven: bool = False,
     ) -> Any:
         """Attempts one after another; ``retry`` None: a ``ChannelCore.plain`` call, whose
-        retry bookkeeping starts only when its first attempt fails."""
+        retry bookkeeping starts only when its first attempt fails. ``driven``: run by the
+        awaiter, so a retry moves to a task (``_retrying``) that ``cancel`` can reach."""
         channel = self._channel
         method = self._method
         deadline = self._deadline
@@ -105,19 +174,41 @@ class RetryingUnaryCall(grpc.aio.UnaryUnaryCall[Any, Any]):
             handle, lease = channel._next(state, retry, method.name, request, metadata)
             try:
                 inner = lease.callables.get(method) or method.on(lease)
-                self._call = call = attempt(inner, deadline.remaining())
+                timeout = None if deadline.at is None else deadline.remaining()
+                self._call = call = attempt(inner, timeout)
                 response = await call
             except grpc.RpcError as error:
                 retry, pause = channel._failed(
                     state, retry, handle, lease, error, deadline, method.name, True
                 )
+                if driven:
+                    self._retrying = asyncio.get_running_loop().create_task(
+                        self._later(pause, state, retry, request, metadata, attempt)
+                    )
+                    return await self._retrying
                 await asyncio.sleep(pause)
                 continue
             except BaseException as exc:
                 channel._end(handle, lease, exc)
                 raise
-            channel._end(handle, lease)
+            try:  # channel._end(handle, lease), inline
+                handle.done()
+            finally:
+                channel._pool.release(lease)
             return response
+
+    async def _later(
+        self,
+        pause: float,
+        state: ServiceState,
+        retry: RetryState,
+        request: Any,
+        metadata: Any,
+        attempt: Callable[[Any, float | None], Any],
+    ) -> Any:
+        """The retries of a driven call, after ``pause``."""
+        await asyncio.sleep(pause)
+        return await self._attempts(state, retry, request, metadata, attempt)
 
     async def _race(
         self,
@@ -159,26 +250,45 @@ class RetryingUnaryCall(grpc.aio.UnaryUnaryCall[Any, Any]):
             raise failure
         return failure
 
-    def __await__(self) -> Generator[Any, None, Any]:
-        return self._task.__await__()
-
     async def _settled(self) -> None:
-        await asyncio.wait([self._task])
+        if self._driven:
+            if not self._ended:
+                if self._finished is None:
+                    self._finished = asyncio.get_running_loop().create_future()
+                await self._finished
+        else:
+            await asyncio.wait([self._start()])
 
     def cancelled(self) -> bool:
-        return self._task.cancelled()
+        if self._driven:
+            return self._ended and isinstance(self._error, asyncio.CancelledError)
+        return self._start().cancelled()
 
     def done(self) -> bool:
-        return self._task.done()
+        return self._ended if self._driven else self._start().done()
 
     def time_remaining(self) -> float | None:
         return self._deadline.remaining()
 
     def cancel(self) -> bool:
-        return self._task.cancel()
+        if not self._driven:
+            return self._start().cancel()
+        if self._ended:
+            return False
+        if self._retrying is not None:
+            return self._retrying.cancel()
+        if self._call is None:  # pragma: no cover - a driven call starts its attempt at once
+            return False
+        cancelled: bool = self._call.cancel()  # its awaiter gets the CancelledError
+        return cancelled
 
     def add_done_callback(self, callback: Callable[[Any], None]) -> None:
-        self._task.add_done_callback(lambda _: callback(self))
+        if self._driven:
+            asyncio.get_running_loop().create_task(self._settled()).add_done_callback(
+                lambda _: callback(self)
+            )
+        else:
+            self._start().add_done_callback(lambda _: callback(self))
 
     async def _from_call(self, name: str, fallback: Any) -> Any:
         await self._settled()
@@ -196,7 +306,7 @@ class RetryingUnaryCall(grpc.aio.UnaryUnaryCall[Any, Any]):
         return await self._from_call("trailing_metadata", None)
 
     async def code(self) -> grpc.StatusCode:
-        if self._task.cancelled() and self._call is None:
+        if self.cancelled() and self._call is None:
             return grpc.StatusCode.CANCELLED
         code: grpc.StatusCode = await self._from_call("code", grpc.StatusCode.UNKNOWN)
         return code
