@@ -149,14 +149,7 @@ class Balancing:
                 handle = core.pick(state, retry)
         except LBError as exc:
             raise self.error_class(core.service, exc) from exc
-        try:  # self._lease(state, handle), inline
-            lease = self._pool.acquire(state, handle.endpoint)
-        except PoolClosed:
-            raise self._closed(handle) from None
-        except BaseException:
-            handle.cancel()
-            raise
-        return handle, lease
+        return handle, self._lease(state, handle)
 
     def _failed(
         self,

@@ -302,10 +302,7 @@ class _MultiCallable:
                 except BaseException as exc:
                     channel._end(handle, lease, exc)
                     raise
-                try:  # channel._end(handle, lease), inline
-                    handle.done()
-                finally:
-                    channel._pool.release(lease)
+                channel._end(handle, lease)
                 return result
         finally:
             if ticket is not None:

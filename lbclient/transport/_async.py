@@ -152,4 +152,4 @@ class _ReleasingStream(Release, httpx.AsyncByteStream):
         try:
             await self._stream.aclose()
         finally:
-            self.release()
+            self.handle.done(self.failure, status=self.status)

@@ -233,7 +233,7 @@ class TransportCore:
     def prepare(self, request: httpx.Request, handle: PickHandle) -> httpx.Request:
         """The request as sent to the picked instance: URL, Host header and TLS name rewritten."""
         instance = handle.instance
-        scheme = instance.scheme if instance.scheme in ("http", "https") else request.url.scheme
+        scheme = instance.scheme if instance.scheme in ("http", "https") else scheme_of(request.url)
         origin = self._origins.get(scheme, instance.ascii_host, instance.port)
         if self.host_header == "instance":
             host: bytes | None = origin.address
@@ -309,8 +309,12 @@ class TransportCore:
         the scheme really used when the registry changed it, so ``https`` never hides a
         plaintext exchange and an upgrade shows. Changed in place, because httpx's clients
         set ``response.request`` to the request object they passed to the transport."""
-        if scheme_of(prepared.url) != scheme_of(request.url):
-            request.url = request.url.copy_with(scheme=prepared.url.scheme)
+        if _FAST_MODELS:
+            if prepared.url._uri_reference.scheme == request.url._uri_reference.scheme:
+                return request
+        elif prepared.url.scheme == request.url.scheme:
+            return request
+        request.url = request.url.copy_with(scheme=prepared.url.scheme)
         return request
 
 
@@ -500,14 +504,11 @@ class Release:
         self._stream = stream
         self.handle = handle
         self.status = status
-        self.failure = failure_for_status(status)
+        self.failure = None if status < 500 else failure_for_status(status)
 
     def broken(self, exc: BaseException) -> None:
         if isinstance(exc, httpx.TransportError):
             self.failure = classify(exc)[0]
-
-    def release(self) -> None:
-        self.handle.done(self.failure, status=self.status)
 
     def __del__(self) -> None:
         # The response was dropped without close(): give its in-flight slot back. Only as a

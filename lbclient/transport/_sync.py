@@ -160,4 +160,4 @@ class _ReleasingStream(Release, httpx.SyncByteStream):
         try:
             self._stream.close()
         finally:
-            self.release()
+            self.handle.done(self.failure, status=self.status)

@@ -191,10 +191,7 @@ class RetryingUnaryCall(grpc.aio.UnaryUnaryCall[Any, Any]):
             except BaseException as exc:
                 channel._end(handle, lease, exc)
                 raise
-            try:  # channel._end(handle, lease), inline
-                handle.done()
-            finally:
-                channel._pool.release(lease)
+            channel._end(handle, lease)
             return response
 
     async def _later(
