@@ -84,9 +84,11 @@ class OpenTelemetryInstrumentation(LoadBalancerListener):
     """Attribute dicts are built once per (service, instance[, outcome]); churn resets them."""
 
     DURATION_BATCH = 32
-    """Durations of untraced attempts are handed to the SDK this many at a time, and before
-    every collection: one ``Histogram.record`` in a request's path costs about twice what it
-    costs in a run of them (measured in ``benchmarks/bench_http.py --exporters``)."""
+    """Durations of attempts without a span are handed to the SDK this many at a time, and
+    before every collection: one ``Histogram.record`` in a request's path costs about twice
+    what it costs in a run of them (measured in ``benchmarks/bench_http.py --exporters``).
+    An attempt with a span records at once, in the caller's context, so that a sampled
+    trace can make it an exemplar."""
 
     def __init__(
         self, meter_provider: Any = None, tracer_provider: Any = None, *, root_spans: bool = False
@@ -215,8 +217,9 @@ class OpenTelemetryInstrumentation(LoadBalancerListener):
         slot = self._slots.get(handle.endpoint)
         if slot is None:  # a registry update came between the attempt's start and end
             slot = _Slot(self._attrs(handle.service, handle.instance))
-        if trace.get_current_span().get_span_context().trace_flags.sampled:
-            # a sampled trace may make this duration an exemplar: recorded now, in its context
+        span = self._spans.pop(handle, None)
+        if span is not None:
+            # a traced attempt's duration may be an exemplar: recorded now, in its context
             self._duration.record(outcome.latency, slot.attributes)
         else:
             durations = self._durations
@@ -229,7 +232,6 @@ class OpenTelemetryInstrumentation(LoadBalancerListener):
             tally = slot.tallies[label] = self._tally(handle, label)
         with self._lock:
             tally[1] += 1
-        span = self._spans.pop(handle, None)
         if span is None:
             return
         span.set_attribute("lbclient.outcome", label)
