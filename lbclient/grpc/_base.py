@@ -119,6 +119,38 @@ class Balancing:
                 ticket.drop()
             raise
 
+    def _started(self, method: Method, invoke: Callable[[Any], Any], metadata: Any) -> Any:
+        """Admit a call that returns its call object at once (a future, a stream) and start
+        its one attempt; the ticket, if any, stays with the attempt's handle."""
+        state = self._state()
+        retry = self._core.start(state, method.name, None, metadata, replayable=False)
+        ticket = self._admit(state, retry, None, queue=False)
+        try:
+            return self._attempt(state, retry, method, invoke)
+        finally:  # the attempt's handle keeps the ticket until the call ends
+            if ticket is not None:
+                ticket.drop()
+
+    def _attempt(
+        self, state: ServiceState, retry: RetryState, method: Method, invoke: Callable[[Any], Any]
+    ) -> Any:
+        """Start one attempt, ``invoke(multicallable)``, on a picked instance; its end is
+        reported when grpcio says the call ended (``_report_when_done``)."""
+        handle, lease = self._begin(state, retry)
+        try:
+            call = invoke(method.on(lease))
+        except BaseException as exc:
+            handle.__exit__(type(exc), exc, None)
+            self._pool.release(lease)
+            raise
+        self._report_when_done(call, handle, lease)
+        return call
+
+    def _report_when_done(self, call: Any, handle: PickHandle, lease: Lease[Any]) -> None:
+        """Report the attempt and release its lease once ``call`` ends (sync: grpcio's
+        ``add_callback``; aio: ``add_done_callback``)."""
+        raise NotImplementedError
+
     def _begin(self, state: ServiceState, retry: RetryState) -> tuple[PickHandle, Lease[Any]]:
         handle = self._pick(state, retry)
         return handle, self._lease(state, handle)

@@ -116,6 +116,9 @@ class LoadBalancedChannel(Balancing, grpc.Channel):
                 state.channels.discard(self)
         return state
 
+    def _report_when_done(self, call: Any, handle: PickHandle, lease: Lease[Any]) -> None:
+        _report_when_done(call, handle, lease, self._pool)
+
     @property
     def closed(self) -> bool:
         """True after ``close()`` (ChannelProvider: a lent sub-channel may have been cut)."""
@@ -367,30 +370,10 @@ class _MultiCallable:
 
     def _started(self, invoke: Callable[[Any], Any], metadata: Any) -> Any:
         """Start one attempt whose outcome is reported when grpcio says the call ended."""
-        channel = self._channel
         try:
-            state = channel._state()
-            retry = channel._core.start(state, self._method.name, None, metadata, replayable=False)
-            ticket = channel._admit(state, retry, None, queue=False)
-            try:
-                return self._attempt(state, retry, invoke)
-            finally:  # the attempt's handle keeps the ticket until the call ends
-                if ticket is not None:
-                    ticket.drop()
+            return self._channel._started(self._method, invoke, metadata)
         except FailedCall as error:
             return error  # a finished, failed call: raised from result() / next(), as in grpcio
-
-    def _attempt(self, state: ServiceState, retry: RetryState, invoke: Callable[[Any], Any]) -> Any:
-        channel = self._channel
-        handle, lease = channel._begin(state, retry)
-        try:
-            call = invoke(self._method.on(lease))
-        except BaseException as exc:
-            handle.__exit__(type(exc), exc, None)
-            channel._pool.release(lease)
-            raise
-        _report_when_done(call, handle, lease, channel._pool)
-        return call
 
 
 def _report_when_done(
@@ -487,9 +470,10 @@ class _UnaryStream(_MultiCallable, _UnaryStreamBase):
         deadline = Deadline(timeout)
 
         def attempt(state: ServiceState, retry: RetryState, remaining: float | None) -> Any:
-            return self._attempt(
+            return channel._attempt(
                 state,
                 retry,
+                self._method,
                 lambda inner: inner(
                     request, remaining, metadata, credentials, wait_for_ready, compression
                 ),

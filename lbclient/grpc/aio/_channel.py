@@ -109,6 +109,9 @@ class LoadBalancedAioChannel(Balancing, grpc.aio.Channel):
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
 
+    def _report_when_done(self, call: Any, handle: PickHandle, lease: Lease[Any]) -> None:
+        call.add_done_callback(functools.partial(_ended, handle, lease, self._pool))
+
     async def _astate(self) -> ServiceState:
         state = self._core.state
         if state is None:
@@ -208,27 +211,7 @@ class _MultiCallable:
 
     def _started(self, invoke: Callable[[Any], Any], metadata: Any) -> Any:
         """One attempt whose outcome is reported by grpcio's done callback."""
-        channel = self._channel
-        state = channel._state()
-        retry = channel._core.start(state, self._method.name, None, metadata, replayable=False)
-        ticket = channel._admit(state, retry, None, queue=False)
-        try:
-            return self._attempt(state, retry, invoke)
-        finally:  # the attempt's handle keeps the ticket until the call ends
-            if ticket is not None:
-                ticket.drop()
-
-    def _attempt(self, state: ServiceState, retry: RetryState, invoke: Callable[[Any], Any]) -> Any:
-        channel = self._channel
-        handle, lease = channel._begin(state, retry)
-        try:
-            call = invoke(self._method.on(lease))
-        except BaseException as exc:
-            handle.__exit__(type(exc), exc, None)
-            channel._pool.release(lease)
-            raise
-        call.add_done_callback(functools.partial(_ended, handle, lease, channel._pool))
-        return call
+        return self._channel._started(self._method, invoke, metadata)
 
 
 def _ended(handle: PickHandle, lease: Lease[Any], pool: SubChannelPool[Any], call: Any) -> None:
@@ -305,9 +288,10 @@ class _UnaryStream(_MultiCallable, grpc.aio.UnaryStreamMultiCallable[Any, Any]):
         channel = self._channel
 
         def attempt(state: ServiceState, retry: RetryState, remaining: float | None) -> Any:
-            return self._attempt(
+            return channel._attempt(
                 state,
                 retry,
+                self._method,
                 lambda inner: inner(
                     request,
                     timeout=remaining,
