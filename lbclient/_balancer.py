@@ -159,6 +159,7 @@ class ServiceState:
             if type(f).on_complete is not Filter.on_complete
             or type(f).on_success is not Filter.on_success
         )
+        self._success_feedback = tuple(f for f in self._feedback if f.success_feedback)
         self.channels = ChannelProviders()
         """Sync gRPC channels of this service, lending their connections to its probes."""
         with self.channels.binding():  # a prober opened in bind() finds self.channels
@@ -598,7 +599,7 @@ class ServiceState:
         request path's shortcut, building an Outcome only for listeners that read one."""
         endpoint = handle.endpoint
         endpoint.succeeded(latency, now)
-        for f in self._feedback:
+        for f in self._success_feedback:
             f.on_success(endpoint, latency)
         if self._ends:
             self._notify_complete(handle, Outcome(latency, None, False, status))

@@ -67,6 +67,10 @@ class Filter(ABC):
     def on_complete(self, endpoint: Endpoint, outcome: Outcome) -> None:
         """Feedback from every finished attempt (outlier detection counts here). Keep it cheap."""
 
+    success_feedback: ClassVar[bool] = True
+    """False: the filter needs no ``on_success`` (it reads ``Endpoint.successes`` instead),
+    and successful attempts skip it."""
+
     def on_success(self, endpoint: Endpoint, latency: float) -> None:
         """``on_complete`` of a successful attempt, without its Outcome (the request path's
         shortcut); override it too when ``on_complete`` is overridden and speed matters."""

@@ -121,23 +121,32 @@ def _lock_of(instance_id: str) -> threading.Lock:
 
 
 class _Record:
-    """One instance's counters and ejection (one per instance: kept to 8 slots). A record
-    that left ``_records`` belongs to an instance gone from the list."""
+    """One instance's counters and ejection (one per instance: kept to 10 slots). A record
+    that left ``_records`` belongs to an instance gone from the list.
+
+    Successes are not counted here: the endpoint counts them anyway (``Endpoint.successes``),
+    so a success costs the filter nothing. ``swept`` is that count at the last sweep (the
+    interval's successes are the difference) and ``seen`` its value at the last failure (a
+    failure that finds it moved knows a success broke the streak)."""
 
     __slots__ = (
         "bad",
         "ejected_until",
         "ejections",
+        "endpoint",
         "gateway",
         "local",
-        "ok",
         "reason",
+        "seen",
         "server",
+        "swept",
     )
 
-    def __init__(self) -> None:
+    def __init__(self, endpoint: Endpoint) -> None:
+        self.endpoint = endpoint
         self.server = self.gateway = self.local = 0
-        self.ok = self.bad = 0
+        self.seen = self.swept = endpoint.successes
+        self.bad = 0
         self.ejections = 0
         self.ejected_until: float | None = None
         self.reason: str | None = None
@@ -168,7 +177,7 @@ class OutlierFilter(TimedFilter):
                 if record is not None and record.ejected_until is not None:
                     self._ejected -= 1
             for endpoint in added:
-                self._records[endpoint.id] = _Record()
+                self._records[endpoint.id] = _Record(endpoint)
 
     def apply(self, endpoints: Sequence[Endpoint]) -> Sequence[Endpoint]:
         records = self._records
@@ -176,20 +185,22 @@ class OutlierFilter(TimedFilter):
 
     # -- the hot path ----------------------------------------------------------------------
 
+    success_feedback = False  # successes are read from Endpoint.successes (see _Record)
+
     def on_complete(self, endpoint: Endpoint, outcome: Outcome) -> None:
-        if outcome.cancelled:
+        failure = outcome.failure
+        if failure is None or outcome.cancelled:
             return
         record = self._records.get(endpoint.id)
         if record is None:
             return
         s = self.settings
         reason = None
-        failure = outcome.failure
         with _lock_of(endpoint.id):
-            if failure is None:
-                record.ok += 1
+            successes = endpoint.successes
+            if successes != record.seen:  # a success since the last failure: a new streak
+                record.seen = successes
                 record.server = record.gateway = record.local = 0
-                return
             record.bad += 1
             if failure is Failure.SERVER or failure is Failure.GATEWAY:
                 record.local = 0
@@ -210,13 +221,6 @@ class OutlierFilter(TimedFilter):
             if reason is None or record.ejected_until is not None:
                 return
         self._eject(endpoint.id, record, reason, off_request_path=True)
-
-    def on_success(self, endpoint: Endpoint, latency: float) -> None:
-        record = self._records.get(endpoint.id)
-        if record is not None:
-            with _STRIPES[hash(endpoint.id) % _STRIPE_COUNT]:
-                record.ok += 1
-                record.server = record.gateway = record.local = 0
 
     # -- ejection and readmission ----------------------------------------------------------
 
@@ -294,8 +298,9 @@ class OutlierFilter(TimedFilter):
             items = list(self._records.items())
         for instance_id, record in items:
             with _lock_of(instance_id):
-                ok, bad = record.ok, record.bad
-                record.ok = record.bad = 0
+                successes = record.endpoint.successes
+                ok, bad = successes - record.swept, record.bad
+                record.swept, record.bad = successes, 0
                 if record.ejected_until is None:
                     if record.ejections > 0:  # A50: good behaviour slowly earns trust back
                         record.ejections -= 1
