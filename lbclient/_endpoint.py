@@ -140,10 +140,7 @@ class Endpoint:
                 # between two real network calls a call into libm costs microseconds of cold
                 # cache, two float operations do not.
                 x = (now - self._stamp) / self.decay
-                if x < 0.01:
-                    w = 1.0 - x * (1.0 - 0.5 * x)
-                else:
-                    w = math.exp(-x)
+                w = 1.0 - x * (1.0 - 0.5 * x) if x < 0.01 else math.exp(-x)
                 self._cost = cost * w + rtt * (1.0 - w)
             self._stamp = now
 
