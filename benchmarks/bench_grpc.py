@@ -6,12 +6,19 @@ target listing all three with ``grpc.lb_policy_name=round_robin``; lbclient's is
 ``lbclient.grpc.insecure_channel`` over a static registry of the same three addresses (also
 round_robin). Methods are raw-bytes generic handlers, so no code generation is needed.
 
+A third side, "per-instance channels", is the floor of any balancer built on grpcio's Python
+API: one grpcio channel per server, taken in turn by ``itertools.cycle``, with nothing else (no
+pick, no in-flight count, no feedback). grpcio offers no way to choose a sub-channel of one
+channel from Python, so lbclient has to work this way too; the floor shows what that costs
+against grpcio's round_robin, which balances inside one channel in C, and "own" what
+lbclient's code adds on top of it.
+
 Scenarios: unary calls/s at concurrency 1 and 16, sync (threads) and aio (tasks), and
 server-streaming messages/s (sync and aio, 200 messages of 64 bytes per call). Each scenario
-runs in paired rounds (both sides back to back, alternating which goes first); the ratio
-reported is the median of the per-round ratios lbclient / grpcio.
+runs in rounds (the three sides back to back, the order rotating each round); a ratio
+reported is the median of the per-round ratios.
 
-    python benchmarks/bench_grpc.py                  # ~40 s: 6 scenarios x 11 rounds x 2 x 0.25 s
+    python benchmarks/bench_grpc.py                  # ~60 s: 6 scenarios x 11 rounds x 3 x 0.25 s
     python benchmarks/bench_grpc.py --seconds 0.3 --rounds 3
 """
 
@@ -19,12 +26,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import statistics
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from functools import partial
 from typing import Any
 
 import grpc
@@ -124,69 +133,92 @@ async def run_tasks(call: Callable[[], Awaitable[int]], concurrency: int, second
     return _sample(sum(done), start, cpu)
 
 
-BASE, OURS = "grpcio round_robin", "lbclient"
+BASE, FLOOR, OURS = "grpcio round_robin", "per-instance channels", "lbclient"
+SIDES = (BASE, FLOOR, OURS)
+
+
+class PerInstanceChannels:
+    """The floor: one grpcio channel per address, used in turn, nothing else (see above)."""
+
+    def __init__(self, channels: list[Any]) -> None:
+        self._channels = channels
+
+    def unary_unary(self, method: str, **kwargs: Any) -> Callable[..., Any]:
+        return _in_turn([c.unary_unary(method, **kwargs) for c in self._channels])
+
+    def unary_stream(self, method: str, **kwargs: Any) -> Callable[..., Any]:
+        return _in_turn([c.unary_stream(method, **kwargs) for c in self._channels])
+
+    def close(self) -> Any:
+        closed = [c.close() for c in self._channels]
+        return asyncio.gather(*closed) if closed and closed[0] is not None else None
+
+
+def _in_turn(callables: list[Callable[..., Any]]) -> Callable[..., Any]:
+    turn = itertools.cycle(callables)
+    return lambda *args, **kwargs: next(turn)(*args, **kwargs)
 
 
 class Comparison:
-    """Paired rounds, alternating which side goes first: under a noisy shared machine the
-    median of the per-round ratios is far steadier than a ratio of two separate averages."""
+    """Rounds of the three sides back to back, their order rotating: under a noisy shared
+    machine the median of the per-round ratios is far steadier than a ratio of averages."""
 
     def __init__(self, label: str) -> None:
         self.label = label
-        self.rates: dict[str, list[float]] = {BASE: [], OURS: []}
-        self.cpu: dict[str, list[float]] = {BASE: [], OURS: []}
+        self.rates: dict[str, list[float]] = {side: [] for side in SIDES}
+        self.cpu: dict[str, list[float]] = {side: [] for side in SIDES}
 
-    def add(self, base: Sample, ours: Sample) -> None:
-        for side, (rate, cpu) in ((BASE, base), (OURS, ours)):
+    def add(self, samples: dict[str, Sample]) -> None:
+        for side, (rate, cpu) in samples.items():
             self.rates[side].append(rate)
             self.cpu[side].append(cpu)
 
-    @property
-    def ratio(self) -> float:
-        """Throughput, lbclient / grpcio: the median of the per-round ratios."""
-        return statistics.median(o / b for b, o in zip(*self.rates.values(), strict=True))
+    def ratio(self, side: str = OURS) -> float:
+        """Throughput, ``side`` / grpcio: the median of the per-round ratios."""
+        return statistics.median(
+            o / b for b, o in zip(self.rates[BASE], self.rates[side], strict=True)
+        )
+
+    def cpu_ratio(self, side: str = OURS) -> float:
+        """Client CPU per operation, grpcio / ``side`` (1.0: same cost; below: more)."""
+        return statistics.median(b / o for b, o in zip(self.cpu[BASE], self.cpu[side], strict=True))
 
     @property
-    def cpu_ratio(self) -> float:
-        """Client CPU per operation, grpcio / lbclient (1.0: same cost; below: we cost more)."""
-        return statistics.median(b / o for b, o in zip(*self.cpu.values(), strict=True))
+    def own_cpu(self) -> float:
+        """Client CPU per operation lbclient adds to the floor (us, median of the rounds)."""
+        return statistics.median(
+            o - f for f, o in zip(self.cpu[FLOOR], self.cpu[OURS], strict=True)
+        )
 
     def median(self, side: str) -> float:
         return statistics.median(self.rates[side])
 
 
+def _orders(rounds: int) -> Iterator[tuple[str, ...]]:
+    """The order of the sides in each round, rotating so that none is always first."""
+    for i in range(rounds):
+        yield SIDES[i % 3 :] + SIDES[: i % 3]
+
+
 def compare_sync(
-    label: str, rounds: int, base: Callable[[], Sample], ours: Callable[[], Sample]
+    label: str, rounds: int, measure: Mapping[str, Callable[[], Sample]]
 ) -> Comparison:
     result = Comparison(label)
-    for i in range(rounds):
-        if i % 2:
-            o, b = ours(), base()
-        else:
-            b, o = base(), ours()
-        result.add(b, o)
+    for order in _orders(rounds):
+        result.add({side: measure[side]() for side in order})
     return result
 
 
 async def compare_aio(
-    label: str,
-    rounds: int,
-    base: Callable[[], Awaitable[Sample]],
-    ours: Callable[[], Awaitable[Sample]],
+    label: str, rounds: int, measure: Mapping[str, Callable[[], Awaitable[Sample]]]
 ) -> Comparison:
     result = Comparison(label)
-    for i in range(rounds):
-        if i % 2:
-            o, b = await ours(), await base()
-        else:
-            b, o = await base(), await ours()
-        result.add(b, o)
+    for order in _orders(rounds):
+        result.add({side: await measure[side]() for side in order})
     return result
 
 
-def sync_scenarios(
-    channels: dict[str, grpc.Channel], seconds: float, rounds: int
-) -> list[Comparison]:
+def sync_scenarios(channels: dict[str, Any], seconds: float, rounds: int) -> list[Comparison]:
     unary = {n: c.unary_unary(UNARY, _registered_method=True) for n, c in channels.items()}
     stream = {n: c.unary_stream(STREAM, _registered_method=True) for n, c in channels.items()}
 
@@ -202,23 +234,13 @@ def sync_scenarios(
         for _ in range(30):
             unary_op(name)()
     results = []
-    for concurrency in (1, 16):
-        results.append(
-            compare_sync(
-                f"sync unary, concurrency {concurrency} (calls/s)",
-                rounds,
-                lambda c=concurrency: run_threads(unary_op(BASE), c, seconds),
-                lambda c=concurrency: run_threads(unary_op(OURS), c, seconds),
-            )
-        )
-    results.append(
-        compare_sync(
-            "sync server-streaming (messages/s)",
-            rounds,
-            lambda: run_threads(stream_op(BASE), 1, seconds),
-            lambda: run_threads(stream_op(OURS), 1, seconds),
-        )
-    )
+    for label, make, concurrency in (
+        ("sync unary, concurrency 1 (calls/s)", unary_op, 1),
+        ("sync unary, concurrency 16 (calls/s)", unary_op, 16),
+        ("sync server-streaming (messages/s)", stream_op, 1),
+    ):
+        measure = {side: partial(run_threads, make(side), concurrency, seconds) for side in SIDES}
+        results.append(compare_sync(label, rounds, measure))
     return results
 
 
@@ -229,6 +251,7 @@ async def aio_scenarios(
         BASE: grpc.aio.insecure_channel(
             _ipv4_target(ports), options=[("grpc.lb_policy_name", "round_robin")]
         ),
+        FLOOR: PerInstanceChannels([grpc.aio.insecure_channel(a) for a in _addresses(ports)]),
         OURS: lbclient.grpc.aio.insecure_channel("bench", lb),
     }
     unary = {n: c.unary_unary(UNARY, _registered_method=True) for n, c in channels.items()}
@@ -260,17 +283,15 @@ async def aio_scenarios(
         ("aio unary, concurrency 16 (calls/s)", unary_op, 16),
         ("aio server-streaming (messages/s)", stream_op, 1),
     ):
-        results.append(
-            await compare_aio(
-                label,
-                rounds,
-                lambda m=make, c=concurrency: run_tasks(m(BASE), c, seconds),
-                lambda m=make, c=concurrency: run_tasks(m(OURS), c, seconds),
-            )
-        )
+        measure = {side: partial(run_tasks, make(side), concurrency, seconds) for side in SIDES}
+        results.append(await compare_aio(label, rounds, measure))
     for channel in channels.values():
         await channel.close()
     return results
+
+
+def _addresses(ports: list[int]) -> list[str]:
+    return [f"127.0.0.1:{port}" for port in ports]
 
 
 def _ipv4_target(ports: list[int]) -> str:
@@ -295,11 +316,12 @@ def main() -> None:
     try:
         assert server.stdout is not None
         ports = [int(p) for p in server.stdout.readline().split()]
-        lb = lbclient.LoadBalancer({"bench": [f"127.0.0.1:{port}" for port in ports]})
-        channels = {
+        lb = lbclient.LoadBalancer({"bench": _addresses(ports)})
+        channels: dict[str, Any] = {
             BASE: grpc.insecure_channel(
                 _ipv4_target(ports), options=[("grpc.lb_policy_name", "round_robin")]
             ),
+            FLOOR: PerInstanceChannels([grpc.insecure_channel(a) for a in _addresses(ports)]),
             OURS: lbclient.grpc.insecure_channel("bench", lb),
         }
         results = sync_scenarios(channels, args.seconds, args.rounds)
@@ -312,15 +334,20 @@ def main() -> None:
             server.stdin.close()
         server.wait(10)
     print(
-        f"{'scenario (medians of ' + str(args.rounds) + ' paired rounds)':44} "
-        f"{'grpcio rr':>10} {'lbclient':>10} {'ratio':>6} {'cpu ratio':>9}"
+        f"{'scenario (medians of ' + str(args.rounds) + ' rounds)':38} {'grpcio rr':>9} "
+        f"{'floor':>11} {'lbclient':>11} {'own CPU':>8}"
     )
-    for result in results:
+    for r in results:
         print(
-            f"{result.label:44} {result.median(BASE):10.0f} {result.median(OURS):10.0f} "
-            f"{result.ratio:6.2f} {result.cpu_ratio:9.2f}"
+            f"{r.label:38} {r.median(BASE):9.0f} "
+            f"{r.ratio(FLOOR):5.2f}/{r.cpu_ratio(FLOOR):5.2f} "
+            f"{r.ratio(OURS):5.2f}/{r.cpu_ratio(OURS):5.2f} {r.own_cpu:6.1f}us"
         )
-    print("ratio: throughput lbclient/grpcio; cpu ratio: client CPU per op grpcio/lbclient")
+    print(
+        "grpcio rr: its rate; floor and lbclient: throughput ratio / CPU ratio against grpcio\n"
+        "(median per-round ratios: rate/grpcio's rate, grpcio's CPU per op/theirs; 1.0 = same,\n"
+        "below 1.0 slower or costlier); own CPU: client CPU per op lbclient adds to the floor"
+    )
 
 
 if __name__ == "__main__":
