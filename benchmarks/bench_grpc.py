@@ -20,6 +20,7 @@ reported is the median of the per-round ratios.
 
     python benchmarks/bench_grpc.py                  # ~60 s: 6 scenarios x 11 rounds x 3 x 0.25 s
     python benchmarks/bench_grpc.py --seconds 0.3 --rounds 3
+    python benchmarks/bench_grpc.py --own 3000       # lbclient's own wall time per unary call
 """
 
 from __future__ import annotations
@@ -294,6 +295,110 @@ def _addresses(ports: list[int]) -> list[str]:
     return [f"127.0.0.1:{port}" for port in ports]
 
 
+# -- own time per call (--own) ---------------------------------------------------------------
+
+
+class _Timed:
+    """A grpcio channel whose unary-unary callables note how long grpcio's own call took
+    (``grpc_seconds``), so that a caller's time minus it is what wraps grpcio's call."""
+
+    grpc_seconds = 0.0
+
+    def __init__(self, channel: Any) -> None:
+        self._channel = channel
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._channel, name)
+
+    def unary_unary(self, *args: Any, **kwargs: Any) -> Callable[..., Any]:
+        inner = self._channel.unary_unary(*args, **kwargs)
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            start = time.perf_counter()
+            result = inner(*args, **kwargs)
+            if isinstance(result, grpc.aio.Call):
+                return _TimedAwait(result, start)
+            _Timed.grpc_seconds = time.perf_counter() - start
+            return result
+
+        return call
+
+
+class _TimedAwait:
+    """An aio call object noting when grpcio's await returned."""
+
+    def __init__(self, call: Any, start: float) -> None:
+        self._call = call
+        self._start = start
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._call, name)
+
+    def __await__(self) -> Any:
+        response = yield from self._call.__await__()
+        _Timed.grpc_seconds = time.perf_counter() - self._start
+        return response
+
+
+def own_times(ports: list[int], calls: int) -> None:
+    """lbclient's own wall time per unary call, measured between real calls: the caller's
+    time minus grpcio's call, less the same for the floor (so the timing wrapper and what
+    both pay after grpcio's await, the call object's release, cancel out). Medians."""
+    addresses = _addresses(ports)
+    grpc_insecure, aio_insecure = grpc.insecure_channel, grpc.aio.insecure_channel
+    grpc.insecure_channel = lambda *a, **k: _Timed(grpc_insecure(*a, **k))  # type: ignore[assignment]
+    grpc.aio.insecure_channel = lambda *a, **k: _Timed(aio_insecure(*a, **k))  # type: ignore[assignment]
+    lb = lbclient.LoadBalancer({"bench": addresses})
+
+    def sync() -> dict[str, float]:
+        floor = PerInstanceChannels([grpc.insecure_channel(a) for a in addresses])
+        ours = lbclient.grpc.insecure_channel("bench", lb)
+        times: dict[str, list[float]] = {FLOOR: [], OURS: []}
+        methods: dict[str, Callable[..., Any]] = {
+            FLOOR: floor.unary_unary(UNARY),
+            OURS: ours.unary_unary(UNARY),
+        }
+        for i in range(calls + 100):
+            for side, method in methods.items():
+                start = time.perf_counter()
+                method(PAYLOAD)
+                if i >= 100:
+                    times[side].append(time.perf_counter() - start - _Timed.grpc_seconds)
+        floor.close()
+        ours.close()
+        return {side: statistics.median(t) for side, t in times.items()}
+
+    async def aio() -> dict[str, float]:
+        floor = PerInstanceChannels([grpc.aio.insecure_channel(a) for a in addresses])
+        ours = lbclient.grpc.aio.insecure_channel("bench", lb)
+        times: dict[str, list[float]] = {FLOOR: [], OURS: []}
+        aio_methods: dict[str, Callable[..., Any]] = {
+            FLOOR: floor.unary_unary(UNARY),
+            OURS: ours.unary_unary(UNARY),
+        }
+        for i in range(calls + 100):
+            for side, method in aio_methods.items():
+                start = time.perf_counter()
+                await method(PAYLOAD)
+                if i >= 100:
+                    times[side].append(time.perf_counter() - start - _Timed.grpc_seconds)
+        await floor.close()
+        await ours.close()
+        return {side: statistics.median(t) for side, t in times.items()}
+
+    try:
+        for label, result in (("sync", sync()), ("aio", asyncio.run(aio()))):
+            own = (result[OURS] - result[FLOOR]) * 1e6
+            print(
+                f"{label:5} unary: lbclient's own time {own:5.1f} us per call"
+                f" (medians of {calls} calls, the floor's {result[FLOOR] * 1e6:.1f} us"
+                " subtracted)"
+            )
+    finally:
+        grpc.insecure_channel, grpc.aio.insecure_channel = grpc_insecure, aio_insecure
+        lb.close()
+
+
 def _ipv4_target(ports: list[int]) -> str:
     return "ipv4:" + ",".join(f"127.0.0.1:{port}" for port in ports)
 
@@ -302,6 +407,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=0.25, help="per measurement")
     parser.add_argument("--rounds", type=int, default=11, help="paired rounds per scenario")
+    parser.add_argument(
+        "--own",
+        type=int,
+        metavar="CALLS",
+        help="instead: lbclient's own wall time per unary call, over CALLS calls a side",
+    )
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
@@ -316,6 +427,9 @@ def main() -> None:
     try:
         assert server.stdout is not None
         ports = [int(p) for p in server.stdout.readline().split()]
+        if args.own:
+            own_times(ports, args.own)
+            return
         lb = lbclient.LoadBalancer({"bench": _addresses(ports)})
         channels: dict[str, Any] = {
             BASE: grpc.insecure_channel(
