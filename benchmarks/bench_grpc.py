@@ -340,6 +340,11 @@ class _TimedAwait:
         return response
 
 
+BLOCK = 100
+"""--own alternates blocks of this many calls of each side (as a program making many calls
+of one kind would, not one of each in turn, which leaves both sides colder)."""
+
+
 def own_times(ports: list[int], calls: int) -> None:
     """lbclient's own wall time per unary call, measured between real calls: the caller's
     time minus grpcio's call, less the same for the floor (so the timing wrapper and what
@@ -358,12 +363,13 @@ def own_times(ports: list[int], calls: int) -> None:
             FLOOR: floor.unary_unary(UNARY),
             OURS: ours.unary_unary(UNARY),
         }
-        for i in range(calls + 100):
+        for block in range(calls // BLOCK + 1):  # the first block of each side warms up
             for side, method in methods.items():
-                start = time.perf_counter()
-                method(PAYLOAD)
-                if i >= 100:
-                    times[side].append(time.perf_counter() - start - _Timed.grpc_seconds)
+                for _ in range(BLOCK):
+                    start = time.perf_counter()
+                    method(PAYLOAD)
+                    if block:
+                        times[side].append(time.perf_counter() - start - _Timed.grpc_seconds)
         floor.close()
         ours.close()
         return {side: statistics.median(t) for side, t in times.items()}
@@ -376,12 +382,13 @@ def own_times(ports: list[int], calls: int) -> None:
             FLOOR: floor.unary_unary(UNARY),
             OURS: ours.unary_unary(UNARY),
         }
-        for i in range(calls + 100):
+        for block in range(calls // BLOCK + 1):
             for side, method in aio_methods.items():
-                start = time.perf_counter()
-                await method(PAYLOAD)
-                if i >= 100:
-                    times[side].append(time.perf_counter() - start - _Timed.grpc_seconds)
+                for _ in range(BLOCK):
+                    start = time.perf_counter()
+                    await method(PAYLOAD)
+                    if block:
+                        times[side].append(time.perf_counter() - start - _Timed.grpc_seconds)
         await floor.close()
         await ours.close()
         return {side: statistics.median(t) for side, t in times.items()}
