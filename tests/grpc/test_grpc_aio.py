@@ -394,3 +394,100 @@ async def test_a_driven_call_cancelled_in_its_retry_pause_reports_once(
     assert call.cancelled()
     assert sum(b.calls for b in backends) == calls + 1  # the retry never started
     assert await settled(lb)
+
+
+async def test_a_dropped_call_still_runs_reports_and_releases(
+    echo, backends, make_lb, open_channel
+):
+    listener = Outcomes()
+    lb = make_lb(backends, listeners=[listener])
+    stub = echo.pb2_grpc.EchoStub(open_channel(lb))
+    await stub.Unary(echo.pb2.Request())  # resolves the service: later calls start at once
+    stub.Unary(echo.pb2.Request(text="dropped", sleep=0.1))  # nobody keeps it
+    assert await eventually(lambda: len(listener.seen) == 2)
+    assert await settled(lb)
+    assert sum(b.calls for b in backends) == 2
+    assert [o.failure for _, o in listener.seen] == [None, None]
+    assert not any(o.cancelled for _, o in listener.seen)
+
+
+async def test_a_dropped_call_whose_first_attempt_cannot_connect_is_retried(
+    echo, backends, make_lb, open_channel
+):
+    listener = Outcomes()
+    down, up = backends[0], backends[2]
+    lb = make_lb([down, up], listeners=[listener], outlier=None)
+    stub = echo.pb2_grpc.EchoStub(open_channel(lb))  # not idempotent: only CONNECT retried
+    await stub.Unary(echo.pb2.Request())  # resolves the service
+    down.stop()
+    before = up.calls
+    for _ in range(2):  # round robin: one of them tries the stopped server first
+        stub.Unary(echo.pb2.Request())
+    assert await eventually(lambda: up.calls == before + 2)
+    assert await settled(lb)
+    assert await eventually(lambda: sum(o.failure is None for _, o in listener.seen) == 3)
+    assert {(i, o.failure) for i, o in listener.seen if o.failure} == {("a", Failure.CONNECT)}
+
+
+async def test_a_pick_error_is_raised_at_await_not_when_the_call_is_made(echo, backends, make_lb):
+    lb = make_lb(backends)
+    channel = lbclient.grpc.aio.insecure_channel("echo", lb)
+    stub = echo.pb2_grpc.EchoStub(channel)
+    await stub.Unary(echo.pb2.Request())  # resolves the service
+    state = lb.service("echo")
+    instances = [e.instance for e in state.endpoints.values()]
+    state.publish([])
+    call = stub.Unary(echo.pb2.Request())  # the pick fails: nothing raised yet
+    assert call.done()
+    assert not call.cancelled()
+    assert not call.cancel()
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await call
+    assert isinstance(caught.value, LBError)
+    assert await call.code() is S.UNAVAILABLE
+    assert "'echo'" in await call.details()
+    state.publish(instances)
+    await channel.close()
+    closed = stub.Unary(echo.pb2.Request())  # a closed channel: raised at await too
+    with pytest.raises(lbclient.ConfigurationError, match="closed"):
+        await closed
+    assert in_flight(lb) == 0
+
+
+@pytest.mark.parametrize("first", ["nothing", "done", "add_done_callback"])
+async def test_a_call_cancelled_before_anything_ran_reports_a_cancellation(
+    echo, backends, make_lb, open_channel, first
+):
+    listener = Outcomes()
+    lb = make_lb(backends, listeners=[listener])
+    stub = echo.pb2_grpc.EchoStub(open_channel(lb))
+    await stub.Unary(echo.pb2.Request())  # resolves the service
+    call = stub.Unary(echo.pb2.Request(sleep=5))
+    if first == "done":
+        assert not call.done()  # its task is made, not started
+    elif first == "add_done_callback":
+        ended = asyncio.Event()
+        call.add_done_callback(lambda _: ended.set())
+    assert call.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await call
+    assert call.cancelled()
+    assert await call.code() is S.CANCELLED
+    if first == "add_done_callback":
+        await asyncio.wait_for(ended.wait(), 5)
+    assert await settled(lb)
+    assert listener.seen[-1][1].cancelled
+    assert sum(o.failure is not None for _, o in listener.seen) == 0
+
+
+async def test_calls_made_together_and_awaited_later_all_answer(
+    echo, backends, make_lb, open_channel
+):
+    lb = make_lb(backends)
+    stub = echo.pb2_grpc.EchoStub(open_channel(lb))
+    await stub.Unary(echo.pb2.Request())
+    calls = [stub.Unary(echo.pb2.Request(text=str(i))) for i in range(6)]
+    await asyncio.sleep(0.05)  # they run before anyone awaits them, as grpcio's calls do
+    assert [(await call).text for call in calls] == [str(i) for i in range(6)]
+    assert await settled(lb)
+    assert sum(r["successes"] for r in lb.stats("echo")["instances"]) == 7

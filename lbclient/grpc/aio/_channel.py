@@ -262,17 +262,16 @@ class _UnaryUnary(_MultiCallable, grpc.aio.UnaryUnaryMultiCallable[Any, Any]):
         wait_for_ready: bool | None = None,
         compression: grpc.Compression | None = None,
     ) -> RetryingUnaryCall:
-        def attempt(inner: Any, remaining: float | None) -> Any:
-            return inner(
-                request,
-                timeout=remaining,
-                metadata=metadata,
-                credentials=credentials,
-                wait_for_ready=wait_for_ready,
-                compression=compression,
-            )
-
-        return RetryingUnaryCall(self._channel, self._method, request, metadata, timeout, attempt)
+        return RetryingUnaryCall(
+            self._channel,
+            self._method,
+            request,
+            timeout,
+            metadata,
+            credentials,
+            wait_for_ready,
+            compression,
+        )
 
 
 class _UnaryStream(_MultiCallable, grpc.aio.UnaryStreamMultiCallable[Any, Any]):

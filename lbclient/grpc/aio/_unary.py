@@ -25,6 +25,7 @@ from lbclient._handle import PickHandle
 from lbclient._racing import Race, race_tasks
 from lbclient.grpc._base import Method
 from lbclient.grpc._core import NO_DEADLINE, Deadline, report_attempt
+from lbclient.grpc._pool import Lease
 
 if TYPE_CHECKING:
     from lbclient._balancer import ServiceState
@@ -46,17 +47,22 @@ class RetryingUnaryCall(grpc.aio.UnaryUnaryCall[Any, Any]):
     Call methods read the last attempt.
 
     grpcio's own call is awaited in the caller's task; a task of ours around it would cost two
-    more turns of the event loop per call. So a ``plain`` call (``ChannelCore.plain``) that is
-    awaited before the loop turns is driven by its awaiter (``_driven``): no task, unless an
-    attempt fails and is retried (the pause and later attempts run in a task that ``cancel``
-    can reach). A call not awaited at once, or first asked ``done()``, ``cancel()``, ...,
-    starts its task like grpcio's (``_start``), and so does every call that is not plain.
+    more turns of the event loop per call. So a ``plain`` call (``ChannelCore.plain``) starts
+    its first attempt when it is made, as grpcio starts its own call (``_first``), and is
+    driven by its awaiter (``_driven``): no task, unless an attempt fails and is retried (the
+    pause and later attempts run in a task that ``cancel`` can reach). A call first asked
+    ``done()``, ``cancel()``, ..., or dropped unawaited, hands its attempt to a task
+    (``_start``) that reports it and retries as needed; every call that is not plain runs in
+    its task from the start.
     """
 
     # Class-level defaults: a call sets only what it uses (it is made for every request).
     _call: Any = None
     _error: BaseException | None = None
     _task: asyncio.Task[Any] | None = None
+    _first: tuple[PickHandle, Lease[Any]] | None = None
+    """A plain call's first attempt (``_call``), started when the call was made and not yet
+    taken over by its awaiter or its task: nothing has reported it yet."""
     _driven = False
     """Run by the coroutine that awaited it first (no task of ours)."""
     _retrying: asyncio.Task[Any] | None = None
@@ -74,29 +80,85 @@ class RetryingUnaryCall(grpc.aio.UnaryUnaryCall[Any, Any]):
         channel: LoadBalancedAioChannel,
         method: Method,
         request: Any,
-        metadata: Any,
         timeout: float | None,
-        attempt: Callable[[Any, float | None], Any],
+        metadata: Any,
+        credentials: grpc.CallCredentials | None,
+        wait_for_ready: bool | None,
+        compression: grpc.Compression | None,
     ) -> None:
         self._channel = channel
         self._method = method
         self._deadline = NO_DEADLINE if timeout is None else Deadline(timeout)
-        self._args = (request, metadata, attempt)
+        self._args = (request, metadata, credentials, wait_for_ready, compression)
         core = channel._core
         state = core.state
-        if state is not None and (state is core.plain_state or core.plain(state, "unary_unary")):
-            self._plain = state
-            # Not awaited before the loop turns: then it runs in a task after all.
-            asyncio.get_running_loop().call_soon(self._start)
-        else:
+        if state is None or not (state is core.plain_state or core.plain(state, "unary_unary")):
             self._start()
+            return
+        self._plain = state
+        try:
+            handle, lease = channel._next(state, None, method.name, request, metadata)
+        except Exception as exc:  # no instance, a closed channel: raised at await, as grpcio
+            self._fail(exc)
+            return
+        try:
+            inner = lease.callables.get(method) or method.on(lease)
+            self._call = inner(
+                request,
+                timeout=timeout,
+                metadata=metadata,
+                credentials=credentials,
+                wait_for_ready=wait_for_ready,
+                compression=compression,
+            )
+        except Exception as exc:
+            channel._end(handle, lease, exc)
+            self._call = None
+            self._fail(exc)
+            return
+        self._first = handle, lease
+
+    def _fail(self, error: Exception) -> None:
+        """The call ended before any attempt could run: ``error`` answers its awaiters."""
+        self._driven = self._ended = True
+        self._error = error
+
+    def _attempt(self, inner: Any, timeout: float | None) -> Any:
+        """Start one attempt on ``inner`` (grpcio's multicallable) with the call's arguments."""
+        request, metadata, credentials, wait_for_ready, compression = self._args
+        return inner(
+            request,
+            timeout=timeout,
+            metadata=metadata,
+            credentials=credentials,
+            wait_for_ready=wait_for_ready,
+            compression=compression,
+        )
+
+    def __del__(self) -> None:
+        if self._first is not None:  # dropped unawaited: a task reports (and retries) it
+            try:
+                self._start()  # the task keeps this call alive (PEP 442)
+            except RuntimeError:  # no running loop: the call cannot end, nor be retried
+                self._orphaned()
 
     def _start(self) -> asyncio.Task[Any]:
         """The task running the call's attempts (made at once, unless the call is driven)."""
         if self._task is None and not self._driven:
-            self._task = asyncio.get_running_loop().create_task(self._run(*self._args))
+            self._task = task = asyncio.get_running_loop().create_task(self._run())
+            if self._first is not None:  # the task takes it over when it starts
+                task.add_done_callback(lambda _: self._orphaned())
         assert self._task is not None or self._driven
         return self._task  # type: ignore[return-value]
+
+    def _orphaned(self) -> None:
+        """The first attempt is reported cancelled (and its RPC cancelled) if nothing took it
+        over: the task was cancelled before it started, or no loop runs."""
+        first = self._first
+        if first is not None:
+            self._first = None
+            self._call.cancel()
+            self._channel._end(*first, asyncio.CancelledError())
 
     def __await__(self) -> Generator[Any, None, Any]:
         if self._task is not None:
@@ -106,15 +168,32 @@ class RetryingUnaryCall(grpc.aio.UnaryUnaryCall[Any, Any]):
             if self._error is not None:
                 raise self._error
             return self._response
-        state = self._plain
-        if state is None:
-            return (yield from self._start().__await__())
+        first = self._first
+        assert first is not None  # a plain call not driven nor in a task has its first attempt
         self._driven = True
+        self._first = None
+        handle, lease = first
+        channel = self._channel
         try:
-            request, metadata, attempt = self._args
-            coroutine = self._attempts(state, None, request, metadata, attempt, driven=True)
-            self._response = yield from coroutine.__await__()
-            return self._response
+            try:
+                response = yield from self._call.__await__()
+            except grpc.RpcError as error:
+                state = self._plain
+                assert state is not None
+                retry, pause = channel._failed(
+                    state, None, handle, lease, error, self._deadline, self._method.name, True
+                )
+                self._retrying = asyncio.get_running_loop().create_task(
+                    self._later(pause, state, retry)
+                )
+                response = yield from self._retrying.__await__()
+            except BaseException as exc:
+                channel._end(handle, lease, exc)
+                raise
+            else:
+                channel._end(handle, lease)
+            self._response = response
+            return response
         except BaseException as exc:
             self._error = exc
             raise
@@ -123,21 +202,20 @@ class RetryingUnaryCall(grpc.aio.UnaryUnaryCall[Any, Any]):
             if self._finished is not None:
                 self._finished.set_result(None)
 
-    async def _run(
-        self, request: Any, metadata: Any, attempt: Callable[[Any, float | None], Any]
-    ) -> Any:
+    async def _run(self) -> Any:
         channel = self._channel
         core = channel._core
         try:
-            state = core.state or await channel._astate()
+            state = self._plain or core.state or await channel._astate()
             if core.plain(state, "unary_unary"):  # no admission, no hedging: as grpcio
-                return await self._attempts(state, None, request, metadata, attempt)
+                return await self._attempts(state, None)
+            request, metadata = self._args[:2]
             retry = core.start(state, self._method.name, request, metadata, replayable=True)
             ticket = await channel._aadmit(state, retry, self._deadline.at)
             try:
                 hedging = core.hedging(state, retry)
                 while hedging is not None:  # rounds of racing attempts, retried as one attempt
-                    outcome = await self._race(state, retry, Race(hedging), attempt)
+                    outcome = await self._race(state, retry, Race(hedging))
                     if isinstance(outcome, _Won):
                         return outcome.response
                     pause = core.pause(retry, outcome, self._deadline)
@@ -146,7 +224,7 @@ class RetryingUnaryCall(grpc.aio.UnaryUnaryCall[Any, Any]):
                             outcome.add_note(core.describe(retry))
                         raise outcome
                     await asyncio.sleep(pause)
-                return await self._attempts(state, retry, request, metadata, attempt)
+                return await self._attempts(state, retry)
             finally:
                 if ticket is not None:
                     ticket.drop()
@@ -154,38 +232,32 @@ class RetryingUnaryCall(grpc.aio.UnaryUnaryCall[Any, Any]):
             self._error = exc
             raise
 
-    async def _attempts(
-        self,
-        state: ServiceState,
-        retry: RetryState | None,
-        request: Any,
-        metadata: Any,
-        attempt: Callable[[Any, float | None], Any],
-        *,
-        driven: bool = False,
-    ) -> Any:
-        """Attempts one after another; ``retry`` None: a ``ChannelCore.plain`` call, whose
-        retry bookkeeping starts only when its first attempt fails. ``driven``: run by the
-        awaiter, so a retry moves to a task (``_retrying``) that ``cancel`` can reach."""
+    async def _attempts(self, state: ServiceState, retry: RetryState | None) -> Any:
+        """Attempts one after another, the first one possibly already started (``_first``);
+        ``retry`` None: a ``ChannelCore.plain`` call, whose retry bookkeeping starts only
+        when its first attempt fails."""
         channel = self._channel
         method = self._method
         deadline = self._deadline
+        request, metadata = self._args[:2]
+        first, self._first = self._first, None
         while True:
-            handle, lease = channel._next(state, retry, method.name, request, metadata)
+            if first is not None:
+                (handle, lease), first = first, None
+                call = self._call
+            else:
+                handle, lease = channel._next(state, retry, method.name, request, metadata)
+                call = None
             try:
-                inner = lease.callables.get(method) or method.on(lease)
-                timeout = None if deadline.at is None else deadline.remaining()
-                self._call = call = attempt(inner, timeout)
+                if call is None:
+                    inner = lease.callables.get(method) or method.on(lease)
+                    timeout = None if deadline.at is None else deadline.remaining()
+                    self._call = call = self._attempt(inner, timeout)
                 response = await call
             except grpc.RpcError as error:
                 retry, pause = channel._failed(
                     state, retry, handle, lease, error, deadline, method.name, True
                 )
-                if driven:
-                    self._retrying = asyncio.get_running_loop().create_task(
-                        self._later(pause, state, retry, request, metadata, attempt)
-                    )
-                    return await self._retrying
                 await asyncio.sleep(pause)
                 continue
             except BaseException as exc:
@@ -194,25 +266,16 @@ class RetryingUnaryCall(grpc.aio.UnaryUnaryCall[Any, Any]):
             channel._end(handle, lease)
             return response
 
-    async def _later(
-        self,
-        pause: float,
-        state: ServiceState,
-        retry: RetryState,
-        request: Any,
-        metadata: Any,
-        attempt: Callable[[Any, float | None], Any],
-    ) -> Any:
+    async def _later(self, pause: float, state: ServiceState, retry: RetryState) -> Any:
         """The retries of a driven call, after ``pause``."""
         await asyncio.sleep(pause)
-        return await self._attempts(state, retry, request, metadata, attempt)
+        return await self._attempts(state, retry)
 
     async def _race(
         self,
         state: ServiceState,
         retry: RetryState,
         race: Race,
-        attempt: Callable[[Any, float | None], Any],
     ) -> Any:
         """One round of a hedged call, its attempts racing in tasks (``race_tasks``): the
         response wrapped in ``_Won``, or the last RpcError."""
@@ -221,7 +284,7 @@ class RetryingUnaryCall(grpc.aio.UnaryUnaryCall[Any, Any]):
         async def one(handle: PickHandle) -> tuple[Any, Any]:
             lease = channel._lease(state, handle)
             try:
-                call = attempt(self._method.on(lease), self._deadline.remaining())
+                call = self._attempt(self._method.on(lease), self._deadline.remaining())
                 if self._call is None:
                     self._call = call
                 try:
