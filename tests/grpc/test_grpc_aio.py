@@ -411,6 +411,20 @@ async def test_a_dropped_call_still_runs_reports_and_releases(
     assert not any(o.cancelled for _, o in listener.seen)
 
 
+async def test_a_held_call_is_reported_when_its_attempt_ends_not_when_awaited(
+    echo, backends, make_lb, open_channel
+):
+    lb = make_lb(backends)
+    stub = echo.pb2_grpc.EchoStub(open_channel(lb))
+    await stub.Unary(echo.pb2.Request())  # resolves the service
+    call = stub.Unary(echo.pb2.Request(text="held"))  # kept, not awaited nor asked anything
+    assert await eventually(lambda: in_flight(lb) == 0)  # its instance is free again
+    assert sum(r["successes"] for r in lb.stats("echo")["instances"]) == 2
+    assert (await call).text == "held"
+    assert await call.code() is S.OK
+    assert sum(r["successes"] for r in lb.stats("echo")["instances"]) == 2  # reported once
+
+
 async def test_a_dropped_call_whose_first_attempt_cannot_connect_is_retried(
     echo, backends, make_lb, open_channel
 ):

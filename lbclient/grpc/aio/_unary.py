@@ -51,9 +51,9 @@ class RetryingUnaryCall(grpc.aio.UnaryUnaryCall[Any, Any]):
     its first attempt when it is made, as grpcio starts its own call (``_first``), and is
     driven by its awaiter (``_driven``): no task, unless an attempt fails and is retried (the
     pause and later attempts run in a task that ``cancel`` can reach). A call first asked
-    ``done()``, ``cancel()``, ..., or dropped unawaited, hands its attempt to a task
-    (``_start``) that reports it and retries as needed; every call that is not plain runs in
-    its task from the start.
+    ``done()``, ``cancel()``, ..., or still not awaited when its first attempt ends (held or
+    dropped: ``_first_ended``), hands its attempt to a task (``_start``) that reports it and
+    retries as needed; every call that is not plain runs in its task from the start.
     """
 
     # Class-level defaults: a call sets only what it uses (it is made for every request).
@@ -117,6 +117,7 @@ class RetryingUnaryCall(grpc.aio.UnaryUnaryCall[Any, Any]):
             self._fail(exc)
             return
         self._first = handle, lease
+        self._call.add_done_callback(self._first_ended)
 
     def _fail(self, error: Exception) -> None:
         """The call ended before any attempt could run: ``error`` answers its awaiters."""
@@ -135,12 +136,15 @@ class RetryingUnaryCall(grpc.aio.UnaryUnaryCall[Any, Any]):
             compression=compression,
         )
 
-    def __del__(self) -> None:
-        if self._first is not None:  # dropped unawaited: a task reports (and retries) it
-            try:
-                self._start()  # the task keeps this call alive (PEP 442)
-            except RuntimeError:  # no running loop: the call cannot end, nor be retried
+    def _first_ended(self, call: Any) -> None:
+        """grpcio's done callback of the first attempt: a call nobody took over yet (held
+        unawaited, or dropped: grpcio's call keeps it alive till here) is reported by its
+        task, which retries it if need be; a cancelled RPC (its loop closing) at once."""
+        if self._first is not None and self._task is None:
+            if call.cancelled():
                 self._orphaned()
+            else:
+                self._start()
 
     def _start(self) -> asyncio.Task[Any]:
         """The task running the call's attempts (made at once, unless the call is driven)."""
@@ -153,7 +157,7 @@ class RetryingUnaryCall(grpc.aio.UnaryUnaryCall[Any, Any]):
 
     def _orphaned(self) -> None:
         """The first attempt is reported cancelled (and its RPC cancelled) if nothing took it
-        over: the task was cancelled before it started, or no loop runs."""
+        over: the task was cancelled before it started, or grpcio's call was cancelled."""
         first = self._first
         if first is not None:
             self._first = None
