@@ -2,10 +2,13 @@
 
 The driver picks an instance, awaits grpcio's call on that instance's sub-channel and, when
 ``_core.py`` allows, starts again elsewhere after a pause, within the caller's deadline.
-``await`` gives the last attempt's response. The driver is the coroutine that awaits the
-call at once (the usual ``await stub.Method(request)``; no task of ours, as grpcio's own
-call needs none in the caller's task), else a task started on the next turn of the loop, as
-grpcio's own UnaryUnaryCall does. The Call methods (``code()``, ``details()``, metadata)
+``await`` gives the last attempt's response. A call without limits, breaker or hedging
+starts its first attempt when it is made, as grpcio starts its own call, so it runs whether
+or not anybody awaits it; its driver is then the coroutine that awaits it (the usual
+``await stub.Method(request)``; no task of ours, as grpcio's own call needs none), else a
+task, started when the call is asked anything or when that attempt ends unawaited. Errors
+of the pick (no instance, a closed channel) are raised at ``await``, as grpcio raises its
+own. The Call methods (``code()``, ``details()``, metadata)
 answer for the last attempt, or for the channel's own error when no attempt could start. A
 hedged call (``HedgePolicy``, idempotent methods) races its attempts in tasks of their own
 (``lbclient._racing``); the Call methods then answer for the attempt that won, or for the
