@@ -417,12 +417,13 @@ async def test_a_held_call_is_reported_when_its_attempt_ends_not_when_awaited(
     lb = make_lb(backends)
     stub = echo.pb2_grpc.EchoStub(open_channel(lb))
     await stub.Unary(echo.pb2.Request())  # resolves the service
+    successes = lambda: sum(r["successes"] for r in lb.stats("echo")["instances"])  # noqa: E731
     call = stub.Unary(echo.pb2.Request(text="held"))  # kept, not awaited nor asked anything
-    assert await eventually(lambda: in_flight(lb) == 0)  # its instance is free again
-    assert sum(r["successes"] for r in lb.stats("echo")["instances"]) == 2
+    assert await eventually(lambda: successes() == 2)  # reported while still held
+    assert in_flight(lb) == 0  # its instance is free again
     assert (await call).text == "held"
     assert await call.code() is S.OK
-    assert sum(r["successes"] for r in lb.stats("echo")["instances"]) == 2  # reported once
+    assert successes() == 2  # reported once
 
 
 async def test_a_dropped_call_whose_first_attempt_cannot_connect_is_retried(
@@ -505,3 +506,35 @@ async def test_calls_made_together_and_awaited_later_all_answer(
     assert [(await call).text for call in calls] == [str(i) for i in range(6)]
     assert await settled(lb)
     assert sum(r["successes"] for r in lb.stats("echo")["instances"]) == 7
+
+
+async def test_awaited_held_dropped_and_cancelled_calls_together_leak_nothing(
+    echo, backends, make_lb, open_channel
+):
+    lb = make_lb(backends, outlier=None)
+    stub = echo.pb2_grpc.EchoStub(open_channel(lb))
+    await stub.Unary(echo.pb2.Request())  # resolves the service
+    backends[1].stop()  # every third first attempt cannot connect and is retried
+    awaited, held, cancelled = [], [], []
+    for i in range(24):
+        call = stub.Unary(echo.pb2.Request(text=str(i), sleep=0.01))
+        kind = i % 4
+        if kind == 0:
+            awaited.append((i, asyncio.ensure_future(call)))
+        elif kind == 1:
+            held.append((i, call))
+        elif kind == 2:
+            assert call.cancel()
+            cancelled.append(call)
+        del call  # kind 3: dropped
+    for i, task in awaited:
+        assert (await task).text == str(i)
+    await asyncio.sleep(0.1)
+    for i, call in held:
+        assert (await call).text == str(i)
+    for call in cancelled:
+        with pytest.raises(asyncio.CancelledError):
+            await call
+    assert await settled(lb)
+    successes = lambda: sum(r["successes"] for r in lb.stats("echo")["instances"])  # noqa: E731
+    assert await eventually(lambda: successes() == 1 + 18)
