@@ -105,15 +105,7 @@ class RetryingUnaryCall(grpc.aio.UnaryUnaryCall[Any, Any]):
             self._fail(exc)
             return
         try:
-            inner = lease.callables.get(method) or method.on(lease)
-            self._call = inner(
-                request,
-                timeout=timeout,
-                metadata=metadata,
-                credentials=credentials,
-                wait_for_ready=wait_for_ready,
-                compression=compression,
-            )
+            self._call = self._attempt(lease.callables.get(method) or method.on(lease), timeout)
         except Exception as exc:
             channel._end(handle, lease, exc)
             self._call = None
