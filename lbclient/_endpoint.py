@@ -136,11 +136,11 @@ class Endpoint:
                 self._cost = rtt
             else:
                 # w = exp(-x): for the short gaps of a busy instance (under 1% of the decay
-                # time) its Taylor polynomial of degree 2 (relative error under 2e-7):
+                # time) its Taylor polynomial of degree 3 (relative error under 5e-10):
                 # between two real network calls a call into libm costs microseconds of cold
-                # cache, two float operations do not.
+                # cache, a few float operations do not.
                 x = (now - self._stamp) / self.decay
-                w = 1.0 - x * (1.0 - 0.5 * x) if x < 0.01 else math.exp(-x)
+                w = 1.0 - x * (1.0 - x * (0.5 - x / 6.0)) if x < 0.01 else math.exp(-x)
                 self._cost = cost * w + rtt * (1.0 - w)
             self._stamp = now
 
