@@ -154,10 +154,7 @@ class ServiceState:
         self._scheduler_class = scheduler_class(config.scheduler)
         self._lock = threading.RLock()
         self._feedback = tuple(
-            f
-            for f in self.filters
-            if type(f).on_complete is not Filter.on_complete
-            or type(f).on_success is not Filter.on_success
+            f for f in self.filters if type(f).on_complete is not Filter.on_complete
         )
         self._success_feedback = tuple(f for f in self._feedback if f.success_feedback)
         self.channels = ChannelProviders()
@@ -596,13 +593,16 @@ class ServiceState:
 
     def succeeded(self, handle: PickHandle, latency: float, now: float, status: int | None) -> None:
         """``complete`` for an attempt that succeeded (and holds no admission ticket): the
-        request path's shortcut, building an Outcome only for listeners that read one."""
+        request path's shortcut, building an Outcome only for filters and listeners that read
+        one."""
         endpoint = handle.endpoint
         endpoint.succeeded(latency, now)
-        for f in self._success_feedback:
-            f.on_success(endpoint, latency)
-        if self._ends:
-            self._notify_complete(handle, Outcome(latency, None, False, status))
+        if self._success_feedback or self._ends:
+            outcome = Outcome(latency, None, False, status)
+            for f in self._success_feedback:
+                f.on_complete(endpoint, outcome)
+            if self._ends:
+                self._notify_complete(handle, outcome)
 
     def _notify_pick(self, handle: PickHandle) -> None:
         for listener, name, hook, per_attempt in self._starts:

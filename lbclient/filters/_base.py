@@ -68,13 +68,9 @@ class Filter(ABC):
         """Feedback from every finished attempt (outlier detection counts here). Keep it cheap."""
 
     success_feedback: ClassVar[bool] = True
-    """False: the filter needs no ``on_success`` (it reads ``Endpoint.successes`` instead),
-    and successful attempts skip it."""
-
-    def on_success(self, endpoint: Endpoint, latency: float) -> None:
-        """``on_complete`` of a successful attempt, without its Outcome (the request path's
-        shortcut); override it too when ``on_complete`` is overridden and speed matters."""
-        self.on_complete(endpoint, Outcome(latency))
+    """False: ``on_complete`` learns nothing from a success (outlier detection reads
+    ``Endpoint.successes`` instead), so successful attempts skip it: the request path's
+    common case then builds no Outcome at all."""
 
     def on_heartbeat(self, endpoint: Endpoint) -> None:
         """``endpoint`` just showed a sign of life (a passing probe, a registry heartbeat)."""

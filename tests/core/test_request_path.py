@@ -173,6 +173,25 @@ def test_a_filter_with_only_on_complete_still_sees_successes_and_failures() -> N
     assert feedback.seen[0].latency >= 0.0
 
 
+class _FailuresOnly(_Completions):
+    success_feedback = False
+
+
+def test_a_filter_without_success_feedback_sees_only_failures_and_cancellations() -> None:
+    feedback = _FailuresOnly()
+    with lbclient.LoadBalancer(
+        {"svc": ["127.0.0.1:1"]}, filters=[lambda: feedback], outlier=None
+    ) as lb:
+        lb.pick("svc").done()
+        lb.pick("svc").done(Failure.SERVER, status=500)
+        lb.pick("svc").cancel()
+        assert lb.service("svc").endpoints["127.0.0.1:1"].successes == 1
+    assert [(o.failure, o.cancelled) for o in feedback.seen] == [
+        (Failure.SERVER, False),
+        (None, True),
+    ]
+
+
 @settings(max_examples=50, deadline=None)
 @given(
     st.lists(
