@@ -97,6 +97,8 @@ def test_panic_fails_open_across_all_instances(
     with lb, client(lb) as http:
         servers[0].health_status = 503
         wait_until(lambda: row(lb, "svc", servers[0].address)["healthy"] is False)
+        # The verdict is visible a moment before the usable list is rebuilt from it.
+        wait_until(lambda: servers[0].address not in usable_ids(lb, "svc"))
         assert len(usable_ids(lb, "svc")) == 3  # 3 of 4 healthy: above 50%, no panic
         for s in servers[1:3]:
             s.health_status = 503
