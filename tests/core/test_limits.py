@@ -383,9 +383,13 @@ def test_black_holed_calls_free_their_slots_at_the_deadline(mode: Mode) -> None:
         )
         outcomes: list[str] = []
         lock = threading.Lock()
+        # The first two calls are cut well before the waiters' own deadlines: a waiter that
+        # started a few milliseconds after them could otherwise reach its deadline while
+        # still waiting for their slots (and be refused, max_pending), not after taking one.
+        first = lbclient.RetryPolicy(timeout=0.5)
 
-        def call() -> None:
-            caller = Caller(mode, lb)
+        def call(**options: Any) -> None:
+            caller = Caller(mode, lb, **options)
             try:
                 caller.get()
                 outcome = "answered"
@@ -398,7 +402,8 @@ def test_black_holed_calls_free_their_slots_at_the_deadline(mode: Mode) -> None:
             with lock:
                 outcomes.append(outcome)
 
-        threads = [threading.Thread(target=call) for _ in range(4)]
+        threads = [threading.Thread(target=call, kwargs={"retry": first}) for _ in range(2)]
+        threads += [threading.Thread(target=call) for _ in range(2)]
         for thread in threads[:2]:
             thread.start()
         wait_until(lambda: gate_stats(lb)["in_flight"] == 2)
